@@ -1,0 +1,236 @@
+//! Storage backends: turn "driver D, volume N, options O" into a mounted directory on the agent.
+//!
+//! One [`Backend`] trait, one module per backend:
+//! - [`plugin`]: any Docker volume plugin, spoken to over its HTTP protocol (discovery, client);
+//! - [`dvdcli`]: the `dvdcli` program, run with an argv, never through a shell;
+//! - [`local`]: built-in, a directory per volume;
+//! - [`loopdev`]: built-in, an ext4 (or xfs) image per volume on a loop device.
+//!
+//! Backends know nothing of containers or reference counts: the mount table above them calls
+//! [`Backend::mount`] once per host mount and [`Backend::unmount`] once. They must still be
+//! idempotent: a second mount of a mounted volume returns the same path.
+
+pub mod dvdcli;
+pub mod local;
+pub mod loopdev;
+pub mod plugin;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DriverName, VolumeName, VolumeOpts};
+
+/// The caller-chosen id of one host mount; the matching unmount carries the same id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MountId(pub String);
+
+impl fmt::Display for MountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What [`Backend::mount`] needs: the volume, its options (used if it must be created), whether
+/// creating it is forbidden, and the mount id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRequest<'a> {
+    /// The volume.
+    pub name: &'a VolumeName,
+    /// Options for create (and, for dvdcli, mount).
+    pub opts: &'a VolumeOpts,
+    /// Fail with [`BackendErrorKind::NoSuchVolume`] rather than create a missing volume.
+    pub explicit_create: bool,
+    /// The id of this host mount.
+    pub id: &'a MountId,
+}
+
+/// A volume as a backend describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Its name.
+    pub name: String,
+    /// Where it is mounted on the host, when it is.
+    pub mountpoint: Option<PathBuf>,
+    /// Backend-specific status, as the backend gave it (JSON).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub status: serde_json::Value,
+}
+
+/// Whether a driver's volumes are visible from one host only or from every host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// This host only.
+    Local,
+    /// Every host (network storage).
+    Global,
+}
+
+/// What a driver says it can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Volume scope.
+    pub scope: Scope,
+}
+
+/// Per-call time limits (DESIGN §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Mount and create, and every call that is neither mount nor unmount.
+    pub mount: Duration,
+    /// Unmount and remove.
+    pub unmount: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            mount: Duration::from_secs(120),
+            unmount: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Which backend operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Create a volume.
+    Create,
+    /// Remove a volume.
+    Remove,
+    /// Mount a volume (creating it first where allowed).
+    Mount,
+    /// Unmount a volume.
+    Unmount,
+    /// Ask where a volume is mounted.
+    Path,
+    /// Describe one volume.
+    Get,
+    /// List volumes.
+    List,
+    /// Ask the driver's capabilities.
+    Capabilities,
+    /// Find and activate the driver.
+    Activate,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Call::Create => "create",
+            Call::Remove => "remove",
+            Call::Mount => "mount",
+            Call::Unmount => "unmount",
+            Call::Path => "path",
+            Call::Get => "get",
+            Call::List => "list",
+            Call::Capabilities => "capabilities",
+            Call::Activate => "activate",
+        })
+    }
+}
+
+/// A failed backend call: which driver, which volume, which call; the cause is in
+/// [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.context())]
+pub struct BackendError {
+    /// The driver.
+    pub driver: DriverName,
+    /// The volume, for calls about one.
+    pub volume: Option<VolumeName>,
+    /// The call.
+    pub call: Call,
+    /// What went wrong.
+    #[source]
+    pub kind: BackendErrorKind,
+}
+
+impl BackendError {
+    /// Builds an error for `call` on `volume` of `driver`.
+    pub fn new(
+        driver: &DriverName,
+        volume: Option<&VolumeName>,
+        call: Call,
+        kind: impl Into<BackendErrorKind>,
+    ) -> Self {
+        Self {
+            driver: driver.clone(),
+            volume: volume.cloned(),
+            call,
+            kind: kind.into(),
+        }
+    }
+
+    fn context(&self) -> String {
+        match &self.volume {
+            Some(v) => format!(
+                "volume {:?} (driver {:?}): {} failed",
+                v.as_str(),
+                self.driver.as_str(),
+                self.call
+            ),
+            None => format!("driver {:?}: {} failed", self.driver.as_str(), self.call),
+        }
+    }
+}
+
+/// What went wrong in a backend call. Each backend's own error type is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendErrorKind {
+    /// The volume does not exist and `explicit_create` forbids creating it.
+    #[error("the volume does not exist and DVDI_VOLUME_EXPLICITCREATE=true forbids creating it; create it first")]
+    NoSuchVolume,
+    /// No driver of that name: neither built in nor found by plugin discovery.
+    #[error("no such driver")]
+    NoSuchDriver(#[source] plugin::DiscoveryError),
+    /// The Docker volume plugin client failed.
+    #[error(transparent)]
+    Plugin(#[from] plugin::PluginError),
+    /// The `dvdcli` program failed.
+    #[error(transparent)]
+    Dvdcli(#[from] dvdcli::DvdcliError),
+    /// The built-in `local` driver failed.
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
+    /// The built-in `loop` driver failed.
+    #[error(transparent)]
+    Loop(#[from] loopdev::LoopError),
+}
+
+/// A storage backend for one driver.
+///
+/// Implementations are shared between threads; each call is bounded by the [`Timeouts`] the
+/// backend was built with.
+pub trait Backend: Send + Sync {
+    /// The driver this backend serves.
+    fn driver(&self) -> &DriverName;
+
+    /// Creates the volume (a no-op when it exists).
+    fn create(&self, name: &VolumeName, opts: &VolumeOpts) -> Result<(), BackendError>;
+
+    /// Removes the volume.
+    fn remove(&self, name: &VolumeName) -> Result<(), BackendError>;
+
+    /// Mounts the volume on the host, creating it first unless `explicit_create`, and returns the
+    /// host path. Mounting a mounted volume returns the same path.
+    fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError>;
+
+    /// Unmounts the volume mounted under `id`.
+    fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<(), BackendError>;
+
+    /// Where the volume is mounted on the host, if it is.
+    fn path(&self, name: &VolumeName) -> Result<Option<PathBuf>, BackendError>;
+
+    /// Describes one volume; `None` when it does not exist.
+    fn get(&self, name: &VolumeName) -> Result<Option<VolumeInfo>, BackendError>;
+
+    /// Lists the driver's volumes.
+    fn list(&self) -> Result<Vec<VolumeInfo>, BackendError>;
+
+    /// The driver's capabilities.
+    fn capabilities(&self) -> Result<Capabilities, BackendError>;
+}

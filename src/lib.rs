@@ -1,0 +1,23 @@
+//! mesos-dvdi: external persistent volumes for Apache Mesos tasks.
+//!
+//! A Mesos agent isolator module (and the `dvdi` operator CLI) that gives a task the same volume back
+//! wherever it lands. A task names volumes in its environment (`DVDI_VOLUME_NAME`, …) or as
+//! `DOCKER_VOLUME` entries of its `ContainerInfo`; the isolator asks a storage backend to attach and
+//! mount each one on the agent and hands Mesos bind mounts into the container's mount namespace.
+//!
+//! # Layers
+//!
+//! Each layer depends only on the ones above it in this list:
+//!
+//! - [`spec`]: task input → validated [`spec::VolumeSpec`] list. Pure: no I/O, no syscalls.
+//! - [`config`]: module parameters and CLI flags → one [`config::Config`].
+//! - [`backend`]: one [`backend::Backend`] trait; the Docker volume plugin client, `dvdcli`, and
+//!   the built-in `local` and `loop` drivers.
+//! - [`error`]: rendering an error with its whole `source()` chain, once, where it is reported.
+//!
+//! Only the FFI bridge and the C++ shim know that Mesos exists.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod spec;

@@ -1,0 +1,99 @@
+//! Task input → validated volume specs.
+//!
+//! This layer owns the task-facing contract (DESIGN §2): the `DVDI_VOLUME_*` environment variables
+//! and `DOCKER_VOLUME` entries of a `ContainerInfo`. It is pure: no I/O, no syscalls. Once a
+//! [`VolumeSpec`] exists, every part of it is valid; later layers never re-check what is here.
+//!
+//! Checks that need the host (does a container path exist, does it escape the root through a
+//! symlink) belong to the mount layer, not here.
+
+mod name;
+mod opts;
+mod path;
+mod resolve;
+
+pub use name::{DriverName, NameError, VolumeName, FORBIDDEN_NAME_CHARS, MAX_NAME_LEN};
+pub use opts::{OptError, VolumeOpts};
+pub use path::{ContainerPath, PathError};
+pub use resolve::{resolve, Resolved, SpecError, SpecWarning};
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One volume a container asks for, valid by construction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// The driver (plugin or built-in backend).
+    pub driver: DriverName,
+    /// The volume's name, unique per driver.
+    pub name: VolumeName,
+    /// Options passed to the driver on create and mount.
+    pub opts: VolumeOpts,
+    /// Where the container sees the volume; `None`: the task uses the host mount point.
+    pub container_path: Option<ContainerPath>,
+    /// Bind read-only.
+    pub read_only: bool,
+    /// Never create the volume; fail if it does not exist.
+    pub explicit_create: bool,
+    /// A per-task `dvdcli` program, only ever set when the operator allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dvdcli: Option<PathBuf>,
+}
+
+impl VolumeSpec {
+    /// The key the mount table counts users under.
+    pub fn key(&self) -> VolumeKey {
+        VolumeKey {
+            driver: self.driver.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// A volume's identity on an agent: its driver and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VolumeKey {
+    /// The driver.
+    pub driver: DriverName,
+    /// The volume name.
+    pub name: VolumeName,
+}
+
+impl fmt::Display for VolumeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "volume {:?} (driver {:?})",
+            self.name.as_str(),
+            self.driver.as_str()
+        )
+    }
+}
+
+/// A `DOCKER_VOLUME` entry of `ContainerInfo.volumes`, as Mesos gives it (not yet validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerVolumeInput {
+    /// `source.docker_volume.driver`; empty when unset.
+    pub driver: String,
+    /// `source.docker_volume.name`.
+    pub name: String,
+    /// `source.docker_volume.driver_options`, in order.
+    pub driver_options: Vec<(String, String)>,
+    /// `container_path`: absolute, or relative to the sandbox.
+    pub container_path: String,
+    /// `mode == RO`.
+    pub read_only: bool,
+}
+
+/// Operator settings that shape resolution (taken from the `Config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveOptions {
+    /// Driver used when a volume names none.
+    pub default_driver: DriverName,
+    /// Drivers a task may name; `None`: all.
+    pub allowed_drivers: Option<Vec<DriverName>>,
+    /// Honour `DVDI_VOLUME_DVDCLI`.
+    pub allow_task_dvdcli: bool,
+}
