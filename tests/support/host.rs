@@ -1,0 +1,1 @@
+//! Host inspection for tests: mounts in /proc/self/mountinfo, loop devices, temp roots.

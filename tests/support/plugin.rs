@@ -1,0 +1,1 @@
+//! Test Docker volume plugins served on unix sockets from inside the test process.
