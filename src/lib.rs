@@ -13,6 +13,7 @@
 //! - [`config`]: module parameters and CLI flags → one [`config::Config`].
 //! - [`backend`]: one [`backend::Backend`] trait; the Docker volume plugin client, `dvdcli`, and
 //!   the built-in `local` and `loop` drivers.
+//! - [`mount`]: the only code that calls mount(2)/umount(2)/openat2(2), behind a trait.
 //! - [`error`]: rendering an error with its whole `source()` chain, once, where it is reported.
 //!
 //! Only the FFI bridge and the C++ shim know that Mesos exists.
@@ -20,4 +21,5 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod mount;
 pub mod spec;
