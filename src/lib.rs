@@ -23,3 +23,4 @@ pub mod config;
 pub mod error;
 pub mod mount;
 pub mod spec;
+pub mod state;
