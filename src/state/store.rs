@@ -230,24 +230,23 @@ fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
         Err(e) => return Err(io_err("reading", path)(e)),
     };
     // Check the version before the shape, so a newer format is reported as such, not as corrupt.
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })?;
-    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    // (Peek with a struct, not serde_json::Value, which would reorder the options.)
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: Option<u64>,
+    }
+    let corrupt = |source| StateError::Corrupt {
+        path: path.to_owned(),
+        source,
+    };
+    let Version { version } = serde_json::from_slice(&bytes).map_err(corrupt)?;
     if let Some(found) = version.filter(|&v| v != u64::from(CHECKPOINT_VERSION)) {
         return Err(StateError::UnknownVersion {
             path: path.to_owned(),
             found,
         });
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|source| StateError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })
+    serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
 }
 
 /// Exclusive access to one volume's checkpoint; the lock is released on drop.
