@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod isolator;
 pub mod mount;
 pub mod spec;
 pub mod state;

@@ -80,3 +80,4 @@ impl Mounter for Host {
         })
     }
 }
+mod stub; pub use stub::*;

@@ -1,0 +1,731 @@
+//! recover / prepare / cleanup: the isolator itself, with no Mesos in sight.
+//!
+//! Composes the layers below: [`spec`](crate::spec) resolves what a container asks for, the
+//! [`mount`](crate::mount) layer verifies where each volume is bound, a [`BackendProvider`] mounts it
+//! on the host, and the [`state`](crate::state) store counts who uses it. This module owns the
+//! ordering that makes crashes safe: every change is checkpointed before the backend call that
+//! depends on it, so recovery always knows which calls may have happened.
+//!
+//! Locks: one flock per volume (held across its backend call, so two containers preparing one
+//! volume cause one mount) and one short in-memory lock over the container index, never held
+//! across a backend call or a checkpoint write.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::backend::{BackendError, BackendProvider, MountId, MountRequest};
+use crate::config::Config;
+use crate::error::render_chain;
+use crate::mount::{self, TargetError, TargetPolicy};
+use crate::spec::{self, DockerVolumeInput, DriverName, SpecError, VolumeKey, VolumeSpec};
+use crate::state::{
+    ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Use, VolumeRecord,
+    CHECKPOINT_VERSION,
+};
+
+/// What a container asks for and where it lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerInput {
+    /// The task's (or executor's) environment, in order.
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `DOCKER_VOLUME` entries of its `ContainerInfo`.
+    pub docker_volumes: Vec<DockerVolumeInput>,
+    /// Its sandbox directory on the host.
+    pub sandbox: PathBuf,
+    /// Its root filesystem on the host, when it has an image.
+    pub rootfs: Option<PathBuf>,
+    /// The user it runs as, when known.
+    pub user: Option<String>,
+}
+
+/// One bind the containerizer must make in the container's mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMount {
+    /// The volume.
+    pub volume: VolumeKey,
+    /// The volume's host mount point.
+    pub source: PathBuf,
+    /// The verified absolute host path to bind onto.
+    pub target: PathBuf,
+    /// Bind read-only.
+    pub read_only: bool,
+}
+
+/// What the containerizer must do for a prepared container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchPlan {
+    /// Binds, in order (`MS_BIND | MS_REC`, plus `MS_RDONLY` when read-only).
+    pub mounts: Vec<PlannedMount>,
+    /// The container needs its own mount namespace (`CLONE_NEWNS`) for the binds.
+    pub needs_new_mount_ns: bool,
+    /// Every volume the container holds, with its host mount point (volumes without a container
+    /// path are used at that host path directly).
+    pub volumes: Vec<(VolumeKey, PathBuf)>,
+    /// Task input ignored on purpose, for the agent's log.
+    pub warnings: Vec<String>,
+}
+
+/// A container the agent still knows at recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownContainer {
+    /// Its id.
+    pub id: ContainerId,
+}
+
+/// What recovery found and changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverReport {
+    /// References dropped because their container is gone.
+    pub dropped: Vec<(VolumeKey, ContainerId)>,
+    /// Volumes unmounted because no one uses them any more.
+    pub unmounted: Vec<VolumeKey>,
+    /// Volumes whose host mount had vanished (or was half done) and that were mounted again.
+    pub remounted: Vec<VolumeKey>,
+    /// Volumes still in use, kept mounted.
+    pub kept: Vec<VolumeKey>,
+    /// Problems that did not stop recovery, rendered; each names its volume or file.
+    pub errors: Vec<String>,
+}
+
+/// A failed isolator step.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolatorError {
+    /// The container id is not usable.
+    #[error("invalid container id")]
+    ContainerId(#[from] ContainerIdError),
+    /// `prepare` was called twice for one container.
+    #[error("container {0} is already prepared; clean it up first")]
+    AlreadyPrepared(ContainerId),
+    /// The task's volume request breaks the contract.
+    #[error("the task's volume request is invalid")]
+    Spec(#[from] SpecError),
+    /// A container path was refused.
+    #[error("{volume}: container path refused")]
+    Target {
+        /// The volume.
+        volume: VolumeKey,
+        /// Why.
+        #[source]
+        source: TargetError,
+    },
+    /// A backend call failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The checkpoint could not be read or written.
+    #[error("{volume}: checkpoint")]
+    State {
+        /// The volume.
+        volume: VolumeKey,
+        /// Why.
+        #[source]
+        source: StateError,
+    },
+    /// The checkpoint directory could not be read.
+    #[error("checkpoint")]
+    Store(#[source] StateError),
+    /// Reading the host's mount table failed.
+    #[error("reading the mount table failed")]
+    MountTable(#[source] std::io::Error),
+}
+
+/// `prepare` failed; nothing it did is left behind unless `rollback` says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub struct PrepareError {
+    /// The container.
+    pub container: String,
+    /// Why prepare failed.
+    #[source]
+    pub cause: IsolatorError,
+    /// Failures while undoing what prepare had done (each leaves its volume recorded, to be
+    /// released by the next cleanup or recover).
+    pub rollback: Vec<IsolatorError>,
+}
+
+impl fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "preparing volumes for container {} failed", self.container)?;
+        for e in &self.rollback {
+            write!(f, " (and undoing it failed: {})", render_chain(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `cleanup` could not unmount some volumes; they stay recorded with the error and are retried by
+/// the next cleanup or recover.
+#[derive(Debug, thiserror::Error)]
+pub struct CleanupError {
+    /// The container.
+    pub container: ContainerId,
+    /// One failure per volume.
+    pub failures: Vec<IsolatorError>,
+}
+
+impl fmt::Display for CleanupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cleaning up container {}: ", self.container)?;
+        for (i, e) in self.failures.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            f.write_str(&render_chain(e))?;
+        }
+        f.write_str(" (kept recorded; retried at the next cleanup or recover)")
+    }
+}
+
+/// Test-only crash injection: with the `crash-points` feature, the process kills itself with
+/// SIGKILL when `DVDI_CRASH_AT` names the point it reaches.
+fn crash_point(_point: &str) {
+    #[cfg(feature = "crash-points")]
+    if std::env::var("DVDI_CRASH_AT").is_ok_and(|p| p == _point) {
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGKILL);
+    }
+}
+
+/// The crash points compiled in with the `crash-points` feature, in the order an operation meets
+/// them.
+pub const CRASH_POINTS: &[&str] = &[
+    "prepare:intent-saved",
+    "prepare:backend-mounted",
+    "prepare:mounted-saved",
+    "prepare:user-added",
+    "cleanup:user-removed",
+    "cleanup:unmount-intent-saved",
+    "cleanup:backend-unmounted",
+];
+
+/// The isolator: prepare, cleanup and recover for any number of threads at once.
+pub struct Isolator {
+    config: Config,
+    store: Store,
+    backends: Arc<dyn BackendProvider>,
+    mountinfo: PathBuf,
+    host_tmp: PathBuf,
+    /// Container → the volumes it holds. `None` while its prepare runs.
+    index: Mutex<HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
+    /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
+    pending: Mutex<HashSet<VolumeKey>>,
+    next_mount: AtomicU64,
+}
+
+impl fmt::Debug for Isolator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Isolator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Isolator {
+    /// An isolator with its checkpoint under `config.work_dir`.
+    pub fn new(config: Config, backends: Arc<dyn BackendProvider>) -> Result<Self, StateError> {
+        let store = Store::open(&config.work_dir)?;
+        Ok(Self {
+            config,
+            store,
+            backends,
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            host_tmp: PathBuf::from("/tmp"),
+            index: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashSet::new()),
+            next_mount: AtomicU64::new(0),
+        })
+    }
+
+    /// Reads the mount table from `path` instead of `/proc/self/mountinfo` (for tests).
+    pub fn with_mountinfo(mut self, path: PathBuf) -> Self {
+        self.mountinfo = path;
+        self
+    }
+
+    /// Treats `dir` as the host's `/tmp`, the only host directory where a missing container path
+    /// is created (for tests).
+    pub fn with_host_tmp(mut self, dir: PathBuf) -> Self {
+        self.host_tmp = dir;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The checkpoint store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn index(&self) -> MutexGuard<'_, HashMap<ContainerId, Option<Vec<VolumeKey>>>> {
+        // A panic elsewhere while holding the lock leaves the map consistent (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_mount_id(&self) -> MountId {
+        let n = self.next_mount.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        MountId(format!("mesos-dvdi-{}-{nanos:x}-{n}", std::process::id()))
+    }
+
+    /// Resolves, mounts and records every volume `input` asks for; all or nothing.
+    pub fn prepare(
+        &self,
+        id: &str,
+        owner: Owner,
+        input: &ContainerInput,
+    ) -> Result<LaunchPlan, PrepareError> {
+        let fail = |cause: IsolatorError| PrepareError {
+            container: id.to_owned(),
+            cause,
+            rollback: Vec::new(),
+        };
+        let id = ContainerId::new(id).map_err(|e| fail(e.into()))?;
+        {
+            let mut index = self.index();
+            if index.contains_key(&id) {
+                return Err(fail(IsolatorError::AlreadyPrepared(id)));
+            }
+            index.insert(id.clone(), None);
+        }
+        let result = self.prepare_reserved(&id, owner, input);
+        let mut index = self.index();
+        match &result {
+            Ok(plan) => {
+                index.insert(id, Some(plan.volumes.iter().map(|(k, _)| k.clone()).collect()));
+            }
+            Err(_) => {
+                index.remove(&id);
+            }
+        }
+        result
+    }
+
+    fn prepare_reserved(
+        &self,
+        id: &ContainerId,
+        owner: Owner,
+        input: &ContainerInput,
+    ) -> Result<LaunchPlan, PrepareError> {
+        let fail = |cause: IsolatorError| PrepareError {
+            container: id.to_string(),
+            cause,
+            rollback: Vec::new(),
+        };
+        let resolved = spec::resolve(
+            &input.env,
+            &input.docker_volumes,
+            &self.config.resolve_options(),
+        )
+        .map_err(|e| fail(e.into()))?;
+
+        // Verify every target before any backend call: a refused path costs no attach.
+        let mut targets = Vec::with_capacity(resolved.volumes.len());
+        for spec in &resolved.volumes {
+            let target = match &spec.container_path {
+                None => None,
+                Some(path) => Some(self.resolve_target(spec, path, input).map_err(fail)?),
+            };
+            targets.push(target);
+        }
+
+        // Mount independent volumes in parallel.
+        let results: Vec<Result<PathBuf, IsolatorError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = resolved
+                .volumes
+                .iter()
+                .zip(&targets)
+                .map(|(spec, target)| {
+                    let usage = Use {
+                        target: target.clone(),
+                        read_only: spec.read_only,
+                        owner,
+                    };
+                    s.spawn(move || self.acquire(spec, id, usage))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+
+        let mut acquired = Vec::new();
+        let mut first_error = None;
+        for (spec, result) in resolved.volumes.iter().zip(results) {
+            match result {
+                Ok(host) => acquired.push((spec.key(), host)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(cause) = first_error {
+            let rollback = acquired
+                .iter()
+                .filter_map(|(key, _)| self.release(key, id).err())
+                .collect();
+            return Err(PrepareError {
+                container: id.to_string(),
+                cause,
+                rollback,
+            });
+        }
+
+        let mut plan = LaunchPlan {
+            warnings: resolved.warnings.iter().map(ToString::to_string).collect(),
+            ..LaunchPlan::default()
+        };
+        for ((spec, target), (key, host)) in resolved.volumes.iter().zip(targets).zip(acquired) {
+            if let Some(target) = target {
+                plan.mounts.push(PlannedMount {
+                    volume: key.clone(),
+                    source: host.clone(),
+                    target,
+                    read_only: spec.read_only,
+                });
+            }
+            plan.volumes.push((key, host));
+        }
+        plan.needs_new_mount_ns = !plan.mounts.is_empty();
+        Ok(plan)
+    }
+
+    fn resolve_target(
+        &self,
+        spec: &VolumeSpec,
+        path: &spec::ContainerPath,
+        input: &ContainerInput,
+    ) -> Result<PathBuf, IsolatorError> {
+        let (root, policy) = match (&input.rootfs, path.is_absolute()) {
+            (Some(rootfs), true) => (rootfs.as_path(), TargetPolicy::CreateMissing),
+            (None, true) => (
+                Path::new("/"),
+                TargetPolicy::HostPath {
+                    tmp: self.host_tmp.clone(),
+                },
+            ),
+            (_, false) => (input.sandbox.as_path(), TargetPolicy::CreateMissing),
+        };
+        mount::resolve_target(root, path, &policy)
+            .map(|t| t.path().to_owned())
+            .map_err(|source| IsolatorError::Target {
+                volume: spec.key(),
+                source,
+            })
+    }
+
+    fn state_err(key: &VolumeKey) -> impl FnOnce(StateError) -> IsolatorError + '_ {
+        move |source| IsolatorError::State {
+            volume: key.clone(),
+            source,
+        }
+    }
+
+    /// Adds `id` as a user of the volume, mounting it on the host when it is its first user.
+    fn acquire(
+        &self,
+        spec: &VolumeSpec,
+        id: &ContainerId,
+        usage: Use,
+    ) -> Result<PathBuf, IsolatorError> {
+        let key = spec.key();
+        let guard = self.store.lock(&key).map_err(Self::state_err(&key))?;
+        let existing = guard.load().map_err(Self::state_err(&key))?;
+        let mut record = match existing {
+            Some(mut record) if record.phase == Phase::Mounted && record.host_path.is_some() => {
+                let host = record.host_path.clone().unwrap_or_default();
+                record.users.insert(id.clone(), usage);
+                guard.save(&record).map_err(Self::state_err(&key))?;
+                crash_point("prepare:user-added");
+                return Ok(host);
+            }
+            // Half mounted or half unmounted by a process that died (or a failed unmount):
+            // mount again under the same id, which every backend treats as idempotent.
+            Some(record) => record,
+            None => VolumeRecord {
+                version: CHECKPOINT_VERSION,
+                driver: spec.driver.clone(),
+                name: spec.name.clone(),
+                opts: spec.opts.clone(),
+                explicit_create: spec.explicit_create,
+                dvdcli: spec.dvdcli.clone(),
+                mount_id: self.new_mount_id(),
+                phase: Phase::Mounting,
+                host_path: None,
+                is_mount_point: false,
+                users: Default::default(),
+                last_error: None,
+            },
+        };
+        record.phase = Phase::Mounting;
+        record.users.insert(id.clone(), usage);
+        guard.save(&record).map_err(Self::state_err(&key))?;
+        crash_point("prepare:intent-saved");
+
+        match self.mount_record(&record) {
+            Ok(host) => {
+                crash_point("prepare:backend-mounted");
+                record.is_mount_point = self.is_mount_point(&host);
+                record.host_path = Some(host.clone());
+                record.phase = Phase::Mounted;
+                record.last_error = None;
+                guard.save(&record).map_err(Self::state_err(&key))?;
+                crash_point("prepare:mounted-saved");
+                Ok(host)
+            }
+            Err(e) => {
+                record.users.remove(id);
+                let saved = if record.users.is_empty() {
+                    guard.remove()
+                } else {
+                    record.last_error = Some(render_chain(&e));
+                    guard.save(&record)
+                };
+                if let Err(se) = saved {
+                    log::error!("{}", render_chain(&Self::state_err(&key)(se)));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn mount_record(&self, record: &VolumeRecord) -> Result<PathBuf, IsolatorError> {
+        let backend = self
+            .backends
+            .backend(&record.driver, record.dvdcli.as_deref())?;
+        Ok(backend.mount(&MountRequest {
+            name: &record.name,
+            opts: &record.opts,
+            explicit_create: record.explicit_create,
+            id: &record.mount_id,
+        })?)
+    }
+
+    fn is_mount_point(&self, path: &Path) -> bool {
+        match mount::read_mountinfo(&self.mountinfo) {
+            Ok(table) => mount::is_mount_point(&table, path),
+            Err(e) => {
+                log::warn!("reading {}: {e}", self.mountinfo.display());
+                false
+            }
+        }
+    }
+
+    /// Drops `id`'s use of the volume; unmounts it when no one else uses it.
+    fn release(&self, key: &VolumeKey, id: &ContainerId) -> Result<(), IsolatorError> {
+        let guard = self.store.lock(key).map_err(Self::state_err(key))?;
+        let Some(mut record) = guard.load().map_err(Self::state_err(key))? else {
+            return Ok(());
+        };
+        if record.users.remove(id).is_some() {
+            if !record.users.is_empty() {
+                return guard.save(&record).map_err(Self::state_err(key));
+            }
+            crash_point("cleanup:user-removed");
+        } else if !record.users.is_empty() {
+            return Ok(());
+        }
+        self.unmount_unused(&guard, record)
+    }
+
+    /// Unmounts a volume that has no users, under its lock; keeps it recorded with the error when
+    /// the unmount fails.
+    fn unmount_unused(
+        &self,
+        guard: &crate::state::VolumeGuard,
+        mut record: VolumeRecord,
+    ) -> Result<(), IsolatorError> {
+        let key = record.key();
+        record.phase = Phase::Unmounting;
+        guard.save(&record).map_err(Self::state_err(&key))?;
+        crash_point("cleanup:unmount-intent-saved");
+        let result = self
+            .backends
+            .backend(&record.driver, record.dvdcli.as_deref())
+            .and_then(|b| b.unmount(&record.name, &record.mount_id));
+        match result {
+            Ok(()) => {
+                crash_point("cleanup:backend-unmounted");
+                guard.remove().map_err(Self::state_err(&key))?;
+                self.pending().remove(&key);
+                Ok(())
+            }
+            Err(e) => {
+                record.last_error = Some(render_chain(&e));
+                guard.save(&record).map_err(Self::state_err(&key))?;
+                self.pending().insert(key);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashSet<VolumeKey>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Releases every volume `id` holds; an unknown id is fine. Unmount failures are kept
+    /// recorded and retried at the next cleanup or recover.
+    pub fn cleanup(&self, id: &str) -> Result<(), CleanupError> {
+        let Ok(id) = ContainerId::new(id) else {
+            // No container with an invalid id was ever prepared.
+            return Ok(());
+        };
+        let keys = self.index().get(&id).cloned().flatten().unwrap_or_default();
+        let mut failures: Vec<IsolatorError> = keys
+            .iter()
+            .filter_map(|key| self.release(key, &id).err())
+            .collect();
+        // Retry unmounts that failed before, now that their backend may be back.
+        let retry: Vec<VolumeKey> = self
+            .pending()
+            .iter()
+            .filter(|k| !keys.contains(k))
+            .cloned()
+            .collect();
+        for key in retry {
+            if let Err(e) = self.retry_unused(&key) {
+                log::warn!("{}", render_chain(&e));
+            }
+        }
+        self.index().remove(&id);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            failures.shrink_to_fit();
+            Err(CleanupError {
+                container: id,
+                failures,
+            })
+        }
+    }
+
+    fn retry_unused(&self, key: &VolumeKey) -> Result<(), IsolatorError> {
+        let guard = self.store.lock(key).map_err(Self::state_err(key))?;
+        match guard.load().map_err(Self::state_err(key))? {
+            Some(record) if record.users.is_empty() => self.unmount_unused(&guard, record),
+            _ => {
+                self.pending().remove(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reconciles the checkpoint with the containers the agent still knows and with the host's
+    /// mount table: drops references of containers that are gone, unmounts volumes no one uses,
+    /// mounts again volumes in use whose mount vanished or was half done.
+    pub fn recover(
+        &self,
+        known: &[KnownContainer],
+        orphans: &[ContainerId],
+    ) -> Result<RecoverReport, IsolatorError> {
+        let alive: HashSet<&ContainerId> = known
+            .iter()
+            .map(|k| &k.id)
+            .filter(|id| !orphans.contains(id))
+            .collect();
+        let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
+        let mut report = RecoverReport::default();
+        let mut index: HashMap<ContainerId, Option<Vec<VolumeKey>>> = alive
+            .iter()
+            .map(|id| ((*id).clone(), Some(Vec::new())))
+            .collect();
+
+        let scanned = self.store.scan().map_err(IsolatorError::Store)?;
+        for entry in scanned {
+            let key = match entry.record {
+                Ok(record) => record.key(),
+                Err(e) => {
+                    // Never replaced silently: the operator decides (`dvdi status` shows it).
+                    report.errors.push(render_chain(&e));
+                    continue;
+                }
+            };
+            if let Err(e) = self.recover_volume(&key, &alive, &table, &mut report, &mut index) {
+                report.errors.push(render_chain(&e));
+            }
+        }
+        *self.index() = index;
+        Ok(report)
+    }
+
+    fn recover_volume(
+        &self,
+        key: &VolumeKey,
+        alive: &HashSet<&ContainerId>,
+        table: &[mount::MountInfoEntry],
+        report: &mut RecoverReport,
+        index: &mut HashMap<ContainerId, Option<Vec<VolumeKey>>>,
+    ) -> Result<(), IsolatorError> {
+        let guard = self.store.lock(key).map_err(Self::state_err(key))?;
+        let Some(mut record) = guard.load().map_err(Self::state_err(key))? else {
+            return Ok(());
+        };
+        let before = record.users.len();
+        let gone: Vec<ContainerId> = record
+            .users
+            .iter()
+            .filter(|(id, u)| !is_alive(id, u.owner, alive))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            record.users.remove(&id);
+            report.dropped.push((key.clone(), id));
+        }
+        if record.users.is_empty() {
+            self.unmount_unused(&guard, record)?;
+            report.unmounted.push(key.clone());
+            return Ok(());
+        }
+        let vanished = record.phase == Phase::Mounted
+            && record.is_mount_point
+            && record
+                .host_path
+                .as_deref()
+                .is_some_and(|p| !mount::is_mount_point(table, p));
+        if record.phase != Phase::Mounted || vanished {
+            let host = self.mount_record(&record)?;
+            record.is_mount_point = mount::is_mount_point(table, &host) || self.is_mount_point(&host);
+            record.host_path = Some(host);
+            record.phase = Phase::Mounted;
+            record.last_error = None;
+            guard.save(&record).map_err(Self::state_err(key))?;
+            report.remounted.push(key.clone());
+        } else if record.users.len() != before {
+            guard.save(&record).map_err(Self::state_err(key))?;
+        }
+        for id in record.users.keys() {
+            if let Some(Some(keys)) = index.get_mut(id) {
+                keys.push(key.clone());
+            } else {
+                // A live `dvdi run` process the agent does not know.
+                index.insert(id.clone(), Some(vec![key.clone()]));
+            }
+        }
+        report.kept.push(key.clone());
+        Ok(())
+    }
+}
+
+/// Whether a user of a volume is still alive: a Mesos container while the agent knows it, a
+/// `dvdi run` process while a process with its pid and start time exists.
+fn is_alive(id: &ContainerId, owner: Owner, known: &HashSet<&ContainerId>) -> bool {
+    match owner {
+        Owner::Mesos => known.contains(id),
+        Owner::Process { pid, start_time } => process_start_time(pid) == Some(start_time),
+    }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
