@@ -21,7 +21,7 @@ use crate::backend::{BackendError, BackendProvider, MountId, MountRequest};
 use crate::config::Config;
 use crate::error::render_chain;
 use crate::mount::{self, TargetError, TargetPolicy};
-use crate::spec::{self, DockerVolumeInput, DriverName, SpecError, VolumeKey, VolumeSpec};
+use crate::spec::{self, DockerVolumeInput, SpecError, VolumeKey, VolumeSpec};
 use crate::state::{
     ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Use, VolumeRecord,
     CHECKPOINT_VERSION,
@@ -147,7 +147,11 @@ pub struct PrepareError {
 
 impl fmt::Display for PrepareError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "preparing volumes for container {} failed", self.container)?;
+        write!(
+            f,
+            "preparing volumes for container {} failed",
+            self.container
+        )?;
         for e in &self.rollback {
             write!(f, " (and undoing it failed: {})", render_chain(e))?;
         }
@@ -298,7 +302,10 @@ impl Isolator {
         let mut index = self.index();
         match &result {
             Ok(plan) => {
-                index.insert(id, Some(plan.volumes.iter().map(|(k, _)| k.clone()).collect()));
+                index.insert(
+                    id,
+                    Some(plan.volumes.iter().map(|(k, _)| k.clone()).collect()),
+                );
             }
             Err(_) => {
                 index.remove(&id);
@@ -691,7 +698,8 @@ impl Isolator {
                 .is_some_and(|p| !mount::is_mount_point(table, p));
         if record.phase != Phase::Mounted || vanished {
             let host = self.mount_record(&record)?;
-            record.is_mount_point = mount::is_mount_point(table, &host) || self.is_mount_point(&host);
+            record.is_mount_point =
+                mount::is_mount_point(table, &host) || self.is_mount_point(&host);
             record.host_path = Some(host);
             record.phase = Phase::Mounted;
             record.last_error = None;

@@ -80,4 +80,5 @@ impl Mounter for Host {
         })
     }
 }
-mod stub; pub use stub::*;
+mod stub;
+pub use stub::*;
