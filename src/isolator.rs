@@ -139,7 +139,7 @@ pub struct PrepareError {
     pub container: String,
     /// Why prepare failed.
     #[source]
-    pub cause: IsolatorError,
+    pub cause: Box<IsolatorError>,
     /// Failures while undoing what prepare had done (each leaves its volume recorded, to be
     /// released by the next cleanup or recover).
     pub rollback: Vec<IsolatorError>,
@@ -287,7 +287,7 @@ impl Isolator {
     ) -> Result<LaunchPlan, PrepareError> {
         let fail = |cause: IsolatorError| PrepareError {
             container: id.to_owned(),
-            cause,
+            cause: Box::new(cause),
             rollback: Vec::new(),
         };
         let id = ContainerId::new(id).map_err(|e| fail(e.into()))?;
@@ -322,7 +322,7 @@ impl Isolator {
     ) -> Result<LaunchPlan, PrepareError> {
         let fail = |cause: IsolatorError| PrepareError {
             container: id.to_string(),
-            cause,
+            cause: Box::new(cause),
             rollback: Vec::new(),
         };
         let resolved = spec::resolve(
@@ -380,7 +380,7 @@ impl Isolator {
                 .collect();
             return Err(PrepareError {
                 container: id.to_string(),
-                cause,
+                cause: Box::new(cause),
                 rollback,
             });
         }
