@@ -69,6 +69,10 @@ pub struct LaunchPlan {
     pub warnings: Vec<String>,
 }
 
+/// Where a container with its own root filesystem sees its sandbox (the agent's
+/// `--sandbox_directory`, whose default this is).
+pub const SANDBOX_IN_ROOTFS: &str = "/mnt/mesos/sandbox";
+
 /// A container the agent still knows at recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownContainer {
@@ -404,28 +408,45 @@ impl Isolator {
         Ok(plan)
     }
 
+    /// Verifies (creating where allowed) where a volume is bound and returns the bind target.
+    ///
+    /// Mesos' rules (its `docker/volume` isolator, which the env form follows too): an absolute
+    /// path is inside the rootfs when the container has one, else a host path; a relative path is
+    /// in the sandbox, which a container with a rootfs sees at [`SANDBOX_IN_ROOTFS`] — so the
+    /// directory is made in the host sandbox and the bind targets the rootfs's view of it.
     fn resolve_target(
         &self,
         spec: &VolumeSpec,
         path: &spec::ContainerPath,
         input: &ContainerInput,
     ) -> Result<PathBuf, IsolatorError> {
-        let (root, policy) = match (&input.rootfs, path.is_absolute()) {
-            (Some(rootfs), true) => (rootfs.as_path(), TargetPolicy::CreateMissing),
-            (None, true) => (
+        let refused = |source| IsolatorError::Target {
+            volume: spec.key(),
+            source,
+        };
+        if !path.is_absolute() {
+            let verified =
+                mount::resolve_target(&input.sandbox, path, &TargetPolicy::CreateMissing)
+                    .map_err(refused)?;
+            return Ok(match &input.rootfs {
+                Some(rootfs) => rootfs
+                    .join(SANDBOX_IN_ROOTFS.trim_start_matches('/'))
+                    .join(path.relative()),
+                None => verified.path().to_owned(),
+            });
+        }
+        let (root, policy) = match &input.rootfs {
+            Some(rootfs) => (rootfs.as_path(), TargetPolicy::CreateMissing),
+            None => (
                 Path::new("/"),
                 TargetPolicy::HostPath {
                     tmp: self.host_tmp.clone(),
                 },
             ),
-            (_, false) => (input.sandbox.as_path(), TargetPolicy::CreateMissing),
         };
         mount::resolve_target(root, path, &policy)
             .map(|t| t.path().to_owned())
-            .map_err(|source| IsolatorError::Target {
-                volume: spec.key(),
-                source,
-            })
+            .map_err(refused)
     }
 
     fn state_err(key: &VolumeKey) -> impl FnOnce(StateError) -> IsolatorError + '_ {
