@@ -1,0 +1,101 @@
+//! Which backend serves a driver: the built-in `local` and `loop` drivers shadow plugins of the
+//! same name (as Docker's own `local` does); every other driver is a Docker volume plugin or,
+//! with `backend=dvdcli`, the dvdcli program.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::dvdcli::DvdcliBackend;
+use super::local::LocalBackend;
+use super::loopdev::LoopBackend;
+use super::plugin::PluginBackend;
+use super::{Backend, BackendError, BackendProvider};
+use crate::config::{BackendKind, Config};
+use crate::mount::Mounter;
+use crate::spec::DriverName;
+
+/// The name of the built-in directory driver.
+pub const LOCAL_DRIVER: &str = "local";
+/// The name of the built-in loop-device driver.
+pub const LOOP_DRIVER: &str = "loop";
+
+/// Finds and caches the backend for each driver, as the configuration says.
+pub struct Registry {
+    config: Config,
+    mounter: Arc<dyn Mounter>,
+    /// Keyed by driver and, for per-task dvdcli programs, the program.
+    cache: Mutex<HashMap<(DriverName, Option<PathBuf>), Arc<dyn Backend>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A registry for `config`, mounting built-in volumes through `mounter`.
+    pub fn new(config: Config, mounter: Arc<dyn Mounter>) -> Self {
+        Self {
+            config,
+            mounter,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn open(
+        &self,
+        driver: &DriverName,
+        dvdcli: Option<&Path>,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        let timeouts = self.config.timeouts();
+        Ok(match (driver.as_str(), dvdcli) {
+            (LOCAL_DRIVER, _) => Arc::new(LocalBackend::new(self.config.local_root.clone())),
+            (LOOP_DRIVER, _) => Arc::new(LoopBackend::new(
+                self.config.loop_root.clone(),
+                Arc::clone(&self.mounter),
+            )),
+            (_, Some(program)) => Arc::new(DvdcliBackend::new(
+                program.to_owned(),
+                driver.clone(),
+                timeouts,
+            )),
+            _ => match self.config.backend {
+                BackendKind::Dvdcli => Arc::new(DvdcliBackend::new(
+                    self.config.dvdcli_path.clone(),
+                    driver.clone(),
+                    timeouts,
+                )),
+                BackendKind::Plugin => Arc::new(PluginBackend::discover(
+                    driver,
+                    &self.config.plugin_dirs,
+                    timeouts,
+                )?),
+            },
+        })
+    }
+}
+
+impl BackendProvider for Registry {
+    fn backend(
+        &self,
+        driver: &DriverName,
+        dvdcli: Option<&Path>,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        let key = (driver.clone(), dvdcli.map(Path::to_owned));
+        if let Some(b) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Arc::clone(b));
+        }
+        // Discovery and activation may wait on a plugin: never under the cache lock. Two threads
+        // may both open the backend; the first one cached wins, which is harmless.
+        let opened = self.open(driver, dvdcli)?;
+        Ok(Arc::clone(
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(opened),
+        ))
+    }
+}
