@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod isolator;
 pub mod plugin;

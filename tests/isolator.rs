@@ -1,0 +1,427 @@
+//! The isolator core, for real: root, private mount namespaces, the built-in local and loop
+//! backends through the production registry.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::error::render_chain;
+use mesos_dvdi::isolator::{IsolatorError, KnownContainer, LaunchPlan};
+use mesos_dvdi::mount::{self, Host};
+use mesos_dvdi::state::{ContainerId, Owner};
+use support::isolator::{in_private_mount_ns, is_mounted, Counting, Fixture};
+
+fn known(ids: &[&str]) -> Vec<KnownContainer> {
+    ids.iter()
+        .map(|id| KnownContainer {
+            id: ContainerId::new(*id).unwrap(),
+        })
+        .collect()
+}
+
+/// Carries out a plan's binds as the containerizer would, in a thread with its own mount
+/// namespace, and returns what `f` sees there.
+fn in_container<T: Send>(plan: &LaunchPlan, f: impl FnOnce() -> T + Send) -> T {
+    in_private_mount_ns(|| {
+        for m in &plan.mounts {
+            mount::bind(&Host, &m.source, &m.target, m.read_only).expect("bind");
+        }
+        f()
+    })
+}
+
+#[test]
+fn two_containers_share_one_volume_until_the_last_cleanup() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let iso = fx.isolator();
+        let env1 = [
+            ("DVDI_VOLUME_DRIVER", "loop"),
+            ("DVDI_VOLUME_NAME", "shared"),
+            ("DVDI_VOLUME_CONTAINERPATH", "/data"),
+        ];
+        let env2 = [
+            ("DVDI_VOLUME_DRIVER", "loop"),
+            ("DVDI_VOLUME_NAME", "shared"),
+            ("DVDI_VOLUME_CONTAINERPATH", "/srv/other"),
+        ];
+        let p1 = iso.prepare("c1", Owner::Mesos, &fx.input("c1", &env1, true)).unwrap();
+        let p2 = iso.prepare("c2", Owner::Mesos, &fx.input("c2", &env2, true)).unwrap();
+        assert_eq!(p1.mounts.len(), 1);
+        assert_eq!(p2.mounts.len(), 1);
+        assert_eq!(p1.mounts[0].source, p2.mounts[0].source, "one host mount");
+        assert!(p1.mounts[0].target.ends_with("rootfs/c1/data"));
+        assert!(p2.mounts[0].target.ends_with("rootfs/c2/srv/other"));
+        assert!(p1.needs_new_mount_ns);
+        let host = p1.mounts[0].source.clone();
+        assert!(is_mounted(&host));
+
+        // Data written by one container is seen by the other.
+        in_container(&p1, || fs::write(p1.mounts[0].target.join("hello"), b"hi").unwrap());
+        let seen = in_container(&p2, || fs::read(p2.mounts[0].target.join("hello")).unwrap());
+        assert_eq!(seen, b"hi");
+
+        iso.cleanup("c1").unwrap();
+        assert!(is_mounted(&host), "unmounted while c2 still uses it");
+        iso.cleanup("c2").unwrap();
+        assert!(!is_mounted(&host), "still mounted after the last user left");
+        assert!(!fx.recorded("loop", "shared"));
+    });
+}
+
+#[test]
+fn read_only_bind_refuses_writes_with_erofs() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let env = [
+        ("DVDI_VOLUME_NAME", "ro"),
+        ("DVDI_VOLUME_CONTAINERPATH", "/data"),
+        ("DVDI_VOLUME_READONLY", "true"),
+    ];
+    let plan = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, true)).unwrap();
+    assert!(plan.mounts[0].read_only);
+    let target = plan.mounts[0].target.clone();
+    let err = in_container(&plan, || fs::write(target.join("x"), b"x").unwrap_err());
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    // Outside the container's namespace the bind does not exist.
+    assert!(!is_mounted(&plan.mounts[0].target));
+    iso.cleanup("c").unwrap();
+}
+
+#[test]
+fn read_write_bind_passes_writes_to_the_volume() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let env = [("DVDI_VOLUME_NAME", "rw"), ("DVDI_VOLUME_CONTAINERPATH", "/data")];
+    let plan = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, true)).unwrap();
+    let target = plan.mounts[0].target.clone();
+    in_container(&plan, || fs::write(target.join("x"), b"x").unwrap());
+    assert_eq!(fs::read(plan.mounts[0].source.join("x")).unwrap(), b"x");
+    iso.cleanup("c").unwrap();
+}
+
+fn assert_refused_and_nothing_recorded(
+    fx: &Fixture,
+    iso: &mesos_dvdi::isolator::Isolator,
+    env: &[(&str, &str)],
+    rootfs_setup: impl FnOnce(&std::path::Path),
+    expect: &str,
+) {
+    let input = fx.input("c", env, true);
+    rootfs_setup(input.rootfs.as_deref().unwrap());
+    let err = iso.prepare("c", Owner::Mesos, &input).unwrap_err();
+    let text = render_chain(&err);
+    assert!(text.contains(expect), "{text}");
+    assert!(fs::read_dir(fx.config.work_dir.join("volumes"))
+        .unwrap()
+        .all(|d| fs::read_dir(d.unwrap().path()).unwrap().all(|f| {
+            !f.unwrap().path().extension().is_some_and(|e| e == "json")
+        })));
+    // The id is free again after a refused prepare.
+    iso.cleanup("c").unwrap();
+}
+
+#[test]
+fn prepare_refuses_container_path_with_dot_dot() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let env = [
+        ("DVDI_VOLUME_NAME", "v"),
+        ("DVDI_VOLUME_CONTAINERPATH", "/data/../../etc"),
+    ];
+    assert_refused_and_nothing_recorded(&fx, &iso, &env, |_| {}, "DVDI_VOLUME_CONTAINERPATH");
+}
+
+#[test]
+fn prepare_refuses_container_path_that_escapes_rootfs_via_symlink() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let env = [("DVDI_VOLUME_NAME", "v"), ("DVDI_VOLUME_CONTAINERPATH", "/data")];
+    assert_refused_and_nothing_recorded(
+        &fx,
+        &iso,
+        &env,
+        |root| symlink("/etc", root.join("data")).unwrap(),
+        "data",
+    );
+    assert!(!fx.dir.path().join("local/v").exists(), "no volume created");
+}
+
+#[test]
+fn prepare_refuses_container_path_through_a_symlinked_parent() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let env = [("DVDI_VOLUME_NAME", "v"), ("DVDI_VOLUME_CONTAINERPATH", "/var/lib/db")];
+    let outside = fx.mkdir("outside");
+    assert_refused_and_nothing_recorded(
+        &fx,
+        &iso,
+        &env,
+        |root| {
+            fs::create_dir_all(root.join("var")).unwrap();
+            symlink(&outside, root.join("var/lib")).unwrap();
+        },
+        "var/lib",
+    );
+    assert!(!outside.join("db").exists(), "created a directory outside the rootfs");
+}
+
+#[test]
+fn prepare_refuses_sandbox_relative_path_through_a_symlink() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let mut input = fx.input("c", &[], false);
+    input.docker_volumes = vec![mesos_dvdi::spec::DockerVolumeInput {
+        driver: "local".into(),
+        name: "v".into(),
+        container_path: "logs/app".into(),
+        ..Default::default()
+    }];
+    symlink("/etc", input.sandbox.join("logs")).unwrap();
+    let err = iso.prepare("c", Owner::Mesos, &input).unwrap_err();
+    let text = render_chain(&err);
+    assert!(text.contains("logs"), "{text}");
+    assert!(matches!(*err.cause, IsolatorError::Target { .. }), "{text}");
+}
+
+#[test]
+fn host_container_path_must_exist_unless_under_tmp() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let missing = fx.dir.path().join("nope/data");
+    let env = [
+        ("DVDI_VOLUME_NAME", "v"),
+        ("DVDI_VOLUME_CONTAINERPATH", missing.to_str().unwrap()),
+    ];
+    let err = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap_err();
+    assert!(render_chain(&err).contains("nope"), "{}", render_chain(&err));
+
+    let under_tmp = fx.dir.path().join("tmp/made/here");
+    let env = [
+        ("DVDI_VOLUME_NAME", "v"),
+        ("DVDI_VOLUME_CONTAINERPATH", under_tmp.to_str().unwrap()),
+    ];
+    let plan = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap();
+    assert_eq!(plan.mounts[0].target, under_tmp);
+    assert!(under_tmp.is_dir());
+    iso.cleanup("c").unwrap();
+}
+
+#[test]
+fn prepare_is_all_or_nothing() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let iso = fx.isolator();
+        let env = [
+            ("DVDI_VOLUME_DRIVER", "loop"),
+            ("DVDI_VOLUME_NAME", "first"),
+            ("DVDI_VOLUME_CONTAINERPATH", "/a"),
+            ("DVDI_VOLUME_NAME1", "missing"),
+            ("DVDI_VOLUME_EXPLICITCREATE1", "true"),
+            ("DVDI_VOLUME_CONTAINERPATH1", "/b"),
+        ];
+        let err = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, true)).unwrap_err();
+        let text = render_chain(&err);
+        assert!(text.contains("\"missing\""), "{text}");
+        assert!(err.rollback.is_empty(), "{text}");
+        assert!(!fx.recorded("loop", "first"), "first volume left recorded");
+        assert!(!is_mounted(&fx.config.loop_root.join("mnt/first")), "first volume left mounted");
+    });
+}
+
+#[test]
+fn second_prepare_of_one_container_is_refused() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let env = [("DVDI_VOLUME_NAME", "v")];
+    iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap();
+    let err = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap_err();
+    assert!(matches!(*err.cause, IsolatorError::AlreadyPrepared(_)), "{err:?}");
+    iso.cleanup("c").unwrap();
+    assert!(!fx.recorded("local", "v"));
+}
+
+#[test]
+fn cleanup_is_idempotent_and_unknown_ids_are_fine() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    iso.cleanup("never-seen").unwrap();
+    iso.cleanup("").unwrap();
+    let env = [("DVDI_VOLUME_NAME", "v")];
+    iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap();
+    iso.cleanup("c").unwrap();
+    iso.cleanup("c").unwrap();
+}
+
+#[test]
+fn volume_without_container_path_is_used_at_its_host_path() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    let plan = iso
+        .prepare("c", Owner::Mesos, &fx.input("c", &[("DVDI_VOLUME_NAME", "v")], false))
+        .unwrap();
+    assert!(plan.mounts.is_empty());
+    assert!(!plan.needs_new_mount_ns);
+    assert_eq!(plan.volumes.len(), 1);
+    assert_eq!(plan.volumes[0].1, fx.config.local_root.join("v"));
+    iso.cleanup("c").unwrap();
+}
+
+#[test]
+fn recover_drops_orphans_and_keeps_live_users() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = [("DVDI_VOLUME_DRIVER", "loop"), ("DVDI_VOLUME_NAME", "db")];
+        let host = {
+            let iso = fx.isolator();
+            iso.prepare("live", Owner::Mesos, &fx.input("live", &env, false)).unwrap();
+            let p = iso.prepare("orphan", Owner::Mesos, &fx.input("orphan", &env, false)).unwrap();
+            iso.prepare("forgotten", Owner::Mesos, &fx.input("forgotten", &env, false))
+                .unwrap();
+            p.volumes[0].1.clone()
+        };
+        // Agent restart: a new isolator over the same checkpoint.
+        let iso = fx.isolator();
+        let orphans = [ContainerId::new("orphan").unwrap()];
+        let report = iso.recover(&known(&["live", "orphan"]), &orphans).unwrap();
+        assert_eq!(report.dropped.len(), 2, "{report:?}");
+        assert!(report.unmounted.is_empty());
+        assert!(is_mounted(&host), "unmounted a volume a live container uses");
+
+        iso.cleanup("live").unwrap();
+        assert!(!is_mounted(&host));
+        assert!(!fx.recorded("loop", "db"));
+    });
+}
+
+#[test]
+fn recover_unmounts_volumes_no_known_container_uses() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = [("DVDI_VOLUME_DRIVER", "loop"), ("DVDI_VOLUME_NAME", "db")];
+        let plan = fx
+            .isolator()
+            .prepare("gone", Owner::Mesos, &fx.input("gone", &env, false))
+            .unwrap();
+        let report = fx.isolator().recover(&[], &[]).unwrap();
+        assert_eq!(report.unmounted.len(), 1, "{report:?}");
+        assert!(!is_mounted(&plan.volumes[0].1));
+        assert!(!fx.recorded("loop", "db"));
+    });
+}
+
+#[test]
+fn recover_remounts_a_vanished_mount_that_is_still_used() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = [("DVDI_VOLUME_DRIVER", "loop"), ("DVDI_VOLUME_NAME", "db")];
+        let plan = fx
+            .isolator()
+            .prepare("live", Owner::Mesos, &fx.input("live", &env, false))
+            .unwrap();
+        let host = plan.volumes[0].1.clone();
+        fs::write(host.join("keep"), b"1").unwrap();
+        // Someone unmounted it behind our back (the loop device stays attached).
+        nix::mount::umount2(&host, nix::mount::MntFlags::empty()).unwrap();
+        assert!(!is_mounted(&host));
+
+        let iso = fx.isolator();
+        let report = iso.recover(&known(&["live"]), &[]).unwrap();
+        assert_eq!(report.remounted.len(), 1, "{report:?}");
+        assert!(is_mounted(&host));
+        assert_eq!(fs::read(host.join("keep")).unwrap(), b"1");
+        iso.cleanup("live").unwrap();
+        assert!(!is_mounted(&host));
+    });
+}
+
+#[test]
+fn corrupt_checkpoint_is_reported_and_kept() {
+    let fx = Fixture::new();
+    let iso = fx.isolator();
+    iso.prepare("c", Owner::Mesos, &fx.input("c", &[("DVDI_VOLUME_NAME", "v")], false))
+        .unwrap();
+    let file = fx.config.work_dir.join("volumes/local/v.json");
+    fs::write(&file, b"not json").unwrap();
+    let report = fx.isolator().recover(&known(&["c"]), &[]).unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(report.errors[0].contains("v.json"), "{report:?}");
+    assert_eq!(fs::read(&file).unwrap(), b"not json", "replaced silently");
+}
+
+#[test]
+fn sixty_four_threads_sharing_eight_volumes_mount_each_once() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let counting = Arc::new(Counting::new(Arc::new(Registry::new(
+            fx.config.clone(),
+            Arc::new(Host),
+        ))));
+        let iso = fx.isolator_with(counting.clone());
+        let inputs: Vec<_> = (0..64)
+            .map(|i| {
+                let name = format!("vol{}", i % 8);
+                let env = [("DVDI_VOLUME_NAME", name.as_str())];
+                fx.input(&format!("c{i}"), &env, false)
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for (i, input) in inputs.iter().enumerate() {
+                let iso = &iso;
+                s.spawn(move || iso.prepare(&format!("c{i}"), Owner::Mesos, input).unwrap());
+            }
+        });
+        assert_eq!(counting.mounts.load(Ordering::SeqCst), 8);
+        for v in 0..8 {
+            assert!(fx.recorded("local", &format!("vol{v}")));
+        }
+        std::thread::scope(|s| {
+            for i in 0..64 {
+                let iso = &iso;
+                s.spawn(move || iso.cleanup(&format!("c{i}")).unwrap());
+            }
+        });
+        assert_eq!(counting.unmounts.load(Ordering::SeqCst), 8);
+        for v in 0..8 {
+            assert!(!fx.recorded("local", &format!("vol{v}")));
+        }
+    });
+}
+
+#[test]
+fn failed_unmount_is_kept_with_its_error_and_retried() {
+    let fx = Fixture::new();
+    // A stand-in dvdcli (test double): mounts print a directory; unmount fails while a flag file
+    // exists.
+    let bin = fx.mkdir("bin");
+    let flag = fx.dir.path().join("fail-unmount");
+    let data = fx.mkdir("dvdcli-data");
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  mount) echo {data};;\n  unmount) if [ -e {flag} ]; then echo 'device busy' >&2; exit 1; fi;;\nesac\n",
+        data = data.display(),
+        flag = flag.display()
+    );
+    let program = bin.join("dvdcli");
+    fs::write(&program, script).unwrap();
+    fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut fx = fx;
+    fx.config.backend = mesos_dvdi::config::BackendKind::Dvdcli;
+    fx.config.dvdcli_path = program;
+    let iso = fx.isolator();
+    let env = [("DVDI_VOLUME_DRIVER", "rexray"), ("DVDI_VOLUME_NAME", "v")];
+    iso.prepare("c1", Owner::Mesos, &fx.input("c1", &env, false)).unwrap();
+    fs::write(&flag, b"").unwrap();
+    let err = iso.cleanup("c1").unwrap_err();
+    assert!(render_chain(&err).contains("device busy"), "{}", render_chain(&err));
+    let kept = fs::read_to_string(fx.config.work_dir.join("volumes/rexray/v.json")).unwrap();
+    assert!(kept.contains("device busy"), "{kept}");
+
+    // The next cleanup (of any container) retries it.
+    fs::remove_file(&flag).unwrap();
+    iso.cleanup("other").unwrap();
+    assert!(!fx.recorded("rexray", "v"));
+}

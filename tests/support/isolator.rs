@@ -1,0 +1,188 @@
+//! An isolator on temp directories, with the production backend registry, for the isolator tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::backend::{
+    Backend, BackendError, BackendProvider, Capabilities, MountId, MountRequest, VolumeInfo,
+};
+use mesos_dvdi::config::Config;
+use mesos_dvdi::isolator::{ContainerInput, Isolator};
+use mesos_dvdi::mount::Host;
+use mesos_dvdi::spec::{DriverName, VolumeName, VolumeOpts};
+
+/// The mount table of the calling thread, which may have a mount namespace of its own
+/// (`/proc/self` would show the main thread's).
+pub const THREAD_MOUNTINFO: &str = "/proc/thread-self/mountinfo";
+
+/// Temp directories for one isolator: work dir, local and loop roots, a stand-in host `/tmp`.
+pub struct Fixture {
+    /// Owns every directory below.
+    pub dir: tempfile::TempDir,
+    /// The configuration the isolators are built from.
+    pub config: Config,
+}
+
+impl Fixture {
+    /// Fresh directories.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            work_dir: dir.path().join("work"),
+            local_root: dir.path().join("local"),
+            loop_root: dir.path().join("loop"),
+            plugin_dirs: vec![dir.path().join("plugins")],
+            default_driver: DriverName::new("local").unwrap(),
+            ..Config::default()
+        };
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        Self { dir, config }
+    }
+
+    /// A new isolator (as after an agent restart) over the same directories.
+    pub fn isolator(&self) -> Isolator {
+        self.isolator_with(Arc::new(Registry::new(
+            self.config.clone(),
+            Arc::new(Host),
+        )))
+    }
+
+    /// A new isolator with its backends from `provider`.
+    pub fn isolator_with(&self, provider: Arc<dyn BackendProvider>) -> Isolator {
+        Isolator::new(self.config.clone(), provider)
+            .expect("isolator")
+            .with_mountinfo(PathBuf::from(THREAD_MOUNTINFO))
+            .with_host_tmp(self.dir.path().join("tmp"))
+    }
+
+    /// A new directory under the fixture (a sandbox or rootfs).
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// A container input with `env`, a sandbox of its own and an optional rootfs.
+    pub fn input(&self, name: &str, env: &[(&str, &str)], rootfs: bool) -> ContainerInput {
+        ContainerInput {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            sandbox: self.mkdir(&format!("sandboxes/{name}")),
+            rootfs: rootfs.then(|| self.mkdir(&format!("rootfs/{name}"))),
+            ..ContainerInput::default()
+        }
+    }
+
+    /// Whether the record file of `driver`/`name` exists.
+    pub fn recorded(&self, driver: &str, name: &str) -> bool {
+        self.config
+            .work_dir
+            .join(format!("volumes/{driver}/{name}.json"))
+            .exists()
+    }
+}
+
+/// Whether `path` is a mount point in the calling thread's mount namespace.
+pub fn is_mounted(path: &Path) -> bool {
+    let table = mesos_dvdi::mount::read_mountinfo(Path::new(THREAD_MOUNTINFO)).unwrap();
+    mesos_dvdi::mount::is_mount_point(&table, path)
+}
+
+/// Runs `f` on a thread with a private mount namespace (mounts made there vanish with it), and
+/// returns its result. CLONE_NEWNS implies CLONE_FS, so only that thread (and threads it spawns)
+/// see the new namespace.
+pub fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make / rprivate");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Wraps a provider's backends so tests can count mount and unmount calls (the backends below
+/// are real; this only counts).
+pub struct Counting {
+    inner: Arc<dyn BackendProvider>,
+    /// Backend mounts so far.
+    pub mounts: Arc<AtomicUsize>,
+    /// Backend unmounts so far.
+    pub unmounts: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    /// Counts calls to `inner`'s backends.
+    pub fn new(inner: Arc<dyn BackendProvider>) -> Self {
+        Self {
+            inner,
+            mounts: Arc::default(),
+            unmounts: Arc::default(),
+        }
+    }
+}
+
+struct CountingBackend {
+    inner: Arc<dyn Backend>,
+    mounts: Arc<AtomicUsize>,
+    unmounts: Arc<AtomicUsize>,
+}
+
+impl BackendProvider for Counting {
+    fn backend(
+        &self,
+        driver: &DriverName,
+        dvdcli: Option<&Path>,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(Arc::new(CountingBackend {
+            inner: self.inner.backend(driver, dvdcli)?,
+            mounts: Arc::clone(&self.mounts),
+            unmounts: Arc::clone(&self.unmounts),
+        }))
+    }
+}
+
+impl Backend for CountingBackend {
+    fn driver(&self) -> &DriverName {
+        self.inner.driver()
+    }
+    fn create(&self, name: &VolumeName, opts: &VolumeOpts) -> Result<(), BackendError> {
+        self.inner.create(name, opts)
+    }
+    fn remove(&self, name: &VolumeName) -> Result<(), BackendError> {
+        self.inner.remove(name)
+    }
+    fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
+        self.mounts.fetch_add(1, Ordering::SeqCst);
+        self.inner.mount(req)
+    }
+    fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<(), BackendError> {
+        self.unmounts.fetch_add(1, Ordering::SeqCst);
+        self.inner.unmount(name, id)
+    }
+    fn path(&self, name: &VolumeName) -> Result<Option<PathBuf>, BackendError> {
+        self.inner.path(name)
+    }
+    fn get(&self, name: &VolumeName) -> Result<Option<VolumeInfo>, BackendError> {
+        self.inner.get(name)
+    }
+    fn list(&self) -> Result<Vec<VolumeInfo>, BackendError> {
+        self.inner.list()
+    }
+    fn capabilities(&self) -> Result<Capabilities, BackendError> {
+        self.inner.capabilities()
+    }
+}
