@@ -49,8 +49,12 @@ fn two_containers_share_one_volume_until_the_last_cleanup() {
             ("DVDI_VOLUME_NAME", "shared"),
             ("DVDI_VOLUME_CONTAINERPATH", "/srv/other"),
         ];
-        let p1 = iso.prepare("c1", Owner::Mesos, &fx.input("c1", &env1, true)).unwrap();
-        let p2 = iso.prepare("c2", Owner::Mesos, &fx.input("c2", &env2, true)).unwrap();
+        let p1 = iso
+            .prepare("c1", Owner::Mesos, &fx.input("c1", &env1, true))
+            .unwrap();
+        let p2 = iso
+            .prepare("c2", Owner::Mesos, &fx.input("c2", &env2, true))
+            .unwrap();
         assert_eq!(p1.mounts.len(), 1);
         assert_eq!(p2.mounts.len(), 1);
         assert_eq!(p1.mounts[0].source, p2.mounts[0].source, "one host mount");
@@ -61,7 +65,9 @@ fn two_containers_share_one_volume_until_the_last_cleanup() {
         assert!(is_mounted(&host));
 
         // Data written by one container is seen by the other.
-        in_container(&p1, || fs::write(p1.mounts[0].target.join("hello"), b"hi").unwrap());
+        in_container(&p1, || {
+            fs::write(p1.mounts[0].target.join("hello"), b"hi").unwrap()
+        });
         let seen = in_container(&p2, || fs::read(p2.mounts[0].target.join("hello")).unwrap());
         assert_eq!(seen, b"hi");
 
@@ -82,7 +88,9 @@ fn read_only_bind_refuses_writes_with_erofs() {
         ("DVDI_VOLUME_CONTAINERPATH", "/data"),
         ("DVDI_VOLUME_READONLY", "true"),
     ];
-    let plan = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, true)).unwrap();
+    let plan = iso
+        .prepare("c", Owner::Mesos, &fx.input("c", &env, true))
+        .unwrap();
     assert!(plan.mounts[0].read_only);
     let target = plan.mounts[0].target.clone();
     let err = in_container(&plan, || fs::write(target.join("x"), b"x").unwrap_err());
@@ -96,8 +104,13 @@ fn read_only_bind_refuses_writes_with_erofs() {
 fn read_write_bind_passes_writes_to_the_volume() {
     let fx = Fixture::new();
     let iso = fx.isolator();
-    let env = [("DVDI_VOLUME_NAME", "rw"), ("DVDI_VOLUME_CONTAINERPATH", "/data")];
-    let plan = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, true)).unwrap();
+    let env = [
+        ("DVDI_VOLUME_NAME", "rw"),
+        ("DVDI_VOLUME_CONTAINERPATH", "/data"),
+    ];
+    let plan = iso
+        .prepare("c", Owner::Mesos, &fx.input("c", &env, true))
+        .unwrap();
     let target = plan.mounts[0].target.clone();
     in_container(&plan, || fs::write(target.join("x"), b"x").unwrap());
     assert_eq!(fs::read(plan.mounts[0].source.join("x")).unwrap(), b"x");
@@ -118,9 +131,9 @@ fn assert_refused_and_nothing_recorded(
     assert!(text.contains(expect), "{text}");
     assert!(fs::read_dir(fx.config.work_dir.join("volumes"))
         .unwrap()
-        .all(|d| fs::read_dir(d.unwrap().path()).unwrap().all(|f| {
-            !f.unwrap().path().extension().is_some_and(|e| e == "json")
-        })));
+        .all(|d| fs::read_dir(d.unwrap().path())
+            .unwrap()
+            .all(|f| { !f.unwrap().path().extension().is_some_and(|e| e == "json") })));
     // The id is free again after a refused prepare.
     iso.cleanup("c").unwrap();
 }
@@ -140,7 +153,10 @@ fn prepare_refuses_container_path_with_dot_dot() {
 fn prepare_refuses_container_path_that_escapes_rootfs_via_symlink() {
     let fx = Fixture::new();
     let iso = fx.isolator();
-    let env = [("DVDI_VOLUME_NAME", "v"), ("DVDI_VOLUME_CONTAINERPATH", "/data")];
+    let env = [
+        ("DVDI_VOLUME_NAME", "v"),
+        ("DVDI_VOLUME_CONTAINERPATH", "/data"),
+    ];
     assert_refused_and_nothing_recorded(
         &fx,
         &iso,
@@ -155,7 +171,10 @@ fn prepare_refuses_container_path_that_escapes_rootfs_via_symlink() {
 fn prepare_refuses_container_path_through_a_symlinked_parent() {
     let fx = Fixture::new();
     let iso = fx.isolator();
-    let env = [("DVDI_VOLUME_NAME", "v"), ("DVDI_VOLUME_CONTAINERPATH", "/var/lib/db")];
+    let env = [
+        ("DVDI_VOLUME_NAME", "v"),
+        ("DVDI_VOLUME_CONTAINERPATH", "/var/lib/db"),
+    ];
     let outside = fx.mkdir("outside");
     assert_refused_and_nothing_recorded(
         &fx,
@@ -167,7 +186,10 @@ fn prepare_refuses_container_path_through_a_symlinked_parent() {
         },
         "var/lib",
     );
-    assert!(!outside.join("db").exists(), "created a directory outside the rootfs");
+    assert!(
+        !outside.join("db").exists(),
+        "created a directory outside the rootfs"
+    );
 }
 
 #[test]
@@ -197,15 +219,23 @@ fn host_container_path_must_exist_unless_under_tmp() {
         ("DVDI_VOLUME_NAME", "v"),
         ("DVDI_VOLUME_CONTAINERPATH", missing.to_str().unwrap()),
     ];
-    let err = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap_err();
-    assert!(render_chain(&err).contains("nope"), "{}", render_chain(&err));
+    let err = iso
+        .prepare("c", Owner::Mesos, &fx.input("c", &env, false))
+        .unwrap_err();
+    assert!(
+        render_chain(&err).contains("nope"),
+        "{}",
+        render_chain(&err)
+    );
 
     let under_tmp = fx.dir.path().join("tmp/made/here");
     let env = [
         ("DVDI_VOLUME_NAME", "v"),
         ("DVDI_VOLUME_CONTAINERPATH", under_tmp.to_str().unwrap()),
     ];
-    let plan = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap();
+    let plan = iso
+        .prepare("c", Owner::Mesos, &fx.input("c", &env, false))
+        .unwrap();
     assert_eq!(plan.mounts[0].target, under_tmp);
     assert!(under_tmp.is_dir());
     iso.cleanup("c").unwrap();
@@ -224,12 +254,17 @@ fn prepare_is_all_or_nothing() {
             ("DVDI_VOLUME_EXPLICITCREATE1", "true"),
             ("DVDI_VOLUME_CONTAINERPATH1", "/b"),
         ];
-        let err = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, true)).unwrap_err();
+        let err = iso
+            .prepare("c", Owner::Mesos, &fx.input("c", &env, true))
+            .unwrap_err();
         let text = render_chain(&err);
         assert!(text.contains("\"missing\""), "{text}");
         assert!(err.rollback.is_empty(), "{text}");
         assert!(!fx.recorded("loop", "first"), "first volume left recorded");
-        assert!(!is_mounted(&fx.config.loop_root.join("mnt/first")), "first volume left mounted");
+        assert!(
+            !is_mounted(&fx.config.loop_root.join("mnt/first")),
+            "first volume left mounted"
+        );
     });
 }
 
@@ -238,9 +273,15 @@ fn second_prepare_of_one_container_is_refused() {
     let fx = Fixture::new();
     let iso = fx.isolator();
     let env = [("DVDI_VOLUME_NAME", "v")];
-    iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap();
-    let err = iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap_err();
-    assert!(matches!(*err.cause, IsolatorError::AlreadyPrepared(_)), "{err:?}");
+    iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false))
+        .unwrap();
+    let err = iso
+        .prepare("c", Owner::Mesos, &fx.input("c", &env, false))
+        .unwrap_err();
+    assert!(
+        matches!(*err.cause, IsolatorError::AlreadyPrepared(_)),
+        "{err:?}"
+    );
     iso.cleanup("c").unwrap();
     assert!(!fx.recorded("local", "v"));
 }
@@ -252,7 +293,8 @@ fn cleanup_is_idempotent_and_unknown_ids_are_fine() {
     iso.cleanup("never-seen").unwrap();
     iso.cleanup("").unwrap();
     let env = [("DVDI_VOLUME_NAME", "v")];
-    iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false)).unwrap();
+    iso.prepare("c", Owner::Mesos, &fx.input("c", &env, false))
+        .unwrap();
     iso.cleanup("c").unwrap();
     iso.cleanup("c").unwrap();
 }
@@ -262,7 +304,11 @@ fn volume_without_container_path_is_used_at_its_host_path() {
     let fx = Fixture::new();
     let iso = fx.isolator();
     let plan = iso
-        .prepare("c", Owner::Mesos, &fx.input("c", &[("DVDI_VOLUME_NAME", "v")], false))
+        .prepare(
+            "c",
+            Owner::Mesos,
+            &fx.input("c", &[("DVDI_VOLUME_NAME", "v")], false),
+        )
         .unwrap();
     assert!(plan.mounts.is_empty());
     assert!(!plan.needs_new_mount_ns);
@@ -278,10 +324,17 @@ fn recover_drops_orphans_and_keeps_live_users() {
         let env = [("DVDI_VOLUME_DRIVER", "loop"), ("DVDI_VOLUME_NAME", "db")];
         let host = {
             let iso = fx.isolator();
-            iso.prepare("live", Owner::Mesos, &fx.input("live", &env, false)).unwrap();
-            let p = iso.prepare("orphan", Owner::Mesos, &fx.input("orphan", &env, false)).unwrap();
-            iso.prepare("forgotten", Owner::Mesos, &fx.input("forgotten", &env, false))
+            iso.prepare("live", Owner::Mesos, &fx.input("live", &env, false))
                 .unwrap();
+            let p = iso
+                .prepare("orphan", Owner::Mesos, &fx.input("orphan", &env, false))
+                .unwrap();
+            iso.prepare(
+                "forgotten",
+                Owner::Mesos,
+                &fx.input("forgotten", &env, false),
+            )
+            .unwrap();
             p.volumes[0].1.clone()
         };
         // Agent restart: a new isolator over the same checkpoint.
@@ -290,7 +343,10 @@ fn recover_drops_orphans_and_keeps_live_users() {
         let report = iso.recover(&known(&["live", "orphan"]), &orphans).unwrap();
         assert_eq!(report.dropped.len(), 2, "{report:?}");
         assert!(report.unmounted.is_empty());
-        assert!(is_mounted(&host), "unmounted a volume a live container uses");
+        assert!(
+            is_mounted(&host),
+            "unmounted a volume a live container uses"
+        );
 
         iso.cleanup("live").unwrap();
         assert!(!is_mounted(&host));
@@ -343,8 +399,12 @@ fn recover_remounts_a_vanished_mount_that_is_still_used() {
 fn corrupt_checkpoint_is_reported_and_kept() {
     let fx = Fixture::new();
     let iso = fx.isolator();
-    iso.prepare("c", Owner::Mesos, &fx.input("c", &[("DVDI_VOLUME_NAME", "v")], false))
-        .unwrap();
+    iso.prepare(
+        "c",
+        Owner::Mesos,
+        &fx.input("c", &[("DVDI_VOLUME_NAME", "v")], false),
+    )
+    .unwrap();
     let file = fx.config.work_dir.join("volumes/local/v.json");
     fs::write(&file, b"not json").unwrap();
     let report = fx.isolator().recover(&known(&["c"]), &[]).unwrap();
@@ -407,16 +467,25 @@ fn failed_unmount_is_kept_with_its_error_and_retried() {
     );
     let program = bin.join("dvdcli");
     fs::write(&program, script).unwrap();
-    fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let mut fx = fx;
     fx.config.backend = mesos_dvdi::config::BackendKind::Dvdcli;
     fx.config.dvdcli_path = program;
     let iso = fx.isolator();
     let env = [("DVDI_VOLUME_DRIVER", "rexray"), ("DVDI_VOLUME_NAME", "v")];
-    iso.prepare("c1", Owner::Mesos, &fx.input("c1", &env, false)).unwrap();
+    iso.prepare("c1", Owner::Mesos, &fx.input("c1", &env, false))
+        .unwrap();
     fs::write(&flag, b"").unwrap();
     let err = iso.cleanup("c1").unwrap_err();
-    assert!(render_chain(&err).contains("device busy"), "{}", render_chain(&err));
+    assert!(
+        render_chain(&err).contains("device busy"),
+        "{}",
+        render_chain(&err)
+    );
     let kept = fs::read_to_string(fx.config.work_dir.join("volumes/rexray/v.json")).unwrap();
     assert!(kept.contains("device busy"), "{kept}");
 

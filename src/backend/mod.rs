@@ -14,7 +14,7 @@ pub mod dvdcli;
 pub mod local;
 pub mod loopdev;
 pub mod plugin;
-pub mod registry;
+// pub mod registry;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

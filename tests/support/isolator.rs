@@ -43,10 +43,7 @@ impl Fixture {
 
     /// A new isolator (as after an agent restart) over the same directories.
     pub fn isolator(&self) -> Isolator {
-        self.isolator_with(Arc::new(Registry::new(
-            self.config.clone(),
-            Arc::new(Host),
-        )))
+        self.isolator_with(Arc::new(Registry::new(self.config.clone(), Arc::new(Host))))
     }
 
     /// A new isolator with its backends from `provider`.
