@@ -45,17 +45,17 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// A valid volume in the environment form, and what it must resolve to.
-fn valid_env_volume() -> impl Strategy<
-    Value = (
-        Option<u8>,
-        String,
-        String,
-        Vec<(String, String)>,
-        Option<String>,
-        bool,
-    ),
-> {
+/// A valid volume in the environment form: (index, name, driver, opts, container path, read-only).
+type EnvVolume = (
+    Option<u8>,
+    String,
+    String,
+    Vec<(String, String)>,
+    Option<String>,
+    bool,
+);
+
+fn valid_env_volume() -> impl Strategy<Value = EnvVolume> {
     (
         prop::option::of(1u8..=9),
         "[a-zA-Z0-9._-]{1,30}".prop_filter("not dots", |s| s != "." && s != ".."),
