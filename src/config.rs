@@ -1,10 +1,117 @@
 //! One configuration for both front ends (DESIGN §6): the module's parameters and the `dvdi` CLI's
 //! flags are parsed into the same [`Config`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::spec::{DriverName, ResolveOptions};
+use crate::spec::{DriverName, NameError, ResolveOptions};
+
+/// Every key the module and `--config` files accept, in the order of DESIGN §6.
+pub const KEYS: &[&str] = &[
+    "work_dir",
+    "default_driver",
+    "backend",
+    "dvdcli_path",
+    "plugin_dirs",
+    "local_root",
+    "loop_root",
+    "mount_timeout_secs",
+    "unmount_timeout_secs",
+    "allowed_drivers",
+    "allow_task_dvdcli",
+];
+
+/// A setting that could not be used; each names the key and the value and says what is valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key that is not a setting.
+    #[error("unknown parameter {key:?}; known parameters: {}", KEYS.join(", "))]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// A key given twice.
+    #[error("parameter {key:?} is given twice")]
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// A path setting that is not absolute.
+    #[error("parameter {key}: {value:?} is not an absolute path")]
+    NotAbsolute {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A timeout that is not a positive whole number of seconds.
+    #[error("parameter {key}: {value:?} is not a positive whole number of seconds")]
+    BadSeconds {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A boolean that is not `true` or `false`.
+    #[error("parameter {key}: {value:?} is not true or false")]
+    BadBool {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A backend other than `plugin` or `dvdcli`.
+    #[error("parameter backend: {value:?} is not a backend; use plugin or dvdcli")]
+    BadBackend {
+        /// The value.
+        value: String,
+    },
+    /// An invalid driver name.
+    #[error("parameter {key}: invalid driver name {value:?}")]
+    BadDriver {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        #[source]
+        source: NameError,
+    },
+    /// A list setting with an empty entry.
+    #[error("parameter {key}: {value:?} has an empty entry")]
+    EmptyEntry {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A `--config` file that could not be read.
+    #[error("reading configuration file {path} failed")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `--config` file that is not a JSON object of settings.
+    #[error("configuration file {path} is not a JSON object of parameters")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A `--config` value of a type that cannot be a setting.
+    #[error("configuration file {path}: parameter {key:?} must be a string, number, boolean or array of strings")]
+    BadJsonValue {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+}
 
 /// How drivers other than the built-in ones are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +174,181 @@ impl Default for Config {
     }
 }
 
+impl ConfigError {
+    /// The parameter the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::UnknownKey { key } | Self::DuplicateKey { key } => Some(key),
+            Self::NotAbsolute { key, .. }
+            | Self::BadSeconds { key, .. }
+            | Self::BadBool { key, .. }
+            | Self::BadDriver { key, .. }
+            | Self::EmptyEntry { key, .. } => Some(key),
+            Self::BadBackend { .. } => Some("backend"),
+            Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
+        }
+    }
+}
+
+fn path(key: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+    let p = PathBuf::from(value);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(ConfigError::NotAbsolute {
+            key,
+            value: value.to_owned(),
+        })
+    }
+}
+
+fn seconds(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+        _ => Err(ConfigError::BadSeconds {
+            key,
+            value: value.to_owned(),
+        }),
+    }
+}
+
+fn driver(key: &'static str, value: &str) -> Result<DriverName, ConfigError> {
+    DriverName::new(value).map_err(|source| ConfigError::BadDriver {
+        key,
+        value: value.to_owned(),
+        source,
+    })
+}
+
+fn list<'a>(key: &'static str, value: &'a str, sep: char) -> Result<Vec<&'a str>, ConfigError> {
+    let items: Vec<&str> = value.split(sep).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(ConfigError::EmptyEntry {
+            key,
+            value: value.to_owned(),
+        });
+    }
+    Ok(items)
+}
+
 impl Config {
+    /// Parses module parameters (or the key/value form of CLI flags) over the defaults. Unknown
+    /// keys, keys given twice and bad values are errors: never a silent default.
+    ///
+    /// ```
+    /// use mesos_dvdi::config::Config;
+    /// let c = Config::from_params(&[("default_driver".into(), "local".into())]).unwrap();
+    /// assert_eq!(c.default_driver.as_str(), "local");
+    /// assert!(Config::from_params(&[("work_dri".into(), "/x".into())]).is_err());
+    /// ```
+    pub fn from_params(params: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in params {
+            let Some(&key) = KEYS.iter().find(|k| **k == key.as_str()) else {
+                return Err(ConfigError::UnknownKey { key: key.clone() });
+            };
+            if seen.contains(&key) {
+                return Err(ConfigError::DuplicateKey {
+                    key: key.to_owned(),
+                });
+            }
+            seen.push(key);
+            config.set(key, value)?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &'static str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "work_dir" => self.work_dir = path(key, value)?,
+            "default_driver" => self.default_driver = driver(key, value)?,
+            "backend" => {
+                self.backend = match value {
+                    "plugin" => BackendKind::Plugin,
+                    "dvdcli" => BackendKind::Dvdcli,
+                    _ => {
+                        return Err(ConfigError::BadBackend {
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
+            "dvdcli_path" => self.dvdcli_path = path(key, value)?,
+            "plugin_dirs" => {
+                self.plugin_dirs = list(key, value, ':')?
+                    .into_iter()
+                    .map(|d| path(key, d))
+                    .collect::<Result<_, _>>()?
+            }
+            "local_root" => self.local_root = path(key, value)?,
+            "loop_root" => self.loop_root = path(key, value)?,
+            "mount_timeout_secs" => self.mount_timeout = seconds(key, value)?,
+            "unmount_timeout_secs" => self.unmount_timeout = seconds(key, value)?,
+            "allowed_drivers" => {
+                self.allowed_drivers = Some(
+                    list(key, value, ',')?
+                        .into_iter()
+                        .map(|d| driver(key, d))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "allow_task_dvdcli" => {
+                self.allow_task_dvdcli = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ConfigError::BadBool {
+                            key,
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
+            _ => unreachable!("every key of KEYS is handled"),
+        }
+        Ok(())
+    }
+
+    /// Reads the parameters from a JSON object (the `dvdi --config` file): strings as in the
+    /// module's parameters, and numbers, booleans and arrays of strings (joined as the module's
+    /// lists are) where natural.
+    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
+            .map_err(|source| ConfigError::ParseFile {
+                path: path.to_owned(),
+                source,
+            })?;
+        let bad = |key: &str| ConfigError::BadJsonValue {
+            path: path.to_owned(),
+            key: key.to_owned(),
+        };
+        object
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    serde_json::Value::Array(items) => {
+                        let sep = if key == "plugin_dirs" { ":" } else { "," };
+                        items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| bad(key)))
+                            .collect::<Result<Vec<_>, _>>()?
+                            .join(sep)
+                    }
+                    _ => return Err(bad(key)),
+                };
+                Ok((key.clone(), text))
+            })
+            .collect()
+    }
+
     /// The settings spec resolution needs.
     pub fn resolve_options(&self) -> ResolveOptions {
         ResolveOptions {

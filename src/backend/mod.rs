@@ -16,7 +16,8 @@ pub mod loopdev;
 pub mod plugin;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -233,4 +234,14 @@ pub trait Backend: Send + Sync {
 
     /// The driver's capabilities.
     fn capabilities(&self) -> Result<Capabilities, BackendError>;
+}
+
+/// Finds the backend for a driver (built-in, plugin or dvdcli).
+pub trait BackendProvider: Send + Sync {
+    /// The backend for `driver`; `dvdcli` is a per-task dvdcli program the operator allowed.
+    fn backend(
+        &self,
+        driver: &DriverName,
+        dvdcli: Option<&Path>,
+    ) -> Result<Arc<dyn Backend>, BackendError>;
 }

@@ -15,7 +15,7 @@ mod resolve;
 pub use name::{DriverName, NameError, VolumeName, FORBIDDEN_NAME_CHARS, MAX_NAME_LEN};
 pub use opts::{OptError, VolumeOpts};
 pub use path::{ContainerPath, PathError};
-pub use resolve::{resolve, Resolved, SpecError, SpecWarning};
+pub use resolve::{resolve, Origin, Resolved, SpecError, SpecWarning, FIELDS, PREFIX};
 
 use std::fmt;
 use std::path::PathBuf;

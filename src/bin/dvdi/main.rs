@@ -1,6 +1,242 @@
 //! `dvdi`: inspect, repair and use mesos-dvdi volumes from the command line.
+//!
+//! The CLI shares the module's core: its global flags are the module's parameters and go through
+//! the same parser ([`Config::from_params`]), so the two can never disagree.
 
-fn main() {
-    eprintln!("dvdi: not yet implemented");
-    std::process::exit(2);
+mod envfile;
+mod table;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mesos_dvdi::config::{Config, ConfigError};
+use mesos_dvdi::error::render_chain;
+use mesos_dvdi::spec::{self, VolumeSpec};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Check a Marathon app's volumes before deploying it
+  dvdi resolve --env-file app.json
+
+  # Check environment variables as a task would set them
+  dvdi resolve -e DVDI_VOLUME_NAME=pgdata -e DVDI_VOLUME_CONTAINERPATH=/var/lib/postgresql --json";
+
+/// Inspect, repair and use mesos-dvdi external volumes.
+#[derive(Debug, Parser)]
+#[command(name = "dvdi", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The module's parameters (DESIGN §6), as flags. Flags override `--config`.
+#[derive(Debug, Args)]
+struct Global {
+    /// Read parameters from a JSON object of module parameters (as in isolator.json)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Checkpoint root [module: work_dir; default /var/run/mesos/isolators/dvdi]
+    #[arg(long, global = true, value_name = "DIR")]
+    work_dir: Option<String>,
+    /// Driver when a volume names none [default_driver; default rexray]
+    #[arg(long, global = true, value_name = "DRIVER")]
+    default_driver: Option<String>,
+    /// How non-built-in drivers are reached: plugin or dvdcli [backend; default plugin]
+    #[arg(long, global = true, value_name = "KIND")]
+    backend: Option<String>,
+    /// The dvdcli program, for --backend dvdcli [dvdcli_path; default /usr/bin/dvdcli]
+    #[arg(long, global = true, value_name = "PATH")]
+    dvdcli: Option<String>,
+    /// Plugin discovery directory, in order; repeatable [plugin_dirs]
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_dir: Vec<String>,
+    /// The built-in local driver's root [local_root; default /var/lib/dvdi/local]
+    #[arg(long, global = true, value_name = "DIR")]
+    local_root: Option<String>,
+    /// The built-in loop driver's root [loop_root; default /var/lib/dvdi/loop]
+    #[arg(long, global = true, value_name = "DIR")]
+    loop_root: Option<String>,
+    /// Seconds a mount may take [mount_timeout_secs; default 120]
+    #[arg(long, global = true, value_name = "SECS")]
+    mount_timeout: Option<String>,
+    /// Seconds an unmount may take [unmount_timeout_secs; default 600]
+    #[arg(long, global = true, value_name = "SECS")]
+    unmount_timeout: Option<String>,
+    /// A driver tasks may name; repeatable (default: all) [allowed_drivers]
+    #[arg(long, global = true, value_name = "DRIVER")]
+    allow_driver: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Resolve a task's volumes as the module would, and show them (exit 2 when invalid)
+    #[command(after_help = EXAMPLES)]
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ResolveArgs {
+    /// A task environment variable, NAME=VALUE; repeatable, later ones win
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// NAME=VALUE lines, or a Marathon app definition (JSON); read before -e
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure that ends the command with exit status 2.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{flag}")]
+    Flag {
+        flag: &'static str,
+        #[source]
+        source: ConfigError,
+    },
+    #[error(transparent)]
+    EnvFile(#[from] envfile::EnvFileError),
+    #[error("-e {0:?}: expected NAME=VALUE")]
+    BadEnvArg(String),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+}
+
+impl Global {
+    /// The configuration: defaults, then `--config`, then flags; all through one parser.
+    fn config(&self) -> Result<Config, CliError> {
+        let mut params: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(file) = &self.config {
+            for (k, v) in Config::params_from_json_file(file)? {
+                params.insert(k, v);
+            }
+        }
+        // (module parameter, flag, value)
+        let flags = [
+            ("work_dir", "--work-dir", self.work_dir.clone()),
+            (
+                "default_driver",
+                "--default-driver",
+                self.default_driver.clone(),
+            ),
+            ("backend", "--backend", self.backend.clone()),
+            ("dvdcli_path", "--dvdcli", self.dvdcli.clone()),
+            (
+                "plugin_dirs",
+                "--plugin-dir",
+                (!self.plugin_dir.is_empty()).then(|| self.plugin_dir.join(":")),
+            ),
+            ("local_root", "--local-root", self.local_root.clone()),
+            ("loop_root", "--loop-root", self.loop_root.clone()),
+            (
+                "mount_timeout_secs",
+                "--mount-timeout",
+                self.mount_timeout.clone(),
+            ),
+            (
+                "unmount_timeout_secs",
+                "--unmount-timeout",
+                self.unmount_timeout.clone(),
+            ),
+            (
+                "allowed_drivers",
+                "--allow-driver",
+                (!self.allow_driver.is_empty()).then(|| self.allow_driver.join(",")),
+            ),
+        ];
+        let mut from_flag = Vec::new();
+        for (key, flag, value) in flags {
+            if let Some(v) = value {
+                params.insert(key.to_owned(), v);
+                from_flag.push((key, flag));
+            }
+        }
+        let params: Vec<(String, String)> = params.into_iter().collect();
+        Config::from_params(&params).map_err(|source| {
+            match from_flag.iter().find(|(key, _)| source.key() == Some(key)) {
+                Some((_, flag)) => CliError::Flag { flag, source },
+                None => CliError::Config(source),
+            }
+        })
+    }
+}
+
+fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
+    let mut input = match &args.env_file {
+        Some(path) => envfile::read(path)?,
+        None => envfile::TaskInput::default(),
+    };
+    for e in &args.env {
+        let (k, v) = e
+            .split_once('=')
+            .ok_or_else(|| CliError::BadEnvArg(e.clone()))?;
+        input.env.push((k.to_owned(), v.to_owned()));
+    }
+    let resolved = spec::resolve(&input.env, &input.docker_volumes, &config.resolve_options())?;
+    for w in &resolved.warnings {
+        eprintln!("dvdi: warning: {w}");
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&resolved.volumes).expect("specs serialise")
+        );
+    } else {
+        print_specs(&resolved.volumes);
+    }
+    Ok(())
+}
+
+fn print_specs(specs: &[VolumeSpec]) {
+    let rows: Vec<Vec<String>> = specs
+        .iter()
+        .map(|s| {
+            vec![
+                s.driver.to_string(),
+                s.name.to_string(),
+                s.container_path
+                    .as_ref()
+                    .map_or_else(|| "(host mount point)".to_owned(), ToString::to_string),
+                if s.read_only { "ro" } else { "rw" }.to_owned(),
+                if s.explicit_create { "no" } else { "yes" }.to_owned(),
+                s.opts.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "DRIVER",
+                "NAME",
+                "CONTAINER PATH",
+                "MODE",
+                "CREATE",
+                "OPTIONS"
+            ],
+            &rows
+        )
+    );
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = cli.global.config().and_then(|config| match &cli.command {
+        Command::Resolve(args) => resolve(&config, args),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dvdi: error: {}", render_chain(&e));
+            ExitCode::from(2)
+        }
+    }
 }

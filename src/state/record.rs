@@ -1,0 +1,172 @@
+//! What the checkpoint says about one volume.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::backend::MountId;
+use crate::spec::{DriverName, VolumeKey, VolumeName, VolumeOpts};
+
+/// The checkpoint format this build writes and reads.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Longest container id accepted, in bytes.
+pub const MAX_CONTAINER_ID_LEN: usize = 1024;
+
+/// Why a container id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContainerIdError {
+    /// The id is empty.
+    #[error("container id is empty")]
+    Empty,
+    /// The id is longer than [`MAX_CONTAINER_ID_LEN`] bytes.
+    #[error("container id is {len} bytes long; at most {MAX_CONTAINER_ID_LEN} are allowed")]
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// The id contains a control character.
+    #[error("container id {id:?} contains a control character")]
+    ControlChar {
+        /// The id.
+        id: String,
+    },
+}
+
+/// A container's id, as Mesos (or `dvdi run`) names it: non-empty, printable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerId(String);
+
+impl ContainerId {
+    /// Validates an id.
+    pub fn new(s: impl Into<String>) -> Result<Self, ContainerIdError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(ContainerIdError::Empty);
+        }
+        if s.len() > MAX_CONTAINER_ID_LEN {
+            return Err(ContainerIdError::TooLong { len: s.len() });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(ContainerIdError::ControlChar { id: s });
+        }
+        Ok(Self(s))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for ContainerId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContainerId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a volume is in its life on this host. Each phase is checkpointed *before* the backend
+/// call that leaves it, so recovery knows which calls may have happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// A backend mount was asked for (or is about to be); it may or may not have happened.
+    Mounting,
+    /// Mounted at `host_path`.
+    Mounted,
+    /// A backend unmount was asked for (or is about to be); it may or may not have happened.
+    Unmounting,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Mounting => "mounting",
+            Phase::Mounted => "mounted",
+            Phase::Unmounting => "unmounting",
+        })
+    }
+}
+
+/// Who holds a container's reference, so a dead holder can be told from a live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Owner {
+    /// A Mesos container: alive while the agent says so at recover.
+    Mesos,
+    /// A `dvdi run` process: alive while a process with this pid and start time exists.
+    Process {
+        /// Its pid.
+        pid: i32,
+        /// Its start time in clock ticks since boot (`/proc/PID/stat` field 22), which tells a
+        /// reused pid from the original.
+        start_time: u64,
+    },
+}
+
+/// One container's use of a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Use {
+    /// The resolved bind target, when the container asked for one.
+    pub target: Option<PathBuf>,
+    /// Bound read-only.
+    pub read_only: bool,
+    /// Who holds the reference.
+    pub owner: Owner,
+}
+
+/// The checkpoint of one volume: how it was mounted and who uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Always [`CHECKPOINT_VERSION`] when written by this build.
+    pub version: u32,
+    /// The driver.
+    pub driver: DriverName,
+    /// The volume.
+    pub name: VolumeName,
+    /// Options it was mounted with, so recovery can mount it again.
+    pub opts: VolumeOpts,
+    /// Whether creating it was forbidden.
+    pub explicit_create: bool,
+    /// The per-task dvdcli program it was mounted through, when the operator allowed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dvdcli: Option<PathBuf>,
+    /// The id the backend mount was made under; the unmount carries the same.
+    pub mount_id: MountId,
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// The host path the backend returned, once mounted.
+    pub host_path: Option<PathBuf>,
+    /// Whether `host_path` was a mount point of its own when mounted (a `local` volume is a plain
+    /// directory); recovery treats a vanished mount point as a lost mount only when this is set.
+    pub is_mount_point: bool,
+    /// The containers using it.
+    pub users: BTreeMap<ContainerId, Use>,
+    /// The last backend failure, kept until a later call succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl VolumeRecord {
+    /// The volume's key.
+    pub fn key(&self) -> VolumeKey {
+        VolumeKey {
+            driver: self.driver.clone(),
+            name: self.name.clone(),
+        }
+    }
+}

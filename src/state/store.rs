@@ -1,0 +1,361 @@
+//! The checkpoint on disk: one JSON file per volume, each guarded by its own flock.
+//!
+//! Layout under the work directory:
+//!
+//! ```text
+//! volumes/<driver>/<stem>.json   the VolumeRecord
+//! volumes/<driver>/<stem>.lock   flock(2)ed while the record is read, changed or acted on
+//! ```
+//!
+//! One file per volume keeps every change small (a prepare touches only its own volumes) and lets
+//! the lock be per volume: threads of the module and a `dvdi` process on the same agent exclude each
+//! other through the same flock, and never wait on a volume they do not use. Lock files are never
+//! deleted, since deleting a lock file another process is about to lock would split the lock.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::record::{VolumeRecord, CHECKPOINT_VERSION};
+use crate::spec::{DriverName, VolumeKey};
+
+/// A failed checkpoint operation; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A directory or file could not be created, opened, read, written or renamed.
+    #[error("{op} {path} failed")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// flock(2) failed.
+    #[error("locking {path} failed")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        errno: nix::Error,
+    },
+    /// A record that is not valid JSON for this format.
+    #[error("checkpoint {path} is corrupt; it was not changed: inspect it, then `dvdi repair` can set it aside")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record written by another version of mesos-dvdi.
+    #[error("checkpoint {path} has format version {found}; this build reads version {CHECKPOINT_VERSION} only: run the mesos-dvdi that wrote it, or set the file aside")]
+    UnknownVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// A record whose driver or name is not the volume its file stands for.
+    #[error("checkpoint {path} describes {found}, not the volume its file name stands for")]
+    Misplaced {
+        /// The file.
+        path: PathBuf,
+        /// The volume the record names.
+        found: VolumeKey,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Longest file stem used as is; longer volume names are shortened and made unique with a hash,
+/// since a 255-byte name plus a suffix would not fit NAME_MAX.
+const MAX_STEM: usize = 200;
+
+/// The file stem for a volume name: the name itself when short enough, else a prefix, `~`, and a
+/// hash of the whole name. Names are already valid file names (no `/`, not `.` or `..`).
+fn stem(name: &str) -> String {
+    if name.len() <= MAX_STEM {
+        return name.to_owned();
+    }
+    let mut cut = MAX_STEM - 17;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}~{hash:016x}", &name[..cut])
+}
+
+/// The checkpoint directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    volumes: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`.
+    pub fn open(work_dir: &Path) -> Result<Self, StateError> {
+        let volumes = work_dir.join("volumes");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&volumes)
+            .map_err(io_err("creating", &volumes))?;
+        Ok(Self { volumes })
+    }
+
+    fn driver_dir(&self, driver: &DriverName) -> PathBuf {
+        self.volumes.join(driver.as_str())
+    }
+
+    /// Takes the volume's lock, waiting for any other holder (thread or process).
+    pub fn lock(&self, key: &VolumeKey) -> Result<VolumeGuard, StateError> {
+        self.lock_with(key, FlockArg::LockExclusive)
+            .map(|g| g.expect("a blocking flock returns only when held"))
+    }
+
+    /// Takes the volume's lock if no one holds it; `None` when someone does.
+    pub fn try_lock(&self, key: &VolumeKey) -> Result<Option<VolumeGuard>, StateError> {
+        self.lock_with(key, FlockArg::LockExclusiveNonblock)
+    }
+
+    fn lock_with(&self, key: &VolumeKey, arg: FlockArg) -> Result<Option<VolumeGuard>, StateError> {
+        let dir = self.driver_dir(&key.driver);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("creating", &dir))?;
+        let stem = stem(key.name.as_str());
+        let lock_path = dir.join(format!("{stem}.lock"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(io_err("opening", &lock_path))?;
+        let mut file = file;
+        let lock = loop {
+            match Flock::lock(file, arg) {
+                Ok(lock) => break lock,
+                // A signal delivered while waiting is no reason to give up the wait.
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((_, errno)) => {
+                    return Err(StateError::Lock {
+                        path: lock_path,
+                        errno,
+                    })
+                }
+            }
+        };
+        Ok(Some(VolumeGuard {
+            key: key.clone(),
+            record: dir.join(format!("{stem}.json")),
+            tmp: dir.join(format!(".{stem}.json.tmp")),
+            dir,
+            _lock: lock,
+        }))
+    }
+
+    /// Every volume that has a checkpoint file, read without locks (a snapshot for listing and
+    /// recovery; act on a volume only after [`Store::lock`]).
+    pub fn scan(&self) -> Result<Vec<ScannedVolume>, StateError> {
+        let mut out = Vec::new();
+        for driver_dir in read_dir_sorted(&self.volumes)? {
+            if !driver_dir.is_dir() {
+                continue;
+            }
+            for file in read_dir_sorted(&driver_dir)? {
+                if file.extension() != Some(OsStr::new("json")) {
+                    continue;
+                }
+                let record = read_record(&file).and_then(|r| {
+                    r.ok_or_else(|| StateError::Io {
+                        op: "reading",
+                        path: file.clone(),
+                        source: io::ErrorKind::NotFound.into(),
+                    })
+                });
+                out.push(ScannedVolume { path: file, record });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One checkpoint file found by [`Store::scan`].
+#[derive(Debug)]
+pub struct ScannedVolume {
+    /// The file.
+    pub path: PathBuf,
+    /// Its record, or why it could not be read.
+    pub record: Result<VolumeRecord, StateError>,
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, StateError> {
+    let mut paths = fs::read_dir(dir)
+        .map_err(io_err("listing", dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err("listing", dir))?;
+    paths.sort();
+    Ok(paths)
+}
+
+fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("reading", path)(e)),
+    };
+    // Check the version before the shape, so a newer format is reported as such, not as corrupt.
+    // (Peek with a struct, not serde_json::Value, which would reorder the options.)
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: Option<u64>,
+    }
+    let corrupt = |source| StateError::Corrupt {
+        path: path.to_owned(),
+        source,
+    };
+    let Version { version } = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if let Some(found) = version.filter(|&v| v != u64::from(CHECKPOINT_VERSION)) {
+        return Err(StateError::UnknownVersion {
+            path: path.to_owned(),
+            found,
+        });
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
+}
+
+/// Exclusive access to one volume's checkpoint; the lock is released on drop.
+#[derive(Debug)]
+pub struct VolumeGuard {
+    key: VolumeKey,
+    dir: PathBuf,
+    record: PathBuf,
+    tmp: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl VolumeGuard {
+    /// The volume this guard holds.
+    pub fn key(&self) -> &VolumeKey {
+        &self.key
+    }
+
+    /// The record file's path.
+    pub fn path(&self) -> &Path {
+        &self.record
+    }
+
+    /// Reads the record; `None` when the volume has none.
+    pub fn load(&self) -> Result<Option<VolumeRecord>, StateError> {
+        let record = read_record(&self.record)?;
+        if let Some(r) = &record {
+            if r.driver != self.key.driver || r.name != self.key.name {
+                return Err(StateError::Misplaced {
+                    path: self.record.clone(),
+                    found: r.key(),
+                });
+            }
+        }
+        Ok(record)
+    }
+
+    /// Replaces the record atomically: temp file, fsync, rename, fsync of the directory. A crash
+    /// at any point leaves either the old record or the new one, never a mix.
+    pub fn save(&self, record: &VolumeRecord) -> Result<(), StateError> {
+        debug_assert_eq!(record.key(), self.key);
+        let bytes = serde_json::to_vec_pretty(record).expect("a VolumeRecord always serialises");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&self.tmp)
+            .map_err(io_err("creating", &self.tmp))?;
+        f.write_all(&bytes).map_err(io_err("writing", &self.tmp))?;
+        f.sync_all().map_err(io_err("syncing", &self.tmp))?;
+        drop(f);
+        fs::rename(&self.tmp, &self.record).map_err(io_err("renaming into place", &self.record))?;
+        self.sync_dir()
+    }
+
+    /// Deletes the record (the volume is no longer mounted or used).
+    pub fn remove(&self) -> Result<(), StateError> {
+        match fs::remove_file(&self.record) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &self.record)(e)),
+        }
+    }
+
+    /// Renames a record that cannot be read out of the way, keeping it for inspection, and
+    /// returns where it went.
+    pub fn set_aside(&self) -> Result<PathBuf, StateError> {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut aside = self.record.clone().into_os_string();
+        aside.push(format!(".corrupt.{secs}"));
+        let aside = PathBuf::from(aside);
+        fs::rename(&self.record, &aside).map_err(io_err("setting aside", &self.record))?;
+        self.sync_dir()?;
+        Ok(aside)
+    }
+
+    fn sync_dir(&self) -> Result<(), StateError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("syncing directory", &self.dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_their_own_stem() {
+        assert_eq!(stem("pgdata"), "pgdata");
+        assert_eq!(stem(&"a".repeat(MAX_STEM)), "a".repeat(MAX_STEM));
+    }
+
+    #[test]
+    fn long_names_get_distinct_stems_that_fit_name_max() {
+        let a = format!("{}a", "x".repeat(254));
+        let b = format!("{}b", "x".repeat(254));
+        let (sa, sb) = (stem(&a), stem(&b));
+        assert_ne!(sa, sb);
+        assert!(format!(".{sa}.json.tmp").len() <= 255, "{}", sa.len());
+    }
+
+    #[test]
+    fn long_multibyte_names_are_cut_on_a_char_boundary() {
+        let name = "é".repeat(127);
+        assert!(stem(&name).len() <= MAX_STEM);
+    }
+}

@@ -1,0 +1,174 @@
+//! `dvdi resolve`: how an operator checks an app's volumes before deploying it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+fn dvdi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(args)
+        .output()
+        .expect("run dvdi")
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn marathon_app_with_three_volumes_resolves_to_json() {
+    let out = dvdi(&[
+        "resolve",
+        "--env-file",
+        &example("marathon-app.json"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = json!([
+        {"driver": "rexray", "name": "shop-pgdata",
+         "opts": {"size": "20", "volumetype": "gp2", "newfstype": "xfs"},
+         "container_path": "/var/lib/postgresql/data", "read_only": false, "explicit_create": false},
+        {"driver": "local", "name": "shop-wal-archive", "opts": {},
+         "container_path": "/var/lib/postgresql/archive", "read_only": false, "explicit_create": false},
+        {"driver": "rexray", "name": "shop-backups", "opts": {"size": "100", "volumetype": "sc1"},
+         "container_path": "backups", "read_only": true, "explicit_create": false}
+    ]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn env_file_lines_form_and_e_overrides() {
+    let out = dvdi(&[
+        "resolve",
+        "--env-file",
+        &example("volumes.env"),
+        "-e",
+        "DVDI_VOLUME_CONTAINERPATH=/srv/demo",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got[0]["name"], "demo");
+    assert_eq!(got[0]["container_path"], "/srv/demo");
+    assert_eq!(got[1]["driver"], "loop");
+    assert_eq!(got[1]["opts"], json!({"size": "1", "fstype": "ext4"}));
+}
+
+#[test]
+fn invalid_env_exits_2_with_one_line_naming_the_variable() {
+    let out = dvdi(&[
+        "resolve",
+        "-e",
+        "DVDI_VOLUME_NAME=ok",
+        "-e",
+        "DVDI_VOLUME_OPTS=size",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("dvdi: error: DVDI_VOLUME_OPTS"), "{err}");
+    assert!(err.contains("\"size\""), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_flag_value_exits_2_naming_the_flag() {
+    let out = dvdi(&["--unmount-timeout", "soon", "resolve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--unmount-timeout"),
+        "{}",
+        stderr(&out)
+    );
+    let out = dvdi(&[
+        "resolve",
+        "--default-driver",
+        "a/b",
+        "-e",
+        "DVDI_VOLUME_NAME=x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--default-driver"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn flags_shape_resolution_like_module_parameters() {
+    let out = dvdi(&[
+        "--default-driver",
+        "local",
+        "resolve",
+        "-e",
+        "DVDI_VOLUME_NAME=x",
+        "--json",
+    ]);
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got[0]["driver"], "local");
+    let out = dvdi(&[
+        "--allow-driver",
+        "local",
+        "resolve",
+        "-e",
+        "DVDI_VOLUME_NAME=x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not allowed"), "{}", stderr(&out));
+}
+
+#[test]
+fn table_output_lists_every_volume_within_100_columns() {
+    let out = dvdi(&["resolve", "--env-file", &example("marathon-app.json")]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("DRIVER"));
+    assert!(
+        lines[3].contains("shop-backups") && lines[3].contains(" ro "),
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| l.chars().count() <= 100), "{text}");
+}
+
+#[test]
+fn marathon_secret_reference_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("app.json");
+    std::fs::write(&f, r#"{"env": {"DB_PASSWORD": {"secret": "pw"}}}"#).unwrap();
+    let out = dvdi(&["resolve", "--env-file", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("env.DB_PASSWORD"), "{}", stderr(&out));
+}
+
+#[test]
+fn env_file_line_without_equals_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vars");
+    std::fs::write(&f, "# comment\n\nDVDI_VOLUME_NAME=x\nOOPS\n").unwrap();
+    let out = dvdi(&["resolve", "--env-file", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("vars:4"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_shows_examples() {
+    let out = dvdi(&["resolve", "--help"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Examples:") && text.contains("--env-file"),
+        "{text}"
+    );
+}

@@ -1,0 +1,154 @@
+//! Module parameters and `--config` files → one `Config` (DESIGN §6).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesos_dvdi::config::{BackendKind, Config, ConfigError, KEYS};
+use mesos_dvdi::error::render_chain;
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn refused(pairs: &[(&str, &str)]) -> (ConfigError, String) {
+    let e = Config::from_params(&params(pairs)).expect_err("should be refused");
+    let text = render_chain(&e);
+    (e, text)
+}
+
+#[test]
+fn defaults_are_those_of_the_design() {
+    let c = Config::from_params(&[]).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.work_dir, PathBuf::from("/var/run/mesos/isolators/dvdi"));
+    assert_eq!(c.default_driver.as_str(), "rexray");
+    assert_eq!(c.backend, BackendKind::Plugin);
+    assert_eq!(c.dvdcli_path, PathBuf::from("/usr/bin/dvdcli"));
+    assert_eq!(
+        c.plugin_dirs,
+        [
+            "/run/docker/plugins",
+            "/etc/docker/plugins",
+            "/usr/lib/docker/plugins"
+        ]
+        .map(PathBuf::from)
+    );
+    assert_eq!(c.local_root, PathBuf::from("/var/lib/dvdi/local"));
+    assert_eq!(c.loop_root, PathBuf::from("/var/lib/dvdi/loop"));
+    assert_eq!(c.mount_timeout, Duration::from_secs(120));
+    assert_eq!(c.unmount_timeout, Duration::from_secs(600));
+    assert_eq!(c.allowed_drivers, None);
+    assert!(!c.allow_task_dvdcli);
+}
+
+#[test]
+fn every_key_is_read() {
+    let c = Config::from_params(&params(&[
+        ("work_dir", "/w"),
+        ("default_driver", "local"),
+        ("backend", "dvdcli"),
+        ("dvdcli_path", "/opt/dvdcli"),
+        ("plugin_dirs", "/a:/b"),
+        ("local_root", "/l"),
+        ("loop_root", "/lo"),
+        ("mount_timeout_secs", "5"),
+        ("unmount_timeout_secs", "6"),
+        ("allowed_drivers", "local,rexray"),
+        ("allow_task_dvdcli", "true"),
+    ]))
+    .unwrap();
+    assert_eq!(c.work_dir, PathBuf::from("/w"));
+    assert_eq!(c.default_driver.as_str(), "local");
+    assert_eq!(c.backend, BackendKind::Dvdcli);
+    assert_eq!(c.dvdcli_path, PathBuf::from("/opt/dvdcli"));
+    assert_eq!(c.plugin_dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
+    assert_eq!(c.local_root, PathBuf::from("/l"));
+    assert_eq!(c.loop_root, PathBuf::from("/lo"));
+    assert_eq!(c.mount_timeout, Duration::from_secs(5));
+    assert_eq!(c.unmount_timeout, Duration::from_secs(6));
+    let allowed: Vec<&str> = c
+        .allowed_drivers
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str())
+        .collect();
+    assert_eq!(allowed, ["local", "rexray"]);
+    assert!(c.allow_task_dvdcli);
+    assert_eq!(KEYS.len(), 11);
+}
+
+#[test]
+fn unknown_key_is_refused_listing_the_known_ones() {
+    let (e, text) = refused(&[("work_dri", "/x")]);
+    assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e:?}");
+    assert!(
+        text.contains("\"work_dri\"") && text.contains("work_dir"),
+        "{text}"
+    );
+}
+
+#[test]
+fn key_given_twice_is_refused() {
+    let (e, _) = refused(&[("backend", "plugin"), ("backend", "dvdcli")]);
+    assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e:?}");
+}
+
+#[test]
+fn bad_values_are_refused_naming_key_and_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("work_dir", "relative/dir", "absolute"),
+        ("dvdcli_path", "dvdcli", "absolute"),
+        ("plugin_dirs", "/a::/b", "empty entry"),
+        ("plugin_dirs", "relative", "absolute"),
+        ("local_root", "", "absolute"),
+        ("loop_root", "x", "absolute"),
+        ("mount_timeout_secs", "0", "positive"),
+        ("mount_timeout_secs", "-1", "positive"),
+        ("unmount_timeout_secs", "1.5", "positive"),
+        ("backend", "docker", "plugin or dvdcli"),
+        ("allow_task_dvdcli", "yes", "true or false"),
+        ("default_driver", "../x", "driver"),
+        ("allowed_drivers", "local,", "empty entry"),
+        ("allowed_drivers", "lo cal", "driver"),
+    ];
+    for (key, value, needle) in cases {
+        let (_, text) = refused(&[(key, value)]);
+        assert!(text.contains(key), "{key}: {text}");
+        assert!(text.contains(&format!("{value:?}")), "{key}: {text}");
+        assert!(text.contains(needle), "{key}={value}: {text}");
+    }
+}
+
+#[test]
+fn json_config_file_accepts_strings_numbers_booleans_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.json");
+    std::fs::write(
+        &file,
+        r#"{"mount_timeout_secs": 7, "allow_task_dvdcli": true,
+            "plugin_dirs": ["/p1", "/p2"], "allowed_drivers": ["local"], "work_dir": "/w"}"#,
+    )
+    .unwrap();
+    let c = Config::from_params(&Config::params_from_json_file(&file).unwrap()).unwrap();
+    assert_eq!(c.mount_timeout, Duration::from_secs(7));
+    assert!(c.allow_task_dvdcli);
+    assert_eq!(c.plugin_dirs, [PathBuf::from("/p1"), PathBuf::from("/p2")]);
+    assert_eq!(c.work_dir, PathBuf::from("/w"));
+
+    std::fs::write(&file, r#"{"work_dir": {"nested": 1}}"#).unwrap();
+    let e = Config::params_from_json_file(&file).unwrap_err();
+    assert!(
+        render_chain(&e).contains("work_dir"),
+        "{}",
+        render_chain(&e)
+    );
+    std::fs::write(&file, "[1]").unwrap();
+    assert!(matches!(
+        Config::params_from_json_file(&file),
+        Err(ConfigError::ParseFile { .. })
+    ));
+}
