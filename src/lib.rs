@@ -7,14 +7,15 @@
 //!
 //! # Layers
 //!
-//! Each layer depends only on the ones above it in this list:
+//! Each layer uses only the ones listed before it:
 //!
+//! - [`error`]: rendering an error with its whole `source()` chain, once, where it is reported.
 //! - [`spec`]: task input → validated [`spec::VolumeSpec`] list. Pure: no I/O, no syscalls.
 //! - [`config`]: module parameters and CLI flags → one [`config::Config`].
+//! - [`mount`]: the only code that calls mount(2)/umount(2)/openat2(2), behind a trait.
 //! - [`backend`]: one [`backend::Backend`] trait; the Docker volume plugin client, `dvdcli`, and
 //!   the built-in `local` and `loop` drivers.
-//! - [`mount`]: the only code that calls mount(2)/umount(2)/openat2(2), behind a trait.
-//! - [`error`]: rendering an error with its whole `source()` chain, once, where it is reported.
+//! - [`state`]: the mount table: who uses which volume, checkpointed under per-volume flocks.
 //!
 //! Only the FFI bridge and the C++ shim know that Mesos exists.
 
