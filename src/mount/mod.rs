@@ -80,5 +80,84 @@ impl Mounter for Host {
         })
     }
 }
-mod stub;
-pub use stub::*;
+
+mod fake;
+mod mountinfo;
+mod target;
+
+pub use fake::{FakeMounter, MountCall};
+pub use mountinfo::{is_mount_point, parse_mountinfo, read_mountinfo, MountInfoEntry};
+pub use target::{
+    resolve_target, resolve_target_with, ResolvedTarget, Resolver, TargetError, TargetPolicy,
+};
+
+/// Binds `source` onto `target` (`MS_BIND | MS_REC`), then, for read-only, remounts the bind
+/// read-only: the kernel ignores `MS_RDONLY` on the first call of a bind, so it takes two.
+pub fn bind(
+    m: &dyn Mounter,
+    source: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), MountError> {
+    m.mount(
+        source,
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if read_only {
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        if let Err(e) = m.mount(source, target, None, ro, None) {
+            // Never leave a writable bind where a read-only one was asked for.
+            let _ = m.umount(target, MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Makes every mount under `path` a slave of its peer group, so mounts made here do not propagate
+/// back to the host (what a container's new mount namespace needs first).
+pub fn make_rslave(m: &dyn Mounter, path: &Path) -> Result<(), MountError> {
+    m.mount(
+        Path::new("none"),
+        path,
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+}
+
+/// Unmounts `target` (lazily, `MNT_DETACH`) when dropped, unless [`UnmountGuard::disarm`]ed: the
+/// undo for a mount whose later steps may fail.
+pub struct UnmountGuard<'a> {
+    mounter: &'a dyn Mounter,
+    target: Option<PathBuf>,
+}
+
+impl<'a> UnmountGuard<'a> {
+    /// Guards the mount at `target`.
+    pub fn new(mounter: &'a dyn Mounter, target: &Path) -> Self {
+        Self {
+            mounter,
+            target: Some(target.to_owned()),
+        }
+    }
+
+    /// Keeps the mount: the guard does nothing on drop.
+    pub fn disarm(mut self) {
+        self.target = None;
+    }
+}
+
+impl Drop for UnmountGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(target) = self.target.take() {
+            if let Err(e) = self.mounter.umount(&target, MntFlags::MNT_DETACH) {
+                // Drop cannot return the error; it is logged once, here.
+                log::warn!("{}", crate::error::render_chain(&e));
+            }
+        }
+    }
+}
