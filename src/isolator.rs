@@ -114,7 +114,7 @@ pub enum IsolatorError {
         volume: VolumeKey,
         /// Why.
         #[source]
-        source: TargetError,
+        source: Box<TargetError>,
     },
     /// A backend call failed.
     #[error(transparent)]
@@ -126,11 +126,11 @@ pub enum IsolatorError {
         volume: VolumeKey,
         /// Why.
         #[source]
-        source: StateError,
+        source: Box<StateError>,
     },
     /// The checkpoint directory could not be read.
     #[error("checkpoint")]
-    Store(#[source] StateError),
+    Store(#[source] Box<StateError>),
     /// Reading the host's mount table failed.
     #[error("reading the mount table failed")]
     MountTable(#[source] std::io::Error),
@@ -422,7 +422,7 @@ impl Isolator {
     ) -> Result<PathBuf, IsolatorError> {
         let refused = |source| IsolatorError::Target {
             volume: spec.key(),
-            source,
+            source: Box::new(source),
         };
         if !path.is_absolute() {
             let verified =
@@ -452,7 +452,7 @@ impl Isolator {
     fn state_err(key: &VolumeKey) -> impl FnOnce(StateError) -> IsolatorError + '_ {
         move |source| IsolatorError::State {
             volume: key.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -665,7 +665,10 @@ impl Isolator {
             .map(|id| ((*id).clone(), Some(Vec::new())))
             .collect();
 
-        let scanned = self.store.scan().map_err(IsolatorError::Store)?;
+        let scanned = self
+            .store
+            .scan()
+            .map_err(|e| IsolatorError::Store(Box::new(e)))?;
         for entry in scanned {
             let key = match entry.record {
                 Ok(record) => record.key(),

@@ -131,9 +131,11 @@ fn assert_refused_and_nothing_recorded(
     assert!(text.contains(expect), "{text}");
     assert!(fs::read_dir(fx.config.work_dir.join("volumes"))
         .unwrap()
-        .all(|d| fs::read_dir(d.unwrap().path())
+        .all(|d| fs::read_dir(d.unwrap().path()).unwrap().all(|f| f
             .unwrap()
-            .all(|f| { !f.unwrap().path().extension().is_some_and(|e| e == "json") })));
+            .path()
+            .extension()
+            .is_none_or(|e| e != "json"))));
     // The id is free again after a refused prepare.
     iso.cleanup("c").unwrap();
 }

@@ -14,7 +14,7 @@ pub mod dvdcli;
 pub mod local;
 pub mod loopdev;
 pub mod plugin;
-// pub mod registry;
+pub mod registry;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -146,9 +146,9 @@ pub struct BackendError {
     pub volume: Option<VolumeName>,
     /// The call.
     pub call: Call,
-    /// What went wrong.
+    /// What went wrong (boxed: errors stay small on the success path).
     #[source]
-    pub kind: BackendErrorKind,
+    pub kind: Box<BackendErrorKind>,
 }
 
 impl BackendError {
@@ -163,7 +163,7 @@ impl BackendError {
             driver: driver.clone(),
             volume: volume.cloned(),
             call,
-            kind: kind.into(),
+            kind: Box::new(kind.into()),
         }
     }
 

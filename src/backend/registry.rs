@@ -20,12 +20,15 @@ pub const LOCAL_DRIVER: &str = "local";
 /// The name of the built-in loop-device driver.
 pub const LOOP_DRIVER: &str = "loop";
 
+/// A driver and, for per-task dvdcli programs, the program.
+type CacheKey = (DriverName, Option<PathBuf>);
+
 /// Finds and caches the backend for each driver, as the configuration says.
 pub struct Registry {
     config: Config,
     mounter: Arc<dyn Mounter>,
     /// Keyed by driver and, for per-task dvdcli programs, the program.
-    cache: Mutex<HashMap<(DriverName, Option<PathBuf>), Arc<dyn Backend>>>,
+    cache: Mutex<HashMap<CacheKey, Arc<dyn Backend>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -84,7 +87,12 @@ impl BackendProvider for Registry {
         dvdcli: Option<&Path>,
     ) -> Result<Arc<dyn Backend>, BackendError> {
         let key = (driver.clone(), dvdcli.map(Path::to_owned));
-        if let Some(b) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(b) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(Arc::clone(b));
         }
         // Discovery and activation may wait on a plugin: never under the cache lock. Two threads

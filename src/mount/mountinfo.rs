@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(e.mount_point, Path::new("/mnt/with space"));
         assert_eq!(e.fstype, "ext3");
         assert_eq!(e.source, "/dev/root");
-        assert!(is_mount_point(&[e.clone()], Path::new("/mnt/with space")));
+        assert!(is_mount_point(
+            std::slice::from_ref(e),
+            Path::new("/mnt/with space")
+        ));
     }
 
     #[test]

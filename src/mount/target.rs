@@ -164,11 +164,10 @@ pub fn resolve_target_with(
                     | ResolveFlag::RESOLVE_NO_SYMLINKS
                     | ResolveFlag::RESOLVE_NO_MAGICLINKS,
             );
-        match openat2(root_fd.as_fd(), rel, how) {
-            Ok(fd) => return Ok(ResolvedTarget { path: full, fd }),
-            // Anything else (missing, a link, not a directory) is diagnosed, and missing
-            // directories created, by the walk.
-            Err(_) => {}
+        // On failure (missing, a link, not a directory, no openat2), the walk below diagnoses
+        // it and creates missing directories.
+        if let Ok(fd) = openat2(root_fd.as_fd(), rel, how) {
+            return Ok(ResolvedTarget { path: full, fd });
         }
     }
 
