@@ -87,7 +87,11 @@ fn easyfuse_bindfs_volume_lifecycle() {
     // easyfuse declares global scope.
     assert_eq!(b.capabilities().unwrap().scope, Scope::Global);
     // Now that it listens, discovery finds it where Docker would.
-    let found = discover(&DriverName::new("easyfuse").unwrap(), &[plugins.clone()]).unwrap();
+    let found = discover(
+        &DriverName::new("easyfuse").unwrap(),
+        std::slice::from_ref(&plugins),
+    )
+    .unwrap();
     assert_eq!(found.addr, PluginAddr::Unix(sock));
     let name = VolumeName::new("shared-data").unwrap();
     let opts =
