@@ -16,6 +16,8 @@
 //! - [`backend`]: one [`backend::Backend`] trait; the Docker volume plugin client, `dvdcli`, and
 //!   the built-in `local` and `loop` drivers.
 //! - [`state`]: the mount table: who uses which volume, checkpointed under per-volume flocks.
+//! - [`isolator`]: prepare / cleanup / recover, composing the layers above; owns the ordering that
+//!   makes crashes safe.
 //!
 //! Only the FFI bridge and the C++ shim know that Mesos exists.
 
