@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench --bench backends`
 
+// criterion_group!/criterion_main! generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

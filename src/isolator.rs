@@ -202,6 +202,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "prepare:backend-mounted",
     "prepare:mounted-saved",
     "prepare:user-added",
+    "cleanup:ref-dropped",
     "cleanup:user-removed",
     "cleanup:unmount-intent-saved",
     "cleanup:backend-unmounted",
@@ -554,7 +555,9 @@ impl Isolator {
         };
         if record.users.remove(id).is_some() {
             if !record.users.is_empty() {
-                return guard.save(&record).map_err(Self::state_err(key));
+                guard.save(&record).map_err(Self::state_err(key))?;
+                crash_point("cleanup:ref-dropped");
+                return Ok(());
             }
             crash_point("cleanup:user-removed");
         } else if !record.users.is_empty() {

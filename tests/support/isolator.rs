@@ -23,6 +23,8 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     /// The configuration the isolators are built from.
     pub config: Config,
+    /// Set when the directories belong to another process's fixture.
+    foreign: Option<PathBuf>,
 }
 
 impl Fixture {
@@ -38,7 +40,27 @@ impl Fixture {
             ..Config::default()
         };
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        Self { dir, config }
+        Self {
+            dir,
+            config,
+            foreign: None,
+        }
+    }
+
+    /// The directories of a fixture made by another process under `dir` (which it owns).
+    pub fn at(dir: &Path) -> Self {
+        let mut fx = Self::new();
+        fx.config.work_dir = dir.join("work");
+        fx.config.local_root = dir.join("local");
+        fx.config.loop_root = dir.join("loop");
+        fx.config.plugin_dirs = vec![dir.join("plugins")];
+        fx.foreign = Some(dir.to_owned());
+        fx
+    }
+
+    /// The fixture's root directory.
+    pub fn root(&self) -> &Path {
+        self.foreign.as_deref().unwrap_or(self.dir.path())
     }
 
     /// A new isolator (as after an agent restart) over the same directories.
@@ -51,12 +73,12 @@ impl Fixture {
         Isolator::new(self.config.clone(), provider)
             .expect("isolator")
             .with_mountinfo(PathBuf::from(THREAD_MOUNTINFO))
-            .with_host_tmp(self.dir.path().join("tmp"))
+            .with_host_tmp(self.root().join("tmp"))
     }
 
     /// A new directory under the fixture (a sandbox or rootfs).
     pub fn mkdir(&self, name: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
+        let p = self.root().join(name);
         std::fs::create_dir_all(&p).unwrap();
         p
     }
