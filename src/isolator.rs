@@ -81,7 +81,7 @@ pub struct KnownContainer {
 }
 
 /// What recovery found and changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecoverReport {
     /// References dropped because their container is gone.
     pub dropped: Vec<(VolumeKey, ContainerId)>,
@@ -661,13 +661,46 @@ impl Isolator {
             .map(|k| &k.id)
             .filter(|id| !orphans.contains(id))
             .collect();
-        let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
-        let mut report = RecoverReport::default();
         let mut index: HashMap<ContainerId, Option<Vec<VolumeKey>>> = alive
             .iter()
             .map(|id| ((*id).clone(), Some(Vec::new())))
             .collect();
+        let report = self.reconcile(
+            &|id, owner| match owner {
+                Owner::Mesos => alive.contains(id),
+                Owner::Process { pid, start_time } => process_alive(pid, start_time),
+            },
+            false,
+            Some(&mut index),
+        )?;
+        *self.index() = index;
+        Ok(report)
+    }
 
+    /// What an operator can repair without the agent (`dvdi gc`): drops references of `dvdi run`
+    /// processes that are gone, unmounts volumes no one uses (a half-done or failed unmount), and
+    /// mounts again volumes in use whose mount vanished. References held by Mesos containers are
+    /// left alone: only the agent knows whether those live. With `dry_run`, changes nothing and
+    /// reports what it would do.
+    pub fn gc(&self, dry_run: bool) -> Result<RecoverReport, IsolatorError> {
+        self.reconcile(
+            &|_, owner| match owner {
+                Owner::Mesos => true,
+                Owner::Process { pid, start_time } => process_alive(pid, start_time),
+            },
+            dry_run,
+            None,
+        )
+    }
+
+    fn reconcile(
+        &self,
+        alive: &dyn Fn(&ContainerId, Owner) -> bool,
+        dry_run: bool,
+        mut index: Option<&mut HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
+    ) -> Result<RecoverReport, IsolatorError> {
+        let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
+        let mut report = RecoverReport::default();
         let scanned = self
             .store
             .scan()
@@ -681,21 +714,24 @@ impl Isolator {
                     continue;
                 }
             };
-            if let Err(e) = self.recover_volume(&key, &alive, &table, &mut report, &mut index) {
+            let step = Reconcile {
+                alive,
+                table: &table,
+                dry_run,
+            };
+            if let Err(e) = self.reconcile_volume(&key, &step, &mut report, index.as_deref_mut()) {
                 report.errors.push(render_chain(&e));
             }
         }
-        *self.index() = index;
         Ok(report)
     }
 
-    fn recover_volume(
+    fn reconcile_volume(
         &self,
         key: &VolumeKey,
-        alive: &HashSet<&ContainerId>,
-        table: &[mount::MountInfoEntry],
+        step: &Reconcile<'_>,
         report: &mut RecoverReport,
-        index: &mut HashMap<ContainerId, Option<Vec<VolumeKey>>>,
+        index: Option<&mut HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
     ) -> Result<(), IsolatorError> {
         let guard = self.store.lock(key).map_err(Self::state_err(key))?;
         let Some(mut record) = guard.load().map_err(Self::state_err(key))? else {
@@ -705,7 +741,7 @@ impl Isolator {
         let gone: Vec<ContainerId> = record
             .users
             .iter()
-            .filter(|(id, u)| !is_alive(id, u.owner, alive))
+            .filter(|(id, u)| !(step.alive)(id, u.owner))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -713,7 +749,9 @@ impl Isolator {
             report.dropped.push((key.clone(), id));
         }
         if record.users.is_empty() {
-            self.unmount_unused(&guard, record)?;
+            if !step.dry_run {
+                self.unmount_unused(&guard, record)?;
+            }
             report.unmounted.push(key.clone());
             return Ok(());
         }
@@ -722,25 +760,28 @@ impl Isolator {
             && record
                 .host_path
                 .as_deref()
-                .is_some_and(|p| !mount::is_mount_point(table, p));
+                .is_some_and(|p| !mount::is_mount_point(step.table, p));
         if record.phase != Phase::Mounted || vanished {
-            let host = self.mount_record(&record)?;
-            record.is_mount_point =
-                mount::is_mount_point(table, &host) || self.is_mount_point(&host);
-            record.host_path = Some(host);
-            record.phase = Phase::Mounted;
-            record.last_error = None;
-            guard.save(&record).map_err(Self::state_err(key))?;
+            if !step.dry_run {
+                let host = self.mount_record(&record)?;
+                record.is_mount_point = self.is_mount_point(&host);
+                record.host_path = Some(host);
+                record.phase = Phase::Mounted;
+                record.last_error = None;
+                guard.save(&record).map_err(Self::state_err(key))?;
+            }
             report.remounted.push(key.clone());
-        } else if record.users.len() != before {
+        } else if record.users.len() != before && !step.dry_run {
             guard.save(&record).map_err(Self::state_err(key))?;
         }
-        for id in record.users.keys() {
-            if let Some(Some(keys)) = index.get_mut(id) {
-                keys.push(key.clone());
-            } else {
-                // A live `dvdi run` process the agent does not know.
-                index.insert(id.clone(), Some(vec![key.clone()]));
+        if let Some(index) = index {
+            for id in record.users.keys() {
+                if let Some(Some(keys)) = index.get_mut(id) {
+                    keys.push(key.clone());
+                } else {
+                    // A live `dvdi run` process the agent does not know.
+                    index.insert(id.clone(), Some(vec![key.clone()]));
+                }
             }
         }
         report.kept.push(key.clone());
@@ -748,13 +789,17 @@ impl Isolator {
     }
 }
 
-/// Whether a user of a volume is still alive: a Mesos container while the agent knows it, a
-/// `dvdi run` process while a process with its pid and start time exists.
-fn is_alive(id: &ContainerId, owner: Owner, known: &HashSet<&ContainerId>) -> bool {
-    match owner {
-        Owner::Mesos => known.contains(id),
-        Owner::Process { pid, start_time } => process_start_time(pid) == Some(start_time),
-    }
+/// What one reconciliation pass judges by.
+struct Reconcile<'a> {
+    alive: &'a dyn Fn(&ContainerId, Owner) -> bool,
+    table: &'a [mount::MountInfoEntry],
+    dry_run: bool,
+}
+
+/// Whether the `dvdi run` process that holds a reference still exists: the same pid with the
+/// same start time (a reused pid has another).
+fn process_alive(pid: i32, start_time: u64) -> bool {
+    process_start_time(pid) == Some(start_time)
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22).

@@ -14,11 +14,23 @@ use clap::{Args, Parser, Subcommand};
 use mesos_dvdi::config::{Config, ConfigError};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::spec::{self, VolumeSpec};
+use mesos_dvdi::state::{StateError, Store};
+use std::sync::Arc;
+
+use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::isolator::{Isolator, IsolatorError};
+use mesos_dvdi::mount::Host;
 
 const EXAMPLES: &str = "\
 Examples:
   # Check a Marathon app's volumes before deploying it
   dvdi resolve --env-file app.json
+
+  # What is mounted on this agent, for whom, and what failed
+  dvdi status
+
+  # Release what dead `dvdi run` processes held and retry failed unmounts (show first)
+  dvdi gc --dry-run && dvdi gc
 
   # Check environment variables as a task would set them
   dvdi resolve -e DVDI_VOLUME_NAME=pgdata -e DVDI_VOLUME_CONTAINERPATH=/var/lib/postgresql --json";
@@ -76,6 +88,30 @@ enum Command {
     /// Resolve a task's volumes as the module would, and show them (exit 2 when invalid)
     #[command(after_help = EXAMPLES)]
     Resolve(ResolveArgs),
+    /// Show the mount table: volumes, host mount points, users, errors
+    #[command(after_help = EXAMPLES)]
+    Status(JsonArg),
+    /// Release what dead `dvdi run` processes held, retry failed unmounts, remount vanished
+    /// mounts still in use (references of Mesos containers are left to the agent)
+    #[command(after_help = EXAMPLES)]
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+struct JsonArg {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// Report what would be done, change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +144,12 @@ enum CliError {
     BadEnvArg(String),
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Isolator(#[from] IsolatorError),
+    #[error("{0} problem(s) remain; see above")]
+    Unresolved(usize),
 }
 
 impl Global {
@@ -227,10 +269,119 @@ fn print_specs(specs: &[VolumeSpec]) {
     );
 }
 
+fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
+    let store = Store::open(&config.work_dir)?;
+    let scanned = store.scan()?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = scanned
+            .iter()
+            .map(|s| match &s.record {
+                Ok(r) => serde_json::json!({"file": s.path, "record": r, "error": null}),
+                Err(e) => {
+                    serde_json::json!({"file": s.path, "record": null, "error": render_chain(e)})
+                }
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialise")
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = scanned
+        .iter()
+        .map(|s| match &s.record {
+            Ok(r) => vec![
+                r.driver.to_string(),
+                r.name.to_string(),
+                r.phase.to_string(),
+                r.host_path
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
+                format!(
+                    "{} ({})",
+                    r.users.len(),
+                    r.users
+                        .keys()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                r.last_error.clone().unwrap_or_default(),
+            ],
+            Err(e) => vec![
+                "?".to_owned(),
+                s.path.display().to_string(),
+                "unreadable".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                render_chain(e),
+            ],
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no volumes recorded in {}", config.work_dir.display());
+    } else {
+        print!(
+            "{}",
+            table::render(
+                &["DRIVER", "NAME", "STATE", "HOST PATH", "USERS", "ERROR"],
+                &rows
+            )
+        );
+    }
+    Ok(())
+}
+
+fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
+    let isolator = Isolator::new(
+        config.clone(),
+        Arc::new(Registry::new(config.clone(), Arc::new(Host))),
+    )?;
+    let report = isolator.gc(args.dry_run)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        let verb =
+            |done: &'static str, would: &'static str| if args.dry_run { would } else { done };
+        for (key, id) in &report.dropped {
+            println!(
+                "{} {key}: reference of {id} (process gone)",
+                verb("dropped", "would drop")
+            );
+        }
+        for key in &report.unmounted {
+            println!("{} {key} (no users)", verb("unmounted", "would unmount"));
+        }
+        for key in &report.remounted {
+            println!(
+                "{} {key} (in use, mount missing)",
+                verb("remounted", "would remount")
+            );
+        }
+        if report.dropped.is_empty() && report.unmounted.is_empty() && report.remounted.is_empty() {
+            println!("nothing to do");
+        }
+    }
+    for e in &report.errors {
+        eprintln!("dvdi: error: {e}");
+    }
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Unresolved(report.errors.len()))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = cli.global.config().and_then(|config| match &cli.command {
         Command::Resolve(args) => resolve(&config, args),
+        Command::Status(args) => status(&config, args),
+        Command::Gc(args) => gc(&config, args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
