@@ -347,26 +347,36 @@ impl Isolator {
             targets.push(target);
         }
 
-        // Mount independent volumes in parallel.
-        let results: Vec<Result<PathBuf, IsolatorError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = resolved
+        // Mount independent volumes in parallel (a thread each; one volume needs none).
+        let usage = |spec: &VolumeSpec, target: &Option<PathBuf>| Use {
+            target: target.clone(),
+            read_only: spec.read_only,
+            owner,
+        };
+        let results: Vec<Result<PathBuf, IsolatorError>> = if resolved.volumes.len() <= 1 {
+            resolved
                 .volumes
                 .iter()
                 .zip(&targets)
-                .map(|(spec, target)| {
-                    let usage = Use {
-                        target: target.clone(),
-                        read_only: spec.read_only,
-                        owner,
-                    };
-                    s.spawn(move || self.acquire(spec, id, usage))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .map(|(spec, target)| self.acquire(spec, id, usage(spec, target)))
                 .collect()
-        });
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = resolved
+                    .volumes
+                    .iter()
+                    .zip(&targets)
+                    .map(|(spec, target)| {
+                        let usage = usage(spec, target);
+                        s.spawn(move || self.acquire(spec, id, usage))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
 
         let mut acquired = Vec::new();
         let mut first_error = None;
@@ -538,6 +548,9 @@ impl Isolator {
     }
 
     fn is_mount_point(&self, path: &Path) -> bool {
+        if let Some(answer) = mount::is_mount_root(path) {
+            return answer;
+        }
         match mount::read_mountinfo(&self.mountinfo) {
             Ok(table) => mount::is_mount_point(&table, path),
             Err(e) => {
@@ -695,32 +708,75 @@ impl Isolator {
 
     fn reconcile(
         &self,
-        alive: &dyn Fn(&ContainerId, Owner) -> bool,
+        alive: &(dyn Fn(&ContainerId, Owner) -> bool + Sync),
         dry_run: bool,
-        mut index: Option<&mut HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
+        mut index: Option<&mut Index>,
     ) -> Result<RecoverReport, IsolatorError> {
         let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
-        let mut report = RecoverReport::default();
-        let scanned = self
+        let keys = self
             .store
-            .scan()
+            .keys()
             .map_err(|e| IsolatorError::Store(Box::new(e)))?;
-        for entry in scanned {
-            let key = match entry.record {
-                Ok(record) => record.key(),
-                Err(e) => {
-                    // Never replaced silently: the operator decides (`dvdi status` shows it).
-                    report.errors.push(render_chain(&e));
-                    continue;
+        // Volumes are independent: reconcile them on every core, each worker with its own
+        // report and index, merged in key order afterwards.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let chunk = keys.len().div_ceil(workers).max(1);
+        let track = index.is_some();
+        let parts: Vec<(RecoverReport, Index)> = std::thread::scope(|s| {
+            let handles: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| {
+                    let table = &table;
+                    s.spawn(move || {
+                        let mut report = RecoverReport::default();
+                        let mut part_index = Index::new();
+                        for key in part {
+                            let key = match key {
+                                Ok(key) => key,
+                                Err(e) => {
+                                    // Never replaced silently: the operator decides (`dvdi status`
+                                    // shows it).
+                                    report.errors.push(render_chain(e));
+                                    continue;
+                                }
+                            };
+                            let step = Reconcile {
+                                alive,
+                                table,
+                                dry_run,
+                            };
+                            let idx = track.then_some(&mut part_index);
+                            if let Err(e) = self.reconcile_volume(key, &step, &mut report, idx) {
+                                report.errors.push(render_chain(&e));
+                            }
+                        }
+                        (report, part_index)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut report = RecoverReport::default();
+        for (part, part_index) in parts {
+            report.dropped.extend(part.dropped);
+            report.unmounted.extend(part.unmounted);
+            report.remounted.extend(part.remounted);
+            report.kept.extend(part.kept);
+            report.errors.extend(part.errors);
+            if let Some(index) = index.as_deref_mut() {
+                for (id, keys) in part_index {
+                    match index.get_mut(&id) {
+                        Some(Some(existing)) => existing.extend(keys.into_iter().flatten()),
+                        _ => {
+                            index.insert(id, keys);
+                        }
+                    }
                 }
-            };
-            let step = Reconcile {
-                alive,
-                table: &table,
-                dry_run,
-            };
-            if let Err(e) = self.reconcile_volume(&key, &step, &mut report, index.as_deref_mut()) {
-                report.errors.push(render_chain(&e));
             }
         }
         Ok(report)
@@ -731,7 +787,7 @@ impl Isolator {
         key: &VolumeKey,
         step: &Reconcile<'_>,
         report: &mut RecoverReport,
-        index: Option<&mut HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
+        index: Option<&mut Index>,
     ) -> Result<(), IsolatorError> {
         let guard = self.store.lock(key).map_err(Self::state_err(key))?;
         let Some(mut record) = guard.load().map_err(Self::state_err(key))? else {
@@ -789,9 +845,12 @@ impl Isolator {
     }
 }
 
+/// Container → the volumes it holds; `None` while its prepare runs.
+type Index = HashMap<ContainerId, Option<Vec<VolumeKey>>>;
+
 /// What one reconciliation pass judges by.
 struct Reconcile<'a> {
-    alive: &'a dyn Fn(&ContainerId, Owner) -> bool,
+    alive: &'a (dyn Fn(&ContainerId, Owner) -> bool + Sync),
     table: &'a [mount::MountInfoEntry],
     dry_run: bool,
 }

@@ -86,7 +86,9 @@ mod mountinfo;
 mod target;
 
 pub use fake::{FakeMounter, MountCall};
-pub use mountinfo::{is_mount_point, parse_mountinfo, read_mountinfo, MountInfoEntry};
+pub use mountinfo::{
+    is_mount_point, is_mount_root, parse_mountinfo, read_mountinfo, MountInfoEntry,
+};
 pub use target::{
     resolve_target, resolve_target_with, ResolvedTarget, Resolver, TargetError, TargetPolicy,
 };

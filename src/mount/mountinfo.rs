@@ -103,6 +103,33 @@ pub fn is_mount_point(table: &[MountInfoEntry], path: &Path) -> bool {
     table.iter().any(|e| e.mount_point == path)
 }
 
+/// Whether `path` is the root of a mount, asked of the kernel directly (statx
+/// `STATX_ATTR_MOUNT_ROOT`, Linux 5.8+): exact for bind mounts too, and far cheaper than reading
+/// mountinfo. `None` when the kernel cannot say (older kernels) or `path` cannot be examined.
+pub fn is_mount_root(path: &Path) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `buf` a writable statx buffer; both outlive
+    // the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            buf.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx returned 0, so it filled the buffer (which was zeroed before in any case).
+    let st = unsafe { buf.assume_init() };
+    let bit = u64::from(libc::STATX_ATTR_MOUNT_ROOT.unsigned_abs());
+    (st.stx_attributes_mask & bit != 0).then_some(st.stx_attributes & bit != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

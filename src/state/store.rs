@@ -138,22 +138,31 @@ impl Store {
 
     fn lock_with(&self, key: &VolumeKey, arg: FlockArg) -> Result<Option<VolumeGuard>, StateError> {
         let dir = self.driver_dir(&key.driver);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err("creating", &dir))?;
         let stem = stem(key.name.as_str());
         let lock_path = dir.join(format!("{stem}.lock"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(io_err("opening", &lock_path))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&lock_path)
+        };
+        // The driver's directory exists after its first volume: create it only when missing.
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(io_err("creating", &dir))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(io_err("opening", &lock_path))?;
         let mut file = file;
         let lock = loop {
             match Flock::lock(file, arg) {
@@ -174,8 +183,53 @@ impl Store {
             record: dir.join(format!("{stem}.json")),
             tmp: dir.join(format!(".{stem}.json.tmp")),
             dir,
+            dir_handle: std::cell::OnceCell::new(),
             _lock: lock,
         }))
+    }
+
+    /// The volume of every checkpoint file, without reading records where the file name tells
+    /// (recovery then reads each record once, under its lock). Files whose volume cannot be
+    /// told come back as errors naming them.
+    pub fn keys(&self) -> Result<Vec<Result<VolumeKey, StateError>>, StateError> {
+        let mut out = Vec::new();
+        for driver_dir in read_dir_sorted(&self.volumes)? {
+            let Some(driver) = driver_dir
+                .file_name()
+                .and_then(|d| d.to_str())
+                .and_then(|d| DriverName::new(d).ok())
+            else {
+                continue;
+            };
+            if !driver_dir.is_dir() {
+                continue;
+            }
+            for file in read_dir_sorted(&driver_dir)? {
+                if file.extension() != Some(OsStr::new("json")) {
+                    continue;
+                }
+                let plain = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .filter(|s| !s.contains('~'))
+                    .and_then(|s| crate::spec::VolumeName::new(s).ok());
+                out.push(match plain {
+                    Some(name) => Ok(VolumeKey {
+                        driver: driver.clone(),
+                        name,
+                    }),
+                    // A shortened long name: the record says which volume it is.
+                    None => read_record(&file).and_then(|r| {
+                        r.map(|r| r.key()).ok_or_else(|| StateError::Io {
+                            op: "reading",
+                            path: file.clone(),
+                            source: io::ErrorKind::NotFound.into(),
+                        })
+                    }),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Every volume that has a checkpoint file, read without locks (a snapshot for listing and
@@ -254,6 +308,8 @@ fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
 pub struct VolumeGuard {
     key: VolumeKey,
     dir: PathBuf,
+    /// Opened on the first write that must fsync the directory (reads need none).
+    dir_handle: std::cell::OnceCell<File>,
     record: PathBuf,
     tmp: PathBuf,
     _lock: Flock<File>,
@@ -288,7 +344,7 @@ impl VolumeGuard {
     /// at any point leaves either the old record or the new one, never a mix.
     pub fn save(&self, record: &VolumeRecord) -> Result<(), StateError> {
         debug_assert_eq!(record.key(), self.key);
-        let bytes = serde_json::to_vec_pretty(record).expect("a VolumeRecord always serialises");
+        let bytes = serde_json::to_vec(record).expect("a VolumeRecord always serialises");
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -328,8 +384,14 @@ impl VolumeGuard {
     }
 
     fn sync_dir(&self) -> Result<(), StateError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
+        let dir = match self.dir_handle.get() {
+            Some(d) => d,
+            None => {
+                let d = File::open(&self.dir).map_err(io_err("opening", &self.dir))?;
+                self.dir_handle.get_or_init(|| d)
+            }
+        };
+        dir.sync_all()
             .map_err(io_err("syncing directory", &self.dir))
     }
 }
