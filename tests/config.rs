@@ -152,3 +152,29 @@ fn json_config_file_accepts_strings_numbers_booleans_and_lists() {
         Err(ConfigError::ParseFile { .. })
     ));
 }
+
+#[test]
+fn shipped_isolator_json_lists_every_parameter_at_its_default() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/isolator.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let module = &v["libraries"][0]["modules"][0];
+    assert_eq!(module["name"], "org_apache_mesos_DvdiIsolator");
+    let params: Vec<(String, String)> = module["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap().to_owned(),
+                p["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(Config::from_params(&params).unwrap(), Config::default());
+    // allowed_drivers has no "all" value: leaving it out is the default.
+    let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+    for k in KEYS.iter().filter(|k| **k != "allowed_drivers") {
+        assert!(keys.contains(k), "isolator.json lacks {k}");
+    }
+}

@@ -48,7 +48,7 @@ pub enum StateError {
         errno: nix::Error,
     },
     /// A record that is not valid JSON for this format.
-    #[error("checkpoint {path} is corrupt; it was not changed: inspect it, then `dvdi repair` can set it aside")]
+    #[error("checkpoint {path} is corrupt and was left as it is; inspect it, unmount the volume by hand if it is mounted, then move the file away so the volume can be used again")]
     Corrupt {
         /// The file.
         path: PathBuf,
