@@ -238,7 +238,8 @@ impl Isolator {
             config,
             store,
             backends,
-            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            // The calling thread's view: correct even where a thread has a namespace of its own.
+            mountinfo: PathBuf::from("/proc/thread-self/mountinfo"),
             host_tmp: PathBuf::from("/tmp"),
             index: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashSet::new()),

@@ -163,3 +163,55 @@ impl Drop for UnmountGuard<'_> {
         }
     }
 }
+
+/// One bind a container needs: the volume's host mount onto the verified target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The host mount point.
+    pub source: PathBuf,
+    /// The target (inside the rootfs when there is one).
+    pub target: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// A failed step of entering a container's mount namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum EnterError {
+    /// unshare(CLONE_NEWNS) failed.
+    #[error("creating a mount namespace failed")]
+    Unshare(#[source] nix::Error),
+    /// A mount step failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// chroot or chdir into the rootfs failed.
+    #[error("entering the root file system {path} failed")]
+    Chroot {
+        /// The rootfs.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        errno: nix::Error,
+    },
+}
+
+/// What the containerizer does for a prepared container, done to the calling process (meant for
+/// a child between fork and exec, as `dvdi run` does): a new mount namespace whose mounts do not
+/// propagate back, the binds, then chroot into `rootfs` when given. Afterwards the binds exist
+/// only for this process and its children.
+pub fn enter_container(binds: &[Bind], rootfs: Option<&Path>) -> Result<(), EnterError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(EnterError::Unshare)?;
+    make_rslave(&Host, Path::new("/"))?;
+    for b in binds {
+        bind(&Host, &b.source, &b.target, b.read_only)?;
+    }
+    if let Some(root) = rootfs {
+        let chroot = |errno| EnterError::Chroot {
+            path: root.to_owned(),
+            errno,
+        };
+        nix::unistd::chroot(root).map_err(chroot)?;
+        nix::unistd::chdir("/").map_err(chroot)?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! the same parser ([`Config::from_params`]), so the two can never disagree.
 
 mod envfile;
+mod run;
 mod table;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,13 @@ const EXAMPLES: &str = "\
 Examples:
   # Check a Marathon app's volumes before deploying it
   dvdi resolve --env-file app.json
+
+  # Give a command the volumes a task would get (data persists from run to run)
+  dvdi run --default-driver local -e DVDI_VOLUME_NAME=demo \\
+      -e DVDI_VOLUME_CONTAINERPATH=/tmp/demo -- sh -c 'date >> /tmp/demo/log; cat /tmp/demo/log'
+
+  # Which plugins discovery finds, and whether they answer
+  dvdi plugins
 
   # What is mounted on this agent, for whom, and what failed
   dvdi status
@@ -88,6 +96,13 @@ enum Command {
     /// Resolve a task's volumes as the module would, and show them (exit 2 when invalid)
     #[command(after_help = EXAMPLES)]
     Resolve(ResolveArgs),
+    /// Run a command with the volumes a task with this environment would get, in its own mount
+    /// namespace; exits with the command's status (125 when dvdi itself fails)
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// List the plugins discovery finds, with their address and whether they answer
+    #[command(after_help = EXAMPLES)]
+    Plugins(JsonArg),
     /// Show the mount table: volumes, host mount points, users, errors
     #[command(after_help = EXAMPLES)]
     Status(JsonArg),
@@ -95,6 +110,48 @@ enum Command {
     /// mounts still in use (references of Mesos containers are left to the agent)
     #[command(after_help = EXAMPLES)]
     Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Chroot the command into this root file system (container paths are inside it)
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Where relative container paths lie (the sandbox) [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    sandbox: Option<PathBuf>,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// A task's volumes, as `-e` variables and an env file.
+#[derive(Debug, Args)]
+struct InputArgs {
+    /// A task environment variable, NAME=VALUE; repeatable, later ones win
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// NAME=VALUE lines, or a Marathon app definition (JSON); read before -e
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+impl InputArgs {
+    fn read(&self) -> Result<envfile::TaskInput, CliError> {
+        let mut input = match &self.env_file {
+            Some(path) => envfile::read(path)?,
+            None => envfile::TaskInput::default(),
+        };
+        for e in &self.env {
+            let (k, v) = e
+                .split_once('=')
+                .ok_or_else(|| CliError::BadEnvArg(e.clone()))?;
+            input.env.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(input)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -116,12 +173,8 @@ struct GcArgs {
 
 #[derive(Debug, Args)]
 struct ResolveArgs {
-    /// A task environment variable, NAME=VALUE; repeatable, later ones win
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
-    /// NAME=VALUE lines, or a Marathon app definition (JSON); read before -e
-    #[arg(long, value_name = "FILE")]
-    env_file: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -150,6 +203,8 @@ enum CliError {
     Isolator(#[from] IsolatorError),
     #[error("{0} problem(s) remain; see above")]
     Unresolved(usize),
+    #[error("cannot tell the current directory (the default --sandbox)")]
+    Cwd(#[source] std::io::Error),
 }
 
 impl Global {
@@ -212,16 +267,7 @@ impl Global {
 }
 
 fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
-    let mut input = match &args.env_file {
-        Some(path) => envfile::read(path)?,
-        None => envfile::TaskInput::default(),
-    };
-    for e in &args.env {
-        let (k, v) = e
-            .split_once('=')
-            .ok_or_else(|| CliError::BadEnvArg(e.clone()))?;
-        input.env.push((k.to_owned(), v.to_owned()));
-    }
+    let input = args.input.read()?;
     let resolved = spec::resolve(&input.env, &input.docker_volumes, &config.resolve_options())?;
     for w in &resolved.warnings {
         eprintln!("dvdi: warning: {w}");
@@ -376,12 +422,112 @@ fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
     }
 }
 
+fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
+    use mesos_dvdi::backend::plugin::{list_plugins, PluginBackend};
+    use mesos_dvdi::backend::{Backend, Timeouts};
+    let probe = Timeouts {
+        mount: config.mount_timeout.min(std::time::Duration::from_secs(2)),
+        unmount: config.unmount_timeout,
+    };
+    let rows: Vec<serde_json::Value> = list_plugins(&config.plugin_dirs)
+        .into_iter()
+        .map(|found| match found {
+            Err(e) => serde_json::json!({"error": render_chain(&e)}),
+            Ok(p) => {
+                let answer = mesos_dvdi::spec::DriverName::new(p.name.as_str())
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| {
+                        PluginBackend::at(d, p.addr.clone(), probe)
+                            .capabilities()
+                            .map_err(|e| render_chain(&e))
+                    });
+                serde_json::json!({
+                    "name": p.name, "address": p.addr.to_string(), "file": p.file,
+                    "kind": p.kind,
+                    "activation": if answer.is_ok() { "ok" } else { "failed" },
+                    "scope": answer.as_ref().ok().map(|c| c.scope),
+                    "error": answer.err(),
+                })
+            }
+        })
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialise")
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        let dirs: Vec<String> = config
+            .plugin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        println!("no plugins found in {}", dirs.join(", "));
+        return Ok(());
+    }
+    let cell = |v: &serde_json::Value, k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                cell(r, "name"),
+                cell(r, "kind"),
+                cell(r, "address"),
+                cell(r, "activation"),
+                cell(r, "scope"),
+                cell(r, "error"),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &["NAME", "KIND", "ADDRESS", "ACTIVATION", "SCOPE", "ERROR"],
+            &table_rows
+        )
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(args) = &cli.command {
+        let prepared = cli.global.config().and_then(|config| {
+            let task = args.input.read()?;
+            let sandbox = match &args.sandbox {
+                Some(s) => s.clone(),
+                None => std::env::current_dir().map_err(CliError::Cwd)?,
+            };
+            Ok((config, task, sandbox))
+        });
+        return match prepared {
+            Ok((config, task, sandbox)) => run::run(
+                &config,
+                run::RunRequest {
+                    task,
+                    rootfs: args.rootfs.clone(),
+                    sandbox,
+                    argv: args.command.clone(),
+                },
+            ),
+            Err(e) => {
+                eprintln!("dvdi: error: {}", render_chain(&e));
+                ExitCode::from(run::EXIT_DVDI_FAILED)
+            }
+        };
+    }
     let result = cli.global.config().and_then(|config| match &cli.command {
         Command::Resolve(args) => resolve(&config, args),
         Command::Status(args) => status(&config, args),
         Command::Gc(args) => gc(&config, args),
+        Command::Plugins(args) => plugins(&config, args),
+        Command::Run(_) => unreachable!("handled above"),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,236 @@
+//! `dvdi run`: give a plain process the volumes a Mesos task would get, exactly as the module
+//! would, without Mesos.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::config::Config;
+use mesos_dvdi::error::render_chain;
+use mesos_dvdi::isolator::{process_start_time, ContainerInput, Isolator, LaunchPlan};
+use mesos_dvdi::mount::{self, Bind, Host};
+use mesos_dvdi::state::Owner;
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
+
+use crate::envfile::TaskInput;
+
+/// The signals `dvdi run` passes on to the command.
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Exit status for a failure of dvdi itself (as `docker run` and `chroot` use), so it cannot be
+/// taken for the command's own status.
+pub const EXIT_DVDI_FAILED: u8 = 125;
+
+/// What `dvdi run` needs beyond the configuration.
+pub struct RunRequest {
+    /// The task's environment and volumes.
+    pub task: TaskInput,
+    /// Chroot the command here (the container's rootfs).
+    pub rootfs: Option<PathBuf>,
+    /// The sandbox: where relative container paths lie.
+    pub sandbox: PathBuf,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+}
+
+/// Shared with the signal thread: the command's pid once it runs, and whether a signal came
+/// before that.
+#[derive(Default)]
+struct SignalState {
+    child: Option<Pid>,
+    early: Option<Signal>,
+}
+
+fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>) {
+    std::thread::spawn(move || loop {
+        let Ok(sig) = set.wait() else { continue };
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        match st.child {
+            Some(pid) => {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+            None => {
+                st.early.get_or_insert(sig);
+            }
+        }
+    });
+}
+
+/// Prints "attaching … N s" every second while `work` runs, so a slow attach is visible.
+fn with_progress<T>(what: &str, work: impl FnOnce() -> T) -> T {
+    let (done, wait) = mpsc::channel::<()>();
+    let start = Instant::now();
+    let what = what.to_owned();
+    let ticker = std::thread::spawn(move || {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(1)) {
+            eprintln!("dvdi: {what}… {} s", start.elapsed().as_secs());
+        }
+    });
+    let out = work();
+    drop(done);
+    let _ = ticker.join();
+    out
+}
+
+fn describe(task: &TaskInput, config: &Config) -> String {
+    match mesos_dvdi::spec::resolve(&task.env, &task.docker_volumes, &config.resolve_options()) {
+        Ok(r) if !r.volumes.is_empty() => {
+            let names: Vec<String> = r
+                .volumes
+                .iter()
+                .map(|v| format!("{} via {}", v.name, v.driver))
+                .collect();
+            format!("attaching {}", names.join(", "))
+        }
+        _ => "preparing volumes".to_owned(),
+    }
+}
+
+/// Runs the command with its volumes; returns the command's exit status (128+signal when it was
+/// killed), or [`EXIT_DVDI_FAILED`] with one message on stderr when dvdi itself failed.
+pub fn run(config: &Config, req: RunRequest) -> ExitCode {
+    let mut forwarded = SigSet::empty();
+    for s in FORWARDED {
+        forwarded.add(s);
+    }
+    // Blocked here (inherited by every thread started below) and taken by one thread with
+    // sigwait, so a Ctrl-C is passed to the command instead of killing dvdi mid-cleanup.
+    if let Err(e) = forwarded.thread_block() {
+        eprintln!("dvdi: error: blocking signals failed: {e}");
+        return ExitCode::from(EXIT_DVDI_FAILED);
+    }
+    let signals = Arc::new(Mutex::new(SignalState::default()));
+    forward_signals(forwarded, Arc::clone(&signals));
+
+    let fail = |msg: String| {
+        eprintln!("dvdi: error: {msg}");
+        ExitCode::from(EXIT_DVDI_FAILED)
+    };
+    let isolator = match Isolator::new(
+        config.clone(),
+        Arc::new(Registry::new(config.clone(), Arc::new(Host))),
+    ) {
+        Ok(i) => i,
+        Err(e) => return fail(render_chain(&e)),
+    };
+    let pid = std::process::id();
+    let Some(start_time) = process_start_time(i32::try_from(pid).expect("pids fit i32")) else {
+        return fail("cannot read this process's start time from /proc".to_owned());
+    };
+    let id = format!("dvdi-run-{pid}-{start_time}");
+    let owner = Owner::Process {
+        pid: i32::try_from(pid).expect("pids fit i32"),
+        start_time,
+    };
+    let input = ContainerInput {
+        env: req
+            .task
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
+            .collect(),
+        docker_volumes: req.task.docker_volumes.clone(),
+        sandbox: req.sandbox.clone(),
+        rootfs: req.rootfs.clone(),
+        user: None,
+    };
+    let plan = match with_progress(&describe(&req.task, config), || {
+        isolator.prepare(&id, owner, &input)
+    }) {
+        Ok(plan) => plan,
+        Err(e) => return fail(render_chain(&e)),
+    };
+    for w in &plan.warnings {
+        eprintln!("dvdi: warning: {w}");
+    }
+    let status = spawn_and_wait(&req, &plan, &signals);
+    let cleaned = isolator.cleanup(&id);
+    let code = match status {
+        Ok(code) => code,
+        Err(msg) => {
+            if let Err(e) = cleaned {
+                eprintln!("dvdi: error: {}", render_chain(&e));
+            }
+            return fail(msg);
+        }
+    };
+    if let Err(e) = cleaned {
+        // The command ran; its status stands. The volume stays recorded for `dvdi gc`.
+        eprintln!("dvdi: error: {}", render_chain(&e));
+    }
+    ExitCode::from(code)
+}
+
+fn spawn_and_wait(
+    req: &RunRequest,
+    plan: &LaunchPlan,
+    signals: &Arc<Mutex<SignalState>>,
+) -> Result<u8, String> {
+    let binds: Vec<Bind> = plan
+        .mounts
+        .iter()
+        .map(|m| Bind {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+        })
+        .collect();
+    let rootfs = req.rootfs.clone();
+    let parent = nix::unistd::getpid();
+    let (program, args) = req.argv.split_first().expect("clap requires a command");
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(req.task.env.iter().cloned());
+    // SAFETY: the closure runs in the child between fork and exec. dvdi is single-threaded at
+    // this point apart from the signal thread, which holds no lock the child needs (it blocks in
+    // sigwait), so the allocation in the mount calls cannot deadlock; every call used is a plain
+    // system call wrapper.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The command dies with dvdi, so a killed `dvdi run` never leaves it running on a
+            // volume `dvdi gc` is about to release.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "dvdi exited before the command started",
+                ));
+            }
+            SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)?;
+            mount::enter_container(&binds, rootfs.as_deref())
+                .map_err(|e| std::io::Error::other(render_chain(&e)))
+        });
+    }
+    // Held across spawn: a signal that arrives while the command starts waits for its pid
+    // instead of being taken for one that came before the command existed.
+    let mut state = signals.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(sig) = state.early {
+        return Err(format!("interrupted by {sig} before the command started"));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {program:?} failed: {e}"))?;
+    state.child = Some(Pid::from_raw(
+        i32::try_from(child.id()).expect("pids fit i32"),
+    ));
+    drop(state);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {program:?} failed: {e}"))?;
+    signals.lock().unwrap_or_else(|p| p.into_inner()).child = None;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(u8::MAX),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(u8::MAX),
+        (None, None) => u8::MAX,
+    })
+}

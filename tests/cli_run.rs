@@ -1,0 +1,287 @@
+//! `dvdi run`: a plain process gets the volumes a task would, for real.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+use support::isolator::{in_private_mount_ns, is_mounted, Fixture};
+
+fn dvdi(fx: &Fixture) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dvdi"));
+    c.arg("--work-dir")
+        .arg(&fx.config.work_dir)
+        .arg("--local-root")
+        .arg(&fx.config.local_root)
+        .arg("--loop-root")
+        .arg(&fx.config.loop_root)
+        .arg("--plugin-dir")
+        .arg(fx.root().join("plugins"))
+        .arg("--default-driver")
+        .arg("local");
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Starts `dvdi run` with a command that prints "ready" and then waits for a line on stdin.
+fn start_waiting(fx: &Fixture, env: &[String], script: &str) -> (Child, BufReader<ChildStdout>) {
+    let mut cmd = dvdi(fx);
+    cmd.arg("run");
+    for e in env {
+        cmd.args(["-e", e]);
+    }
+    let mut child = cmd
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the command did not start");
+    (child, out)
+}
+
+fn release(child: &mut Child) -> i32 {
+    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    child.wait().unwrap().code().unwrap_or(-1)
+}
+
+#[test]
+fn data_persists_from_one_run_to_the_next() {
+    let fx = Fixture::new();
+    let target = fx.root().join("tmp/demo");
+    let env = format!("DVDI_VOLUME_CONTAINERPATH={}", target.display());
+    for expected in ["one\n", "one\none\n"] {
+        let out = dvdi(&fx)
+            .args(["run", "-e", "DVDI_VOLUME_NAME=demo", "-e", &env, "--"])
+            .args([
+                "sh",
+                "-c",
+                &format!("echo one >> {0}/log; cat {0}/log", target.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+    // The data lives in the volume, not in the container path.
+    assert!(fx.config.local_root.join("demo/log").exists());
+    assert!(!target.join("log").exists());
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    let fx = Fixture::new();
+    let out = dvdi(&fx)
+        .args(["run", "--", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = dvdi(&fx)
+        .args(["run", "--", "sh", "-c", "kill -KILL $$"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out));
+}
+
+#[test]
+fn volume_variables_reach_the_command() {
+    let fx = Fixture::new();
+    let out = dvdi(&fx)
+        .args([
+            "run",
+            "-e",
+            "DVDI_VOLUME_NAME=v",
+            "-e",
+            "OTHER=1",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("echo $DVDI_VOLUME_NAME $OTHER")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "v 1",
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bind_is_invisible_outside_the_commands_namespace() {
+    let fx = Fixture::new();
+    let target = fx.root().join("tmp/seen-inside");
+    let env = vec![
+        "DVDI_VOLUME_NAME=ns".to_owned(),
+        format!("DVDI_VOLUME_CONTAINERPATH={}", target.display()),
+    ];
+    let (mut child, _out) = start_waiting(
+        &fx,
+        &env,
+        "echo ready; read x; grep -q seen-inside /proc/self/mountinfo",
+    );
+    assert!(
+        !is_mounted(&target),
+        "the bind leaked into the parent's namespace"
+    );
+    assert_eq!(release(&mut child), 0, "the bind was not there inside");
+}
+
+#[test]
+fn sigterm_to_dvdi_reaches_the_command() {
+    let fx = Fixture::new();
+    let (mut child, mut out) = start_waiting(
+        &fx,
+        &[],
+        "trap 'echo got-term; exit 7' TERM; echo ready; read x",
+    );
+    // Keep the command's stdin open: only the signal may end its `read` (wait() would close it).
+    let stdin = child.stdin.take();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest.trim(), "got-term");
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn two_runs_share_one_volume_until_the_second_exits() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=shared".to_owned(),
+        ];
+        let host = fx.config.loop_root.join("mnt/shared");
+        let (mut a, _oa) = start_waiting(&fx, &env, "echo ready; read x");
+        let (mut b, _ob) = start_waiting(&fx, &env, "echo ready; read x");
+        assert!(is_mounted(&host));
+        assert_eq!(release(&mut a), 0);
+        assert!(is_mounted(&host), "unmounted while the second run uses it");
+        assert_eq!(release(&mut b), 0);
+        assert!(!is_mounted(&host), "still mounted after both runs ended");
+        assert!(!fx.recorded("loop", "shared"));
+    });
+}
+
+#[test]
+fn killed_dvdi_is_released_by_gc() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=orphan".to_owned(),
+        ];
+        let host = fx.config.loop_root.join("mnt/orphan");
+        let (mut run, _out) = start_waiting(&fx, &env, "echo ready; read x");
+        run.kill().unwrap();
+        run.wait().unwrap();
+        let before = dvdi(&fx).arg("status").output().unwrap();
+        assert!(
+            text(&before).contains("orphan") && text(&before).contains("dvdi-run-"),
+            "{}",
+            text(&before)
+        );
+        assert!(is_mounted(&host));
+        let gc = dvdi(&fx).arg("gc").output().unwrap();
+        assert!(gc.status.success(), "{}", text(&gc));
+        assert!(
+            text(&gc).contains("unmounted volume \"orphan\""),
+            "{}",
+            text(&gc)
+        );
+        assert!(!is_mounted(&host));
+        let after = dvdi(&fx).arg("status").output().unwrap();
+        assert!(
+            text(&after).contains("no volumes recorded"),
+            "{}",
+            text(&after)
+        );
+    });
+}
+
+fn assert_fails_cleanly(fx: &Fixture, args: &[&str], needle: &str) {
+    let out = dvdi(fx).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("dvdi: error: ") && err.contains(needle),
+        "{err}"
+    );
+    let status = dvdi(fx).arg("status").output().unwrap();
+    assert!(
+        text(&status).contains("no volumes recorded"),
+        "{}",
+        text(&status)
+    );
+}
+
+#[test]
+fn every_error_path_exits_non_zero_with_one_message_and_no_state() {
+    let fx = Fixture::new();
+    assert_fails_cleanly(
+        &fx,
+        &[
+            "run",
+            "-e",
+            "DVDI_VOLUME_NAME=x",
+            "-e",
+            "DVDI_VOLUME_DRIVER=nosuch",
+            "--",
+            "true",
+        ],
+        "no plugin \"nosuch\" found",
+    );
+    assert_fails_cleanly(
+        &fx,
+        &["run", "-e", "DVDI_VOLUME_NAME10=x", "--", "true"],
+        "DVDI_VOLUME_NAME10",
+    );
+    // A plugin that is down: its socket exists, nothing listens.
+    std::fs::create_dir_all(fx.root().join("plugins")).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(fx.root().join("plugins/down.sock")).unwrap());
+    assert_fails_cleanly(
+        &fx,
+        &[
+            "--mount-timeout",
+            "1",
+            "run",
+            "-e",
+            "DVDI_VOLUME_NAME=x",
+            "-e",
+            "DVDI_VOLUME_DRIVER=down",
+            "--",
+            "true",
+        ],
+        "connecting failed",
+    );
+    // A target through a symlink.
+    let tmp = fx.root().join("tmp");
+    std::os::unix::fs::symlink("/etc", tmp.join("evil")).unwrap();
+    let path = format!("DVDI_VOLUME_CONTAINERPATH={}", tmp.join("evil/x").display());
+    assert_fails_cleanly(
+        &fx,
+        &["run", "-e", "DVDI_VOLUME_NAME=x", "-e", &path, "--", "true"],
+        "symbolic link",
+    );
+    assert!(!Path::new("/etc/x").exists());
+}
