@@ -149,6 +149,17 @@ pub struct PrepareError {
     pub rollback: Vec<IsolatorError>,
 }
 
+impl PrepareError {
+    /// A failure of `container`'s prepare that left nothing to undo.
+    fn new(container: &str, cause: IsolatorError) -> Self {
+        Self {
+            container: container.to_owned(),
+            cause: Box::new(cause),
+            rollback: Vec::new(),
+        }
+    }
+}
+
 impl fmt::Display for PrepareError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -291,11 +302,7 @@ impl Isolator {
         owner: Owner,
         input: &ContainerInput,
     ) -> Result<LaunchPlan, PrepareError> {
-        let fail = |cause: IsolatorError| PrepareError {
-            container: id.to_owned(),
-            cause: Box::new(cause),
-            rollback: Vec::new(),
-        };
+        let fail = |cause| PrepareError::new(id, cause);
         let id = ContainerId::new(id).map_err(|e| fail(e.into()))?;
         {
             let mut index = self.index();
@@ -326,11 +333,7 @@ impl Isolator {
         owner: Owner,
         input: &ContainerInput,
     ) -> Result<LaunchPlan, PrepareError> {
-        let fail = |cause: IsolatorError| PrepareError {
-            container: id.to_string(),
-            cause: Box::new(cause),
-            rollback: Vec::new(),
-        };
+        let fail = |cause| PrepareError::new(id.as_str(), cause);
         let resolved = spec::resolve(
             &input.env,
             &input.docker_volumes,

@@ -1,6 +1,8 @@
 //! Resolving where a volume is bound: never through a symlink, directories created only where
 //! allowed — for the openat2 path and the portable walk alike.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -177,29 +179,16 @@ fn still_same_notices_a_swapped_directory() {
 #[test]
 fn statx_tells_a_mount_root_from_a_plain_directory() {
     use mesos_dvdi::mount::{bind, is_mount_root, Host};
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-            fs::create_dir(&src).unwrap();
-            fs::create_dir(&dst).unwrap();
-            assert_eq!(is_mount_root(&dst), Some(false));
-            // A bind of the same file system: same device, still a mount root.
-            bind(&Host, &src, &dst, false).unwrap();
-            assert_eq!(is_mount_root(&dst), Some(true));
-            nix::mount::umount2(&dst, nix::mount::MntFlags::empty()).unwrap();
-            assert_eq!(is_mount_root(&dst), Some(false));
-        })
-        .join()
-        .unwrap();
+    support::isolator::in_private_mount_ns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        assert_eq!(is_mount_root(&dst), Some(false));
+        // A bind of the same file system: same device, still a mount root.
+        bind(&Host, &src, &dst, false).unwrap();
+        assert_eq!(is_mount_root(&dst), Some(true));
+        nix::mount::umount2(&dst, nix::mount::MntFlags::empty()).unwrap();
+        assert_eq!(is_mount_root(&dst), Some(false));
     });
 }
