@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{BackendError, BackendProvider, MountId, MountRequest};
@@ -228,6 +228,8 @@ pub struct Isolator {
     host_tmp: PathBuf,
     /// Container → the volumes it holds. `None` while its prepare runs.
     index: Mutex<HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
+    /// Signalled whenever a prepare finishes, for a cleanup waiting on it.
+    prepared: Condvar,
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
     pending: Mutex<HashSet<VolumeKey>>,
     next_mount: AtomicU64,
@@ -253,6 +255,7 @@ impl Isolator {
             mountinfo: PathBuf::from("/proc/thread-self/mountinfo"),
             host_tmp: PathBuf::from("/tmp"),
             index: Mutex::new(HashMap::new()),
+            prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
         })
@@ -324,6 +327,8 @@ impl Isolator {
                 index.remove(&id);
             }
         }
+        drop(index);
+        self.prepared.notify_all();
         result
     }
 
@@ -481,6 +486,7 @@ impl Isolator {
         let key = spec.key();
         let guard = self.store.lock(&key).map_err(Self::state_err(&key))?;
         let existing = guard.load().map_err(Self::state_err(&key))?;
+        let existed = existing.is_some();
         let mut record = match existing {
             Some(mut record) if record.phase == Phase::Mounted && record.host_path.is_some() => {
                 let host = record.host_path.clone().unwrap_or_default();
@@ -507,6 +513,7 @@ impl Isolator {
                 last_error: None,
             },
         };
+        let before = record.clone();
         record.phase = Phase::Mounting;
         record.users.insert(id.clone(), usage);
         guard.save(&record).map_err(Self::state_err(&key))?;
@@ -524,12 +531,14 @@ impl Isolator {
                 Ok(host)
             }
             Err(e) => {
-                record.users.remove(id);
-                let saved = if record.users.is_empty() {
-                    guard.remove()
+                // Leave the record as it was: gone for a volume this call created, the earlier
+                // state (other users, a pending unmount) for one that was recorded already.
+                let saved = if existed {
+                    let mut restored = before;
+                    restored.last_error = Some(render_chain(&e));
+                    guard.save(&restored)
                 } else {
-                    record.last_error = Some(render_chain(&e));
-                    guard.save(&record)
+                    guard.remove()
                 };
                 if let Err(se) = saved {
                     log::error!("{}", render_chain(&Self::state_err(&key)(se)));
@@ -625,7 +634,15 @@ impl Isolator {
             // No container with an invalid id was ever prepared.
             return Ok(());
         };
-        let keys = self.index().get(&id).cloned().flatten().unwrap_or_default();
+        // A container destroyed while its prepare runs: wait for the prepare to finish, so what
+        // it records is released here rather than left behind.
+        let keys = {
+            let mut index = self.index();
+            while let Some(None) = index.get(&id) {
+                index = self.prepared.wait(index).unwrap_or_else(|p| p.into_inner());
+            }
+            index.get(&id).cloned().flatten().unwrap_or_default()
+        };
         let mut failures: Vec<IsolatorError> = keys
             .iter()
             .filter_map(|key| self.release(key, &id).err())

@@ -463,9 +463,10 @@ fn failed_unmount_is_kept_with_its_error_and_retried() {
     let flag = fx.dir.path().join("fail-unmount");
     let data = fx.mkdir("dvdcli-data");
     let script = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  mount) echo {data};;\n  unmount) if [ -e {flag} ]; then echo 'device busy' >&2; exit 1; fi;;\nesac\n",
+        "#!/bin/sh\ncase \"$1\" in\n  mount) if [ -e {fail_mount} ]; then echo 'attach failed' >&2; exit 1; fi; echo {data};;\n  unmount) if [ -e {flag} ]; then echo 'device busy' >&2; exit 1; fi;;\nesac\n",
         data = data.display(),
-        flag = flag.display()
+        flag = flag.display(),
+        fail_mount = fx.dir.path().join("fail-mount").display(),
     );
     let program = bin.join("dvdcli");
     fs::write(&program, script).unwrap();
@@ -491,8 +492,58 @@ fn failed_unmount_is_kept_with_its_error_and_retried() {
     let kept = fs::read_to_string(fx.config.work_dir.join("volumes/rexray/v.json")).unwrap();
     assert!(kept.contains("device busy"), "{kept}");
 
+    // A new user's mount that fails too must not forget the pending unmount.
+    let fail_mount = fx.dir.path().join("fail-mount");
+    fs::write(&fail_mount, b"").unwrap();
+    assert!(iso
+        .prepare("c2", Owner::Mesos, &fx.input("c2", &env, false))
+        .is_err());
+    assert!(
+        fx.recorded("rexray", "v"),
+        "a failed mount forgot a volume still to unmount"
+    );
+    fs::remove_file(&fail_mount).unwrap();
+
     // The next cleanup (of any container) retries it.
     fs::remove_file(&flag).unwrap();
     iso.cleanup("other").unwrap();
     assert!(!fx.recorded("rexray", "v"));
+}
+
+#[test]
+fn cleanup_during_a_slow_prepare_releases_what_the_prepare_mounts() {
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+    use support::plugin::{memory_plugin, TestPlugin};
+
+    let fx = Fixture::new();
+    let plugins = fx.mkdir("plugins");
+    let (mount_seen, seen) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let (mount_seen, released) = (Mutex::new(mount_seen), Mutex::new(released));
+    let inner = memory_plugin(fx.mkdir("vols"));
+    // A test double for a slow attach that the test lets finish when it chooses.
+    let _plugin = TestPlugin::unix(&plugins.join("slow.sock"), move |req| {
+        if req.path == "/VolumeDriver.Mount" {
+            mount_seen.lock().unwrap().send(()).unwrap();
+            released.lock().unwrap().recv().unwrap();
+        }
+        inner(req)
+    });
+    let iso = fx.isolator();
+    let env = [("DVDI_VOLUME_DRIVER", "slow"), ("DVDI_VOLUME_NAME", "v")];
+    let input = fx.input("c", &env, false);
+    std::thread::scope(|s| {
+        let prep = s.spawn(|| iso.prepare("c", Owner::Mesos, &input));
+        seen.recv().unwrap();
+        // The agent destroys the container while its prepare is still attaching.
+        let clean = s.spawn(|| iso.cleanup("c"));
+        release.send(()).unwrap();
+        prep.join().unwrap().unwrap();
+        clean.join().unwrap().unwrap();
+    });
+    assert!(
+        !fx.recorded("slow", "v"),
+        "a reference outlived its container's cleanup"
+    );
 }
