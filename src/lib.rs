@@ -24,6 +24,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod ffi;
 pub mod isolator;
 pub mod mount;
 pub mod spec;

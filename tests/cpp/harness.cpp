@@ -1,0 +1,214 @@
+// Plays the Mesos agent through the same bridge calls the isolator shim makes: create with module
+// parameters, prepare containers (environment form and DOCKER_VOLUME form, one with a rootfs),
+// carry out each launch plan the way the Mesos launcher does (fork, unshare CLONE_NEWNS, make /
+// rslave, the binds, exec a command that writes into the volume), clean up, restart (a new
+// isolator) and recover with one container live and one orphaned.
+//
+// Usage: harness DIR    (DIR: an empty scratch directory; run as root in a private mount
+// namespace). Exits 0 when every check passes; prints the failed check otherwise.
+
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "mesos-dvdi/src/ffi.rs.h"
+#include "rust/cxx.h"
+
+using namespace mesos_dvdi;
+
+namespace {
+
+int failures = 0;
+
+#define CHECK(cond, what)                                                        \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      std::cerr << "harness: FAILED: " << what << " (" #cond ", line "           \
+                << __LINE__ << ")" << std::endl;                                 \
+      ++failures;                                                                \
+    }                                                                            \
+  } while (0)
+
+class StderrSink : public LogSink {
+public:
+  void log(uint8_t level, rust::Str message) const override {
+    std::cerr << "[log " << int(level) << "] " << std::string(message) << std::endl;
+  }
+};
+
+EnvVar env(const std::string& name, const std::string& value) {
+  EnvVar e;
+  for (char c : name) e.name.push_back(static_cast<uint8_t>(c));
+  for (char c : value) e.value.push_back(static_cast<uint8_t>(c));
+  return e;
+}
+
+Param param(const std::string& k, const std::string& v) {
+  Param p;
+  p.key = k;
+  p.value = v;
+  return p;
+}
+
+rust::Box<DvdiIsolator> make(const std::string& dir) {
+  rust::Vec<Param> params;
+  params.push_back(param("work_dir", dir + "/work"));
+  params.push_back(param("local_root", dir + "/local"));
+  params.push_back(param("loop_root", dir + "/loop"));
+  params.push_back(param("plugin_dirs", dir + "/plugins"));
+  params.push_back(param("default_driver", "local"));
+  return create(params);
+}
+
+// What the Mesos launcher does with ContainerLaunchInfo.mounts, then runs `command` in there.
+int launch(const Launch& plan, const std::string& command) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (plan.new_mount_namespace && unshare(CLONE_NEWNS) != 0) _exit(90);
+    if (mount("none", "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) _exit(91);
+    for (const BindMount& m : plan.mounts) {
+      std::string src(m.source), dst(m.target);
+      if (mount(src.c_str(), dst.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) _exit(92);
+      if (m.read_only &&
+          mount(src.c_str(), dst.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
+        _exit(93);
+    }
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(94);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool is_mount_root(const std::string& path) {
+  std::ifstream mi("/proc/thread-self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, point;
+    fields >> id >> parent >> dev >> root >> point;
+    if (point == path) return true;
+  }
+  return false;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: harness DIR" << std::endl;
+    return 2;
+  }
+  const std::string dir = argv[1];
+  set_log_sink(std::unique_ptr<LogSink>(new StderrSink()));
+  mkdir((dir + "/rootfs").c_str(), 0755);
+  mkdir((dir + "/sandbox1").c_str(), 0755);
+  mkdir((dir + "/sandbox2").c_str(), 0755);
+  mkdir((dir + "/sandbox3").c_str(), 0755);
+
+  std::string loop_mnt = dir + "/loop/mnt/db";
+  std::string loop_mnt3 = dir + "/loop/mnt/scratch";
+  {
+    rust::Box<DvdiIsolator> iso = make(dir);
+    RecoverSummary first = iso->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
+    CHECK(first.kept == 0 && first.errors.empty(), "recover of an empty agent");
+
+    // Container 1: the environment form, a loop volume, a rootfs.
+    ContainerRequest c1;
+    c1.env.push_back(env("PATH", "/bin"));
+    c1.env.push_back(env("DVDI_VOLUME_DRIVER", "loop"));
+    c1.env.push_back(env("DVDI_VOLUME_NAME", "db"));
+    c1.env.push_back(env("DVDI_VOLUME_CONTAINERPATH", "/data"));
+    c1.sandbox = dir + "/sandbox1";
+    c1.rootfs = dir + "/rootfs";
+    Launch p1 = iso->prepare("c1", c1);
+    CHECK(p1.mounts.size() == 1, "c1 has one bind");
+    CHECK(p1.new_mount_namespace, "c1 asks for CLONE_NEWNS");
+    CHECK(std::string(p1.mounts[0].target) == dir + "/rootfs/data", "c1 target inside the rootfs");
+    CHECK(is_mount_root(loop_mnt), "c1's loop volume is mounted on the host");
+    CHECK(launch(p1, "echo from-c1 > " + dir + "/rootfs/data/file") == 0, "c1 writes through the bind");
+    CHECK(read_file(loop_mnt + "/file") == "from-c1\n", "c1's write is in the volume");
+
+    // Container 2: the DOCKER_VOLUME form, read-only, relative to the sandbox, no rootfs.
+    ContainerRequest c2;
+    DockerVolume dv;
+    dv.driver = "local";
+    dv.name = "shared";
+    dv.container_path = "vol";
+    dv.read_only = true;
+    c2.docker_volumes.push_back(dv);
+    c2.sandbox = dir + "/sandbox2";
+    Launch p2 = iso->prepare("c2", c2);
+    CHECK(p2.mounts.size() == 1 && p2.mounts[0].read_only, "c2 has one read-only bind");
+    CHECK(std::string(p2.mounts[0].target) == dir + "/sandbox2/vol", "c2 target in its sandbox");
+    CHECK(launch(p2, "test -d " + dir + "/sandbox2/vol && ! touch " + dir + "/sandbox2/vol/x 2>/dev/null") == 0,
+          "c2's bind is there and read-only");
+
+    // A Rust error arrives as an exception naming the variable.
+    ContainerRequest bad;
+    bad.env.push_back(env("DVDI_VOLUME_NAME10", "x"));
+    bad.sandbox = dir + "/sandbox1";
+    try {
+      iso->prepare("bad", bad);
+      CHECK(false, "an invalid request was accepted");
+    } catch (const rust::Error& e) {
+      CHECK(std::string(e.what()).find("DVDI_VOLUME_NAME10") != std::string::npos,
+            std::string("error names the variable: ") + e.what());
+    }
+    // A Rust panic arrives as an exception too, and the process lives on.
+    try {
+      panic_guard_self_test("boom");
+      CHECK(false, "the panic self-test returned");
+    } catch (const rust::Error& e) {
+      std::string what = e.what();
+      CHECK(what.find("panic") != std::string::npos && what.find("boom") != std::string::npos,
+            "panic message: " + what);
+    }
+
+    iso->cleanup("c2");
+    // Container 3: orphaned by the restart below.
+    ContainerRequest c3;
+    c3.env.push_back(env("DVDI_VOLUME_DRIVER", "loop"));
+    c3.env.push_back(env("DVDI_VOLUME_NAME", "scratch"));
+    c3.sandbox = dir + "/sandbox3";
+    iso->prepare("c3", c3);
+    CHECK(is_mount_root(loop_mnt3), "c3's volume is mounted");
+  }  // the agent "restarts": the isolator is destroyed
+
+  {
+    rust::Box<DvdiIsolator> iso = make(dir);
+    rust::Vec<rust::String> known, orphans;
+    known.push_back("c1");
+    known.push_back("c3");
+    orphans.push_back("c3");
+    RecoverSummary r = iso->recover(known, orphans);
+    CHECK(r.errors.empty(), "recover without errors");
+    CHECK(r.dropped == 1 && r.unmounted == 1 && r.kept == 1, "recover dropped c3, kept c1");
+    CHECK(!is_mount_root(loop_mnt3), "the orphan's volume is unmounted");
+    CHECK(is_mount_root(loop_mnt), "the live container's volume stays mounted");
+    iso->cleanup("c1");
+    CHECK(!is_mount_root(loop_mnt), "c1's volume is unmounted after its cleanup");
+  }
+
+  if (failures == 0) std::cerr << "harness: all checks passed" << std::endl;
+  return failures == 0 ? 0 : 1;
+}
