@@ -1,16 +1,88 @@
-//! Builds the cxx bridge (always). The Mesos isolator class in `cpp/` needs an installed Mesos and
-//! is not part of this build yet; the warning below says so.
+//! Builds the cxx bridge, always. With `MESOS_PREFIX` (an installed Mesos 1.x), also compiles the
+//! Mesos isolator class (`cpp/mesos_isolator.cpp`) and makes `libmesos_dvdi.so` export the two
+//! module symbols; without it, says plainly that the class was skipped.
+//!
+//! The class goes into the same archive as the bridge but is pulled into the `.so` alone (by
+//! `-u SYMBOL`): its object has references only the agent's libmesos resolves, so it must never
+//! reach the test binaries or `dvdi`, which link the archive without asking for it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The module symbols the agent `dlsym`s (DESIGN §3).
+const MODULES: [&str; 2] = [
+    "org_apache_mesos_DvdiIsolator",
+    "com_emccode_mesos_DockerVolumeDriverIsolator",
+];
 
 fn main() {
-    cxx_build::bridge("src/ffi.rs")
-        .std("c++14")
-        .compile("mesos_dvdi_bridge");
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=cpp/log_sink.h");
-    println!("cargo:rerun-if-env-changed=MESOS_PREFIX");
-    if std::env::var_os("MESOS_PREFIX").is_some() {
-        println!(
-            "cargo:warning=mesos-dvdi: MESOS_PREFIX is set, but the Mesos isolator class (cpp/) is not in this version yet; libmesos_dvdi.so holds the Rust core and its C++ bridge only"
-        );
+    println!("cargo:rerun-if-changed=cpp/mesos_isolator.cpp");
+    for var in ["MESOS_PREFIX", "MESOS_EXTRA_INCLUDES", "PKG_CONFIG_PATH"] {
+        println!("cargo:rerun-if-env-changed={var}");
     }
+
+    let mut build = cxx_build::bridge("src/ffi.rs");
+    build.std("c++14");
+    let Some(prefix) = std::env::var_os("MESOS_PREFIX").map(PathBuf::from) else {
+        build.compile("mesos_dvdi_bridge");
+        println!(
+            "cargo:warning=mesos-dvdi: MESOS_PREFIX is not set, so the Mesos isolator class was skipped: libmesos_dvdi.so has the core but no module symbols. To build the module: MESOS_PREFIX=/path/to/installed/mesos cargo build --release"
+        );
+        return;
+    };
+
+    // Include order (DESIGN §3): MESOS_EXTRA_INCLUDES first, then pkg-config's answer for mesos,
+    // else the prefix's include/ and the bundled 3rdparty headers. The shim must see the very
+    // protobuf, glog and boost headers the agent was built with, never the system's.
+    if let Some(extra) = std::env::var_os("MESOS_EXTRA_INCLUDES") {
+        for dir in std::env::split_paths(&extra) {
+            build.include(dir);
+        }
+    }
+    let pkg = Command::new("pkg-config")
+        .args(["--cflags", "mesos"])
+        .env("PKG_CONFIG_PATH", {
+            let mut p = prefix.join("lib/pkgconfig").into_os_string();
+            if let Some(old) = std::env::var_os("PKG_CONFIG_PATH") {
+                p.push(":");
+                p.push(old);
+            }
+            p
+        })
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match pkg {
+        Some(out) => {
+            for flag in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                build.flag(flag);
+            }
+        }
+        None => {
+            build.include(prefix.join("include"));
+            build.include(prefix.join("lib/mesos/3rdparty/include"));
+        }
+    }
+    build
+        .define("__STDC_FORMAT_MACROS", None)
+        .flag_if_supported("-Wno-deprecated-declarations")
+        .file("cpp/mesos_isolator.cpp")
+        .compile("mesos_dvdi_bridge");
+
+    // Keep the module symbols (nothing in Rust references them) and export them past rustc's
+    // version script, for the cdylib only.
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let script = out.join("mesos_modules.map");
+    let globals: String = MODULES.iter().map(|m| format!("{m}; ")).collect();
+    std::fs::write(&script, format!("{{ global: {globals}}};\n"))
+        .expect("write the version script");
+    for m in MODULES {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-u,{m}");
+    }
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        script.display()
+    );
 }

@@ -8,21 +8,30 @@ use std::process::Command;
 
 use support::isolator::in_private_mount_ns;
 
-fn target_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is <target>/tmp; the library's artifacts are in <target>/<profile>.
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().expect("target dir").to_owned()
+/// Builds the library's C artifacts (`cargo test` makes only the rlib) into a target directory of
+/// this test's own, so it never waits on the outer cargo's lock. Returns that target directory.
+fn build_staticlib() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args(["build", "--lib", "--quiet", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building the staticlib failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target
 }
 
 #[test]
 fn cpp_harness_plays_the_agent_through_the_bridge() {
-    let target = target_dir();
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let staticlib = target.join(profile).join("libmesos_dvdi.a");
+    let target = build_staticlib();
+    let staticlib = target.join("debug").join("libmesos_dvdi.a");
     assert!(staticlib.exists(), "{} is missing", staticlib.display());
     let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dvdi-harness");
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
