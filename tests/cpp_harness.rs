@@ -61,7 +61,23 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
         String::from_utf8_lossy(&built.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
-    let out = in_private_mount_ns(|| Command::new(&exe).arg(dir.path()).output().unwrap());
+    let plugins = dir.path().join("plugins");
+    let source = dir.path().join("fuse-source");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&source).unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = in_private_mount_ns(|| {
+        // The real third-party plugin, in the same private namespace as the harness.
+        let _plugin = support::easyfuse::Easyfuse::start(&plugins, dir.path());
+        let _ready = support::easyfuse::wait_ready(&plugins);
+        Command::new(&exe)
+            .arg(&scratch)
+            .arg(&plugins)
+            .arg(&source)
+            .output()
+            .unwrap()
+    });
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "harness failed:\n{log}");
     assert!(log.contains("harness: all checks passed"), "{log}");

@@ -4,8 +4,11 @@
 // rslave, the binds, exec a command that writes into the volume), clean up, restart (a new
 // isolator) and recover with one container live and one orphaned.
 //
-// Usage: harness DIR    (DIR: an empty scratch directory; run as root in a private mount
-// namespace). Exits 0 when every check passes; prints the failed check otherwise.
+// Usage: harness DIR PLUGIN_DIR SOURCE
+//   DIR: an empty scratch directory; PLUGIN_DIR: where a running docker-volume-easyfuse plugin
+//   has its easyfuse.sock; SOURCE: a directory that plugin's bindfs volume mirrors.
+// Run as root in a private mount namespace. Exits 0 when every check passes; prints the failed
+// check otherwise.
 
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -61,12 +64,12 @@ Param param(const std::string& k, const std::string& v) {
   return p;
 }
 
-rust::Box<DvdiIsolator> make(const std::string& dir) {
+rust::Box<DvdiIsolator> make(const std::string& dir, const std::string& plugins) {
   rust::Vec<Param> params;
   params.push_back(param("work_dir", dir + "/work"));
   params.push_back(param("local_root", dir + "/local"));
   params.push_back(param("loop_root", dir + "/loop"));
-  params.push_back(param("plugin_dirs", dir + "/plugins"));
+  params.push_back(param("plugin_dirs", plugins));
   params.push_back(param("default_driver", "local"));
   return create(params);
 }
@@ -114,11 +117,13 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::cerr << "usage: harness DIR" << std::endl;
+  if (argc != 4) {
+    std::cerr << "usage: harness DIR PLUGIN_DIR SOURCE" << std::endl;
     return 2;
   }
   const std::string dir = argv[1];
+  const std::string plugins = argv[2];
+  const std::string source = argv[3];
   set_log_sink(std::unique_ptr<LogSink>(new StderrSink()));
   mkdir((dir + "/rootfs").c_str(), 0755);
   mkdir((dir + "/sandbox1").c_str(), 0755);
@@ -128,7 +133,7 @@ int main(int argc, char** argv) {
   std::string loop_mnt = dir + "/loop/mnt/db";
   std::string loop_mnt3 = dir + "/loop/mnt/scratch";
   {
-    rust::Box<DvdiIsolator> iso = make(dir);
+    rust::Box<DvdiIsolator> iso = make(dir, plugins);
     RecoverSummary first = iso->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
     CHECK(first.kept == 0 && first.errors.empty(), "recover of an empty agent");
 
@@ -185,6 +190,25 @@ int main(int argc, char** argv) {
     }
 
     iso->cleanup("c2");
+
+    // Container 4: a real third-party Docker volume plugin (easyfuse mounting bindfs).
+    ContainerRequest c4;
+    c4.env.push_back(env("DVDI_VOLUME_DRIVER", "easyfuse"));
+    c4.env.push_back(env("DVDI_VOLUME_NAME", "fusevol"));
+    c4.env.push_back(env("DVDI_VOLUME_OPTS", "device=bindfs#" + source));
+    c4.env.push_back(env("DVDI_VOLUME_CONTAINERPATH", "/srv/fuse"));
+    c4.sandbox = dir + "/sandbox3";
+    c4.rootfs = dir + "/rootfs";
+    Launch p4 = iso->prepare("c4", c4);
+    CHECK(p4.mounts.size() == 1, "c4 has one bind");
+    CHECK(is_mount_root(std::string(p4.mounts[0].source)), "the plugin mounted c4's volume");
+    CHECK(launch(p4, "echo via-plugin > " + dir + "/rootfs/srv/fuse/file") == 0,
+          "c4 writes through the bind");
+    CHECK(read_file(source + "/file") == "via-plugin\n", "c4's write reached the plugin's volume");
+    const std::string fuse_mount = std::string(p4.mounts[0].source);
+    iso->cleanup("c4");
+    CHECK(!is_mount_root(fuse_mount), "the plugin unmounted c4's volume");
+
     // Container 3: orphaned by the restart below.
     ContainerRequest c3;
     c3.env.push_back(env("DVDI_VOLUME_DRIVER", "loop"));
@@ -195,7 +219,7 @@ int main(int argc, char** argv) {
   }  // the agent "restarts": the isolator is destroyed
 
   {
-    rust::Box<DvdiIsolator> iso = make(dir);
+    rust::Box<DvdiIsolator> iso = make(dir, plugins);
     rust::Vec<rust::String> known, orphans;
     known.push_back("c1");
     known.push_back("c3");
