@@ -144,10 +144,8 @@ public:
     }
     std::shared_ptr<rust::Box<DvdiIsolator>> core = this->core;
     return offload<Nothing>([core, known, orphaned]() {
+      // The core logs the summary; each problem that did not stop recovery goes here.
       RecoverSummary summary = (*core)->recover(known, orphaned);
-      LOG(INFO) << "mesos-dvdi: recovered: " << summary.kept << " volume(s) in use, "
-                << summary.dropped << " reference(s) dropped, " << summary.unmounted
-                << " unmounted, " << summary.remounted << " remounted";
       for (const rust::String& e : summary.errors) {
         LOG(WARNING) << "mesos-dvdi: recover: " << std::string(e);
       }

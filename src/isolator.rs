@@ -528,6 +528,7 @@ impl Isolator {
                 record.last_error = None;
                 guard.save(&record).map_err(Self::state_err(&key))?;
                 crash_point("prepare:mounted-saved");
+                log::info!("{key}: mounted at {} for container {id}", host.display());
                 Ok(host)
             }
             Err(e) => {
@@ -611,6 +612,7 @@ impl Isolator {
             Ok(()) => {
                 crash_point("cleanup:backend-unmounted");
                 guard.remove().map_err(Self::state_err(&key))?;
+                log::info!("{key}: unmounted (no container uses it)");
                 self.pending().remove(&key);
                 Ok(())
             }
@@ -708,6 +710,14 @@ impl Isolator {
             Some(&mut index),
         )?;
         *self.index() = index;
+        log::info!(
+            "recovered: {} volume(s) in use, {} reference(s) dropped, {} unmounted, {} remounted, {} problem(s)",
+            report.kept.len(),
+            report.dropped.len(),
+            report.unmounted.len(),
+            report.remounted.len(),
+            report.errors.len()
+        );
         Ok(report)
     }
 

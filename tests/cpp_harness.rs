@@ -81,4 +81,13 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "harness failed:\n{log}");
     assert!(log.contains("harness: all checks passed"), "{log}");
+    // The core's log records reached the C++ sink (the shim's is glog; the harness's stderr).
+    assert!(
+        log.contains("[log 3] mesos-dvdi: volume \"db\" (driver \"loop\"): mounted at"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[log 3] mesos-dvdi: recovered: 1 volume(s) in use"),
+        "{log}"
+    );
 }
