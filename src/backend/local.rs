@@ -8,10 +8,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::{
-    Backend, BackendError, BackendErrorKind, Call, Capabilities, MountId, MountRequest, Scope,
-    VolumeInfo,
-};
+use super::{Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, VolumeInfo};
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
 
 /// A failed `local` operation; each names the path.
@@ -129,12 +126,7 @@ impl Backend for LocalBackend {
     fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
         if !self.exists(req.name, Call::Mount)? {
             if req.explicit_create {
-                return Err(BackendError::new(
-                    &self.driver,
-                    Some(req.name),
-                    Call::Mount,
-                    BackendErrorKind::NoSuchVolume,
-                ));
+                return Err(BackendError::no_such_volume(&self.driver, req.name));
             }
             self.create_dir(req.name, Call::Mount)?;
         }

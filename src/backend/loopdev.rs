@@ -15,10 +15,7 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use super::{
-    Backend, BackendError, BackendErrorKind, Call, Capabilities, MountId, MountRequest, Scope,
-    VolumeInfo,
-};
+use super::{Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, VolumeInfo};
 use crate::mount::{MntFlags, MountError, Mounter, MsFlags};
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
 
@@ -587,12 +584,7 @@ impl Backend for LoopBackend {
         let image = self.image(req.name);
         if !image.exists() {
             if req.explicit_create {
-                return Err(BackendError::new(
-                    &self.driver,
-                    Some(req.name),
-                    Call::Mount,
-                    BackendErrorKind::NoSuchVolume,
-                ));
+                return Err(BackendError::no_such_volume(&self.driver, req.name));
             }
             self.create_image(&image, opts.size_gib).map_err(fail)?;
         }

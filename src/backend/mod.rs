@@ -167,6 +167,16 @@ impl BackendError {
         }
     }
 
+    /// The refusal of a mount that `explicit_create` forbids to create a missing volume.
+    pub fn no_such_volume(driver: &DriverName, volume: &VolumeName) -> Self {
+        Self::new(
+            driver,
+            Some(volume),
+            Call::Mount,
+            BackendErrorKind::NoSuchVolume,
+        )
+    }
+
     fn context(&self) -> String {
         match &self.volume {
             Some(v) => format!(

@@ -359,12 +359,7 @@ impl Backend for PluginBackend {
         // explicit_create can refuse a missing one.
         if self.get(req.name)?.is_none() {
             if req.explicit_create {
-                return Err(BackendError::new(
-                    &self.driver,
-                    Some(req.name),
-                    Call::Mount,
-                    BackendErrorKind::NoSuchVolume,
-                ));
+                return Err(BackendError::no_such_volume(&self.driver, req.name));
             }
             self.create(req.name, req.opts)?;
         }
