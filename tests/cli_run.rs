@@ -285,3 +285,72 @@ fn every_error_path_exits_non_zero_with_one_message_and_no_state() {
     );
     assert!(!Path::new("/etc/x").exists());
 }
+
+/// A root file system holding only a static busybox (from Debian's busybox-static).
+fn busybox_rootfs(fx: &Fixture) -> std::path::PathBuf {
+    let root = fx.mkdir("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect(
+        "/bin/busybox (a static busybox) is missing: run .ci/setup (Debian package busybox-static)",
+    );
+    root
+}
+
+#[test]
+fn rootfs_command_sees_the_volume_inside_its_root() {
+    let fx = Fixture::new();
+    let root = busybox_rootfs(&fx);
+    let out = dvdi(&fx)
+        .args(["run", "--rootfs"])
+        .arg(&root)
+        .args([
+            "-e",
+            "DVDI_VOLUME_NAME=chrooted",
+            "-e",
+            "DVDI_VOLUME_CONTAINERPATH=/var/data",
+        ])
+        .args(["--", "/bin/busybox", "sh", "-c"])
+        .arg("echo inside > /var/data/f && /bin/busybox ls / && /bin/busybox cat /var/data/f")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The command's / is the rootfs: it sees bin and the created var, not the host's /.
+    assert!(
+        stdout.contains("bin") && stdout.contains("var") && !stdout.contains("proc"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("inside\n"), "{stdout}");
+    // The target was made inside the rootfs, and the data went to the volume.
+    assert!(root.join("var/data").is_dir());
+    assert!(
+        !root.join("var/data/f").exists(),
+        "written under the rootfs, not the volume"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.config.local_root.join("chrooted/f")).unwrap(),
+        "inside\n"
+    );
+}
+
+#[test]
+fn rootfs_symlink_to_host_etc_is_refused() {
+    let fx = Fixture::new();
+    let root = busybox_rootfs(&fx);
+    std::os::unix::fs::symlink("/etc", root.join("data")).unwrap();
+    let out = dvdi(&fx)
+        .args(["run", "--rootfs"])
+        .arg(&root)
+        .args([
+            "-e",
+            "DVDI_VOLUME_NAME=v",
+            "-e",
+            "DVDI_VOLUME_CONTAINERPATH=/data/x",
+        ])
+        .args(["--", "/bin/busybox", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+    assert!(!std::path::Path::new("/etc/x").exists());
+}
