@@ -107,6 +107,10 @@ fn stem(name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Store {
     volumes: PathBuf,
+    /// Whether fsync means anything here: not on tmpfs (the default work_dir, on purpose), whose
+    /// contents end with the boot anyway. Renames stay atomic either way, which is what crash
+    /// safety relies on.
+    durable: bool,
 }
 
 impl Store {
@@ -118,7 +122,15 @@ impl Store {
             .mode(0o700)
             .create(&volumes)
             .map_err(io_err("creating", &volumes))?;
-        Ok(Self { volumes })
+        let durable = nix::sys::statfs::statfs(&volumes)
+            .map(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC)
+            .unwrap_or(true);
+        Ok(Self { volumes, durable })
+    }
+
+    /// Whether records are fsynced (false on tmpfs, where that would change nothing).
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     fn driver_dir(&self, driver: &DriverName) -> PathBuf {
@@ -184,6 +196,7 @@ impl Store {
             tmp: dir.join(format!(".{stem}.json.tmp")),
             dir,
             dir_handle: std::cell::OnceCell::new(),
+            durable: self.durable,
             _lock: lock,
         }))
     }
@@ -310,6 +323,8 @@ pub struct VolumeGuard {
     dir: PathBuf,
     /// Opened on the first write that must fsync the directory (reads need none).
     dir_handle: std::cell::OnceCell<File>,
+    /// Fsync files and the directory (see [`Store::durable`]).
+    durable: bool,
     record: PathBuf,
     tmp: PathBuf,
     _lock: Flock<File>,
@@ -354,7 +369,9 @@ impl VolumeGuard {
             .open(&self.tmp)
             .map_err(io_err("creating", &self.tmp))?;
         f.write_all(&bytes).map_err(io_err("writing", &self.tmp))?;
-        f.sync_all().map_err(io_err("syncing", &self.tmp))?;
+        if self.durable {
+            f.sync_all().map_err(io_err("syncing", &self.tmp))?;
+        }
         drop(f);
         fs::rename(&self.tmp, &self.record).map_err(io_err("renaming into place", &self.record))?;
         self.sync_dir()
@@ -384,6 +401,9 @@ impl VolumeGuard {
     }
 
     fn sync_dir(&self) -> Result<(), StateError> {
+        if !self.durable {
+            return Ok(());
+        }
         let dir = match self.dir_handle.get() {
             Some(d) => d,
             None => {
