@@ -212,10 +212,14 @@ fn container_ids_are_validated() {
 fn fsync_is_skipped_only_on_tmpfs() {
     let disk = tempfile::tempdir().unwrap();
     let on_disk = Store::open(disk.path()).unwrap();
-    let fs_type = nix::sys::statfs::statfs(disk.path()).unwrap().filesystem_type();
+    let fs_type = nix::sys::statfs::statfs(disk.path())
+        .unwrap()
+        .filesystem_type();
     assert_eq!(on_disk.durable(), fs_type != nix::sys::statfs::TMPFS_MAGIC);
     if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
-        let is_tmpfs = nix::sys::statfs::statfs(shm.path()).unwrap().filesystem_type()
+        let is_tmpfs = nix::sys::statfs::statfs(shm.path())
+            .unwrap()
+            .filesystem_type()
             == nix::sys::statfs::TMPFS_MAGIC;
         assert_eq!(Store::open(shm.path()).unwrap().durable(), !is_tmpfs);
     }
