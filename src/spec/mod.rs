@@ -14,13 +14,28 @@ mod resolve;
 
 pub use name::{DriverName, NameError, VolumeName, FORBIDDEN_NAME_CHARS, MAX_NAME_LEN};
 pub use opts::{OptError, VolumeOpts};
-pub use path::{ContainerPath, PathError};
+pub use path::{ContainerPath, PathError, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use resolve::{resolve, Origin, Resolved, SpecError, SpecWarning, FIELDS, PREFIX};
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+/// How much of a value an error quotes; the rest is counted, not printed (a task may send 100 KB).
+const QUOTE_MAX: usize = 80;
+
+/// A value as errors show it: whole when short, else its start and its length.
+pub(crate) fn shown(value: &str) -> String {
+    if value.len() <= QUOTE_MAX {
+        return value.to_owned();
+    }
+    let mut cut = QUOTE_MAX;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &value[..cut], value.len())
+}
 
 /// One volume a container asks for, valid by construction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,19 +71,23 @@ impl VolumeOpts {
                 return Err(OptError::EmptyKey);
             }
             if key.contains('=') {
-                return Err(OptError::EqualsInKey { key });
+                return Err(OptError::EqualsInKey {
+                    key: super::shown(&key),
+                });
             }
             for (what, text) in [("key", &key), ("value", &value)] {
                 if let Some(found) = text.chars().find(|&c| forbidden(c)) {
                     return Err(OptError::ForbiddenChar {
                         what,
-                        text: text.clone(),
+                        text: super::shown(text),
                         found,
                     });
                 }
             }
             if out.iter().any(|(k, _)| *k == key) {
-                return Err(OptError::DuplicateKey { key });
+                return Err(OptError::DuplicateKey {
+                    key: super::shown(&key),
+                });
             }
             out.push((key, value));
         }

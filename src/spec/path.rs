@@ -23,7 +23,27 @@ pub enum PathError {
     /// The path names the container's root (or the sandbox itself).
     #[error("names the root of the container; give a directory below it")]
     Root,
+    /// Longer than a path may be (PATH_MAX).
+    #[error("is {len} bytes long; a path may have at most {MAX_PATH_LEN} bytes")]
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A component longer than a file name may be (NAME_MAX).
+    #[error(
+        "has a component of {len} bytes; a file name may have at most {MAX_COMPONENT_LEN} bytes"
+    )]
+    ComponentTooLong {
+        /// The component's length.
+        len: usize,
+    },
 }
+
+/// Longest container path accepted, in bytes (Linux PATH_MAX less the terminating NUL).
+pub const MAX_PATH_LEN: usize = 4095;
+
+/// Longest path component accepted, in bytes (Linux NAME_MAX).
+pub const MAX_COMPONENT_LEN: usize = 255;
 
 /// A normalised container path: no `.` or `..` components, no repeated or trailing `/`, no NUL.
 ///
@@ -51,12 +71,18 @@ impl ContainerPath {
         if s.contains('\0') {
             return Err(PathError::Nul);
         }
+        if s.len() > MAX_PATH_LEN {
+            return Err(PathError::TooLong { len: s.len() });
+        }
         let mut out = PathBuf::new();
         for c in Path::new(s).components() {
             match c {
                 Component::RootDir => out.push("/"),
                 Component::CurDir => {}
                 Component::ParentDir => return Err(PathError::DotDot),
+                Component::Normal(n) if n.len() > MAX_COMPONENT_LEN => {
+                    return Err(PathError::ComponentTooLong { len: n.len() })
+                }
                 Component::Normal(n) => out.push(n),
                 Component::Prefix(_) => unreachable!("no path prefixes on unix"),
             }

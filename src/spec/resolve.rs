@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::{
-    ContainerPath, DockerVolumeInput, DriverName, NameError, OptError, PathError, ResolveOptions,
-    VolumeName, VolumeOpts, VolumeSpec,
+    shown, ContainerPath, DockerVolumeInput, DriverName, NameError, OptError, PathError,
+    ResolveOptions, VolumeName, VolumeOpts, VolumeSpec,
 };
 
 /// The prefix of every variable this contract reads.
@@ -314,11 +314,11 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         let Some(rest) = k.strip_prefix(PREFIX.as_bytes()) else {
             continue;
         };
-        let variable = String::from_utf8_lossy(k).into_owned();
+        let variable = shown(&String::from_utf8_lossy(k));
         let (Ok(rest), Ok(value)) = (std::str::from_utf8(rest), std::str::from_utf8(v)) else {
             return Err(SpecError::NotUtf8 {
                 variable,
-                value: String::from_utf8_lossy(v).into_owned(),
+                value: shown(&String::from_utf8_lossy(v)),
             });
         };
         let (field, index) = parse_variable(rest, &variable)?;
@@ -341,7 +341,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         };
         let name = VolumeName::new(name.as_str()).map_err(|source| SpecError::BadName {
             place: name_var.clone(),
-            value: name.clone(),
+            value: shown(&name),
             source,
         })?;
         let driver = match vol.fields.get("DRIVER") {
@@ -349,7 +349,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => {
                 let d = DriverName::new(value.as_str()).map_err(|source| SpecError::BadDriver {
                     place: var.clone(),
-                    value: value.clone(),
+                    value: shown(&value),
                     source,
                 })?;
                 check_allowed(var, &d, options)?;
@@ -364,7 +364,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => {
                 VolumeOpts::parse(value).map_err(|source| SpecError::BadOpts {
                     place: var.clone(),
-                    value: value.clone(),
+                    value: shown(&value),
                     source,
                 })?
             }
@@ -374,7 +374,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => Some(ContainerPath::absolute(value).map_err(|source| {
                 SpecError::BadContainerPath {
                     place: var.clone(),
-                    value: value.clone(),
+                    value: shown(&value),
                     source,
                 }
             })?),
@@ -397,7 +397,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => {
                 let p = ContainerPath::absolute(value).map_err(|source| SpecError::BadDvdcli {
                     variable: var.clone(),
-                    value: value.clone(),
+                    value: shown(&value),
                     source,
                 })?;
                 Some(PathBuf::from(p.as_path()))
@@ -435,7 +435,7 @@ fn docker_volume(
     let place = |field: &str| format!("ContainerInfo.volumes[{i}].{field}");
     let name = VolumeName::new(dv.name.as_str()).map_err(|source| SpecError::BadName {
         place: place("source.docker_volume.name"),
-        value: dv.name.clone(),
+        value: shown(&dv.name),
         source,
     })?;
     // Mesos' docker/volume isolator refuses a DOCKER_VOLUME without a driver; so do we, rather
@@ -449,26 +449,27 @@ fn docker_volume(
     let driver_place = place("source.docker_volume.driver");
     let driver = DriverName::new(dv.driver.as_str()).map_err(|source| SpecError::BadDriver {
         place: driver_place.clone(),
-        value: dv.driver.clone(),
+        value: shown(&dv.driver),
         source,
     })?;
     check_allowed(&driver_place, &driver, options)?;
     let opts = VolumeOpts::from_pairs(dv.driver_options.iter().cloned()).map_err(|source| {
         SpecError::BadOpts {
             place: place("source.docker_volume.driver_options"),
-            value: dv
-                .driver_options
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            value: shown(
+                &dv.driver_options
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             source,
         }
     })?;
     let container_path =
         ContainerPath::any(&dv.container_path).map_err(|source| SpecError::BadContainerPath {
             place: place("container_path"),
-            value: dv.container_path.clone(),
+            value: shown(&dv.container_path),
             source,
         })?;
     Ok(VolumeSpec {
