@@ -341,7 +341,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         };
         let name = VolumeName::new(name.as_str()).map_err(|source| SpecError::BadName {
             place: name_var.clone(),
-            value: shown(&name),
+            value: shown(name),
             source,
         })?;
         let driver = match vol.fields.get("DRIVER") {
@@ -349,7 +349,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => {
                 let d = DriverName::new(value.as_str()).map_err(|source| SpecError::BadDriver {
                     place: var.clone(),
-                    value: shown(&value),
+                    value: shown(value),
                     source,
                 })?;
                 check_allowed(var, &d, options)?;
@@ -364,7 +364,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => {
                 VolumeOpts::parse(value).map_err(|source| SpecError::BadOpts {
                     place: var.clone(),
-                    value: shown(&value),
+                    value: shown(value),
                     source,
                 })?
             }
@@ -374,7 +374,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => Some(ContainerPath::absolute(value).map_err(|source| {
                 SpecError::BadContainerPath {
                     place: var.clone(),
-                    value: shown(&value),
+                    value: shown(value),
                     source,
                 }
             })?),
@@ -397,7 +397,7 @@ pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
             Some((var, value)) => {
                 let p = ContainerPath::absolute(value).map_err(|source| SpecError::BadDvdcli {
                     variable: var.clone(),
-                    value: shown(&value),
+                    value: shown(value),
                     source,
                 })?;
                 Some(PathBuf::from(p.as_path()))
