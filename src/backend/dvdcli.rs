@@ -21,6 +21,9 @@ use crate::spec::{DriverName, VolumeName, VolumeOpts};
 /// Most output kept from each stream; the rest is read and dropped.
 const OUTPUT_CAP: usize = 64 * 1024;
 
+/// How often a spawn that finds the program busy ("Text file busy") is retried.
+const SPAWN_RETRIES: u32 = 5;
+
 /// How much of stderr an error quotes.
 const STDERR_TAIL: usize = 1024;
 
@@ -134,18 +137,31 @@ impl DvdcliBackend {
     }
 
     fn run(&self, argv: &[String], timeout: Duration) -> Result<Output, DvdcliError> {
-        let mut child: Child = Command::new(&self.program)
-            .args(argv)
+        let mut cmd = Command::new(&self.program);
+        cmd.args(argv)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so the timeout kills whatever it started too.
-            .process_group(0)
-            .spawn()
-            .map_err(|source| DvdcliError::Spawn {
-                program: self.program.clone(),
-                source,
-            })?;
+            .process_group(0);
+        let mut attempt = 0u32;
+        let mut child: Child = loop {
+            match cmd.spawn() {
+                Ok(child) => break child,
+                // "Text file busy": the program is open for writing somewhere (an upgrade
+                // replacing it, or a writer whose forked child has not exec'd yet). Brief.
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < SPAWN_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+                }
+                Err(source) => {
+                    return Err(DvdcliError::Spawn {
+                        program: self.program.clone(),
+                        source,
+                    })
+                }
+            }
+        };
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pids fit i32"));
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
