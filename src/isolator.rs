@@ -550,15 +550,17 @@ impl Isolator {
     }
 
     fn mount_record(&self, record: &VolumeRecord) -> Result<PathBuf, IsolatorError> {
-        let backend = self
-            .backends
-            .backend(&record.driver, record.dvdcli.as_deref())?;
-        Ok(backend.mount(&MountRequest {
-            name: &record.name,
-            opts: &record.opts,
-            explicit_create: record.explicit_create,
-            id: &record.mount_id,
-        })?)
+        self.backends
+            .backend(&record.driver, record.dvdcli.as_deref())
+            .and_then(|backend| {
+                backend.mount(&MountRequest {
+                    name: &record.name,
+                    opts: &record.opts,
+                    explicit_create: record.explicit_create,
+                    id: &record.mount_id,
+                })
+            })
+            .map_err(|e| about(e, record).into())
     }
 
     fn is_mount_point(&self, path: &Path) -> bool {
@@ -607,7 +609,8 @@ impl Isolator {
         let result = self
             .backends
             .backend(&record.driver, record.dvdcli.as_deref())
-            .and_then(|b| b.unmount(&record.name, &record.mount_id));
+            .and_then(|b| b.unmount(&record.name, &record.mount_id))
+            .map_err(|e| about(e, &record));
         match result {
             Ok(()) => {
                 crash_point("cleanup:backend-unmounted");
@@ -884,6 +887,13 @@ struct Reconcile<'a> {
     alive: &'a (dyn Fn(&ContainerId, Owner) -> bool + Sync),
     table: &'a [mount::MountInfoEntry],
     dry_run: bool,
+}
+
+/// A backend error about `record`'s volume: errors of the driver as a whole (discovery,
+/// activation) name the volume too, so the operator sees which task input led there.
+fn about(mut e: BackendError, record: &VolumeRecord) -> BackendError {
+    e.volume.get_or_insert_with(|| record.name.clone());
+    e
 }
 
 /// Whether the `dvdi run` process that holds a reference still exists: the same pid with the

@@ -53,6 +53,9 @@ enum Listener {
 pub struct TestPlugin {
     shared: Arc<Shared>,
     addr: Addr,
+    /// A second handle of the listening socket: shutting it down wakes the accept loop, whatever
+    /// became of the socket's path.
+    wake: std::os::fd::OwnedFd,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -147,6 +150,10 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) {
 
 impl TestPlugin {
     fn start(listener: Listener, addr: Addr, handler: Box<Handler>) -> Self {
+        let wake = match &listener {
+            Listener::Unix(l) => std::os::fd::OwnedFd::from(l.try_clone().expect("clone listener")),
+            Listener::Tcp(l) => std::os::fd::OwnedFd::from(l.try_clone().expect("clone listener")),
+        };
         let shared = Arc::new(Shared {
             handler,
             requests: Mutex::new(Vec::new()),
@@ -176,6 +183,7 @@ impl TestPlugin {
         Self {
             shared,
             addr,
+            wake,
             accept: Some(accept),
         }
     }
@@ -230,15 +238,14 @@ impl Drop for TestPlugin {
             *lock.lock().unwrap() = true;
             cv.notify_all();
         }
-        // Wake the accept loop so it sees `stopping`.
-        match &self.addr {
-            Addr::Unix(p) => {
-                let _ = std::os::unix::net::UnixStream::connect(p);
-                let _ = std::fs::remove_file(p);
-            }
-            Addr::Tcp(a) => {
-                let _ = std::net::TcpStream::connect(a);
-            }
+        // Wake the accept loop (accept fails once the socket is shut down), so it sees `stopping`.
+        // SAFETY: `wake` is an open socket descriptor this struct owns; shutdown(2) only changes
+        // the socket's state.
+        unsafe {
+            libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&self.wake), libc::SHUT_RDWR);
+        }
+        if let Addr::Unix(p) = &self.addr {
+            let _ = std::fs::remove_file(p);
         }
         if let Some(h) = self.accept.take() {
             let _ = h.join();
