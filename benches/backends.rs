@@ -1,5 +1,11 @@
-//! One mount+unmount round trip through the plugin client (against an in-process test plugin
-//! that answers at once) and through the dvdcli backend (with a trivial dvdcli stand-in).
+//! One mount+unmount round trip of an existing volume, four ways, against one in-process test
+//! plugin that answers at once:
+//! - the floor: the same three requests (Get, Mount, Unmount) as bare HTTP on a kept-alive
+//!   connection of the same socket;
+//! - through the plugin backend (what the module does);
+//! - through the dvdcli backend with a stand-in dvdcli that makes the same calls to the same
+//!   plugin with `curl --unix-socket` (a process per call, as with the real dvdcli);
+//! - through the dvdcli backend with a stand-in that only prints a path (the process cost alone).
 //!
 //! Run: `cargo bench --bench backends`
 
@@ -12,7 +18,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mesos_dvdi::backend::dvdcli::DvdcliBackend;
-use mesos_dvdi::backend::plugin::PluginBackend;
+use mesos_dvdi::backend::plugin::http::Client;
+use mesos_dvdi::backend::plugin::{PluginAddr, PluginBackend};
 use mesos_dvdi::backend::{Backend, MountId, MountRequest, Timeouts};
 use mesos_dvdi::spec::{DriverName, VolumeName, VolumeOpts};
 
@@ -46,6 +53,30 @@ fn round_trips(c: &mut Criterion) {
         timeouts,
     )
     .unwrap();
+    let sock = dir.path().join("bench.sock");
+    native.mount(&req).unwrap();
+    native.unmount(&name, &id).unwrap();
+    let raw = Client::new(PluginAddr::Unix(sock.clone()));
+    let t = Duration::from_secs(30);
+    c.bench_function("raw HTTP floor: get+mount+unmount", |b| {
+        b.iter(|| {
+            raw.post("/VolumeDriver.Get", br#"{"Name":"bench"}"#, t)
+                .unwrap();
+            raw.post(
+                "/VolumeDriver.Mount",
+                br#"{"Name":"bench","ID":"bench-1"}"#,
+                t,
+            )
+            .unwrap();
+            raw.post(
+                "/VolumeDriver.Unmount",
+                br#"{"Name":"bench","ID":"bench-1"}"#,
+                t,
+            )
+            .unwrap();
+        })
+    });
+
     c.bench_function("plugin: mount+unmount", |b| {
         b.iter(|| {
             native.mount(&req).unwrap();
@@ -53,11 +84,32 @@ fn round_trips(c: &mut Criterion) {
         })
     });
 
+    // A dvdcli stand-in that speaks to the same plugin, as the real one does.
+    let curl = dir.path().join("dvdcli-curl");
+    fs::write(
+        &curl,
+        format!(
+            "#!/bin/sh\nS={sock}\npost() {{ curl -s --unix-socket $S -X POST -d \"$2\" http://plugin/VolumeDriver.$1; }}\ncase $1 in\n  mount) post Get '{{\"Name\":\"bench\"}}' >/dev/null; post Mount '{{\"Name\":\"bench\",\"ID\":\"dvdcli\"}}' | sed 's/.*\"Mountpoint\":\"\\([^\"]*\\)\".*/\\1/';;\n  unmount) post Unmount '{{\"Name\":\"bench\",\"ID\":\"dvdcli\"}}' >/dev/null;;\nesac\n",
+            sock = sock.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&curl, fs::Permissions::from_mode(0o755)).unwrap();
+    let via_curl = DvdcliBackend::new(curl, DriverName::new("bench").unwrap(), timeouts);
+    assert!(via_curl.mount(&req).unwrap().ends_with("bench"));
+    via_curl.unmount(&name, &id).unwrap();
+    c.bench_function("dvdcli (curl to the same plugin): mount+unmount", |b| {
+        b.iter(|| {
+            via_curl.mount(&req).unwrap();
+            via_curl.unmount(&name, &id).unwrap();
+        })
+    });
+
     let program = dir.path().join("dvdcli");
     fs::write(&program, "#!/bin/sh\necho /mnt/bench\n").unwrap();
     fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
     let dvdcli = DvdcliBackend::new(program, DriverName::new("bench").unwrap(), timeouts);
-    c.bench_function("dvdcli: mount+unmount", |b| {
+    c.bench_function("dvdcli (prints a path): mount+unmount", |b| {
         b.iter(|| {
             dvdcli.mount(&req).unwrap();
             dvdcli.unmount(&name, &id).unwrap();

@@ -13,105 +13,25 @@
 // criterion_group!/criterion_main! generate undocumented public items.
 #![allow(missing_docs)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mesos_dvdi::backend::registry::Registry;
-use mesos_dvdi::backend::{
-    Backend, BackendError, BackendProvider, Capabilities, MountId, MountRequest, Scope, VolumeInfo,
-};
 use mesos_dvdi::config::Config;
 use mesos_dvdi::isolator::{ContainerInput, Isolator, KnownContainer};
 use mesos_dvdi::mount::Host;
-use mesos_dvdi::spec::{DriverName, VolumeName, VolumeOpts};
+use mesos_dvdi::spec::DriverName;
 use mesos_dvdi::state::{ContainerId, Owner};
 
 #[path = "../tests/support/plugin.rs"]
 #[allow(dead_code)]
 mod plugin;
 
-/// A backend that answers at once (test double): mounting returns a fixed directory.
-struct Instant0 {
-    driver: DriverName,
-    dir: PathBuf,
-}
+#[path = "support/instant.rs"]
+mod instant;
 
-impl Backend for Instant0 {
-    fn driver(&self) -> &DriverName {
-        &self.driver
-    }
-    fn create(&self, _: &VolumeName, _: &VolumeOpts) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn remove(&self, _: &VolumeName) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn mount(&self, _: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
-        Ok(self.dir.clone())
-    }
-    fn unmount(&self, _: &VolumeName, _: &MountId) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn path(&self, _: &VolumeName) -> Result<Option<PathBuf>, BackendError> {
-        Ok(Some(self.dir.clone()))
-    }
-    fn get(&self, _: &VolumeName) -> Result<Option<VolumeInfo>, BackendError> {
-        Ok(None)
-    }
-    fn list(&self) -> Result<Vec<VolumeInfo>, BackendError> {
-        Ok(Vec::new())
-    }
-    fn capabilities(&self) -> Result<Capabilities, BackendError> {
-        Ok(Capabilities {
-            scope: Scope::Local,
-        })
-    }
-}
-
-struct InstantProvider(Arc<Instant0>);
-
-impl BackendProvider for InstantProvider {
-    fn backend(&self, _: &DriverName, _: Option<&Path>) -> Result<Arc<dyn Backend>, BackendError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// A scratch directory on tmpfs when there is one (the production work_dir is on tmpfs).
-fn scratch() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
-}
-
-fn instant_isolator(dir: &Path) -> Isolator {
-    let config = Config {
-        work_dir: dir.join("work"),
-        ..Config::default()
-    };
-    std::fs::create_dir_all(dir.join("vol")).unwrap();
-    let provider = InstantProvider(Arc::new(Instant0 {
-        driver: DriverName::new("rexray").unwrap(),
-        dir: dir.join("vol"),
-    }));
-    Isolator::new(config, Arc::new(provider)).unwrap()
-}
-
-fn input(dir: &Path, volume: &str, with_target: bool) -> ContainerInput {
-    let sandbox = dir.join("sandbox");
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&sandbox).unwrap();
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let mut env = vec![(b"DVDI_VOLUME_NAME".to_vec(), volume.as_bytes().to_vec())];
-    if with_target {
-        env.push((b"DVDI_VOLUME_CONTAINERPATH".to_vec(), b"/data".to_vec()));
-    }
-    ContainerInput {
-        env,
-        sandbox,
-        rootfs: Some(rootfs),
-        ..ContainerInput::default()
-    }
-}
+use instant::{input, instant_isolator, scratch};
 
 fn prepare_cleanup(c: &mut Criterion) {
     let dir = scratch();
@@ -132,7 +52,12 @@ fn recover(c: &mut Criterion) {
     let mut group = c.benchmark_group("recover");
     group.sample_size(10);
     // (references, volumes): each container holds one volume; volume = container % volumes.
-    for (refs, volumes) in [(1_000usize, 1_000usize), (10_000, 10_000), (10_000, 1_000)] {
+    for (refs, volumes) in [
+        (1_000usize, 1_000usize),
+        (10_000, 10_000),
+        (100_000, 100_000),
+        (10_000, 1_000),
+    ] {
         let dir = scratch();
         let iso = instant_isolator(dir.path());
         let input = input(dir.path(), "x", false);

@@ -40,8 +40,8 @@ fn marathon_app_with_three_volumes_resolves_to_json() {
          "container_path": "/var/lib/postgresql/data", "read_only": false, "explicit_create": false},
         {"driver": "local", "name": "shop-wal-archive", "opts": {},
          "container_path": "/var/lib/postgresql/archive", "read_only": false, "explicit_create": false},
-        {"driver": "rexray", "name": "shop-backups", "opts": {"size": "100", "volumetype": "sc1"},
-         "container_path": "backups", "read_only": true, "explicit_create": false}
+        {"driver": "rexray", "name": "shop-backups", "opts": {"volumetype": "sc1", "size": "100"},
+         "container_path": "backups", "read_only": false, "explicit_create": false}
     ]);
     assert_eq!(got, want);
 }
@@ -137,7 +137,7 @@ fn table_output_lists_every_volume_within_100_columns() {
     assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[0].starts_with("DRIVER"));
     assert!(
-        lines[3].contains("shop-backups") && lines[3].contains(" ro "),
+        lines[3].contains("shop-backups") && lines[3].contains(" rw "),
         "{text}"
     );
     assert!(lines.iter().all(|l| l.chars().count() <= 100), "{text}");
@@ -170,5 +170,46 @@ fn help_shows_examples() {
     assert!(
         text.contains("Examples:") && text.contains("--env-file"),
         "{text}"
+    );
+}
+
+#[test]
+fn marathon_external_volume_follows_marathons_dvdi_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("app.json");
+    std::fs::write(
+        &f,
+        r#"{"container": {"type": "MESOS", "volumes": [
+            {"containerPath": "data", "mode": "RO", "external": {"name": "v", "provider": "dvdi",
+             "size": 7, "options": {"dvdi/driver": " rexray ", "dvdi/size": "1",
+             "dvdi/iops": " 300 ", "other/x": "ignored"}}}]}}"#,
+    )
+    .unwrap();
+    let out = dvdi(&["resolve", "--env-file", f.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // external.size wins over dvdi/size; values are trimmed; other providers' options are not ours.
+    assert_eq!(got[0]["driver"], "rexray");
+    assert_eq!(got[0]["opts"], json!({"iops": "300", "size": "7"}));
+    assert_eq!(got[0]["read_only"], true);
+    let table = dvdi(&["resolve", "--env-file", f.to_str().unwrap()]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.contains(" ro ")),
+        "{text}"
+    );
+
+    std::fs::write(
+        &f,
+        r#"{"container": {"volumes": [{"containerPath": "data",
+            "external": {"name": "v", "provider": "dvdi"}}]}}"#,
+    )
+    .unwrap();
+    let out = dvdi(&["resolve", "--env-file", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(r#"external.options["dvdi/driver"] is missing"#),
+        "{}",
+        stderr(&out)
     );
 }

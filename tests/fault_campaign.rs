@@ -202,18 +202,21 @@ fn prepare(s: &Setup, iso: &Isolator, id: &str) -> Result<(), String> {
 
 #[test]
 fn faults_during_prepare_leave_nothing_behind() {
-    for fault in FAULTS {
+    for (endpoint, fault) in ["/VolumeDriver.Create", "/VolumeDriver.Mount"]
+        .into_iter()
+        .flat_map(|e| FAULTS.map(|f| (e, f)))
+    {
         let mut s = setup();
         let iso = s.fx.isolator();
-        s.plugin.set_fault("/VolumeDriver.Mount", fault);
+        s.plugin.set_fault(endpoint, fault);
         let result = prepare(&s, &iso, "c");
         if fault == Fault::SlowInTime {
             assert!(result.is_ok(), "{fault:?}: {result:?}");
             assert!(s.fx.recorded("flaky", "vol"));
             iso.cleanup("c").unwrap();
         } else {
-            let err = result.expect_err("a faulty mount was accepted");
-            assert!(err.contains(expected(fault)), "{fault:?}: {err}");
+            let err = result.expect_err("a faulty create or mount was accepted");
+            assert!(err.contains(expected(fault)), "{endpoint} {fault:?}: {err}");
             assert!(
                 err.contains("volume \"vol\" (driver \"flaky\")"),
                 "{fault:?}: {err}"

@@ -1,9 +1,12 @@
 //! `--env-file`: NAME=VALUE lines, or a Marathon app definition.
 //!
 //! From a Marathon app: its `env` object, and each `container.volumes[]` entry whose
-//! `external.provider` is `dvdi`, mapped the way Marathon hands it to the Mesos containerizer: a
-//! `DOCKER_VOLUME` with driver `external.options["dvdi/driver"]`, name `external.name`, every other
-//! `dvdi/*` option as a driver option without its prefix, `containerPath` and `mode`.
+//! `external.provider` is `dvdi`, mapped the way Marathon's DVDIProvider hands it to the Mesos
+//! containerizer: a `DOCKER_VOLUME` with driver `external.options["dvdi/driver"]` (required),
+//! name `external.name`, every other `dvdi/*` option as a driver option without its prefix and
+//! with its value trimmed, `external.size` as the option `size` (it wins over `dvdi/size`, as in
+//! Marathon), `containerPath` and `mode`. A JSON object has no order, so the options come out in key
+//! order (Marathon's own map keeps none either).
 
 use std::path::{Path, PathBuf};
 
@@ -158,21 +161,41 @@ fn marathon(path: &Path, text: &str) -> Result<TaskInput, EnvFileError> {
             Some(_) => return Err(field(place("mode"), "is neither RW nor RO")),
         };
         let mut driver = String::new();
-        let mut driver_options = Vec::new();
+        let mut driver_options: Vec<(String, String)> = Vec::new();
         if let Some(options) = external.get("options") {
             let options = options
                 .as_object()
                 .ok_or_else(|| field(place("external.options"), "is not an object"))?;
             for (k, v) in options {
-                let v = v.as_str().ok_or_else(|| {
-                    field(place(&format!("external.options.{k}")), "is not a string")
-                })?;
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| {
+                        field(place(&format!("external.options.{k}")), "is not a string")
+                    })?
+                    .trim();
                 match k.strip_prefix("dvdi/") {
                     Some("driver") => driver = v.to_owned(),
                     Some(opt) => driver_options.push((opt.to_owned(), v.to_owned())),
                     // Options of other providers are not ours.
                     None => {}
                 }
+            }
+        }
+        if driver.is_empty() {
+            return Err(field(
+                place("external.options[\"dvdi/driver\"]"),
+                "is missing; Marathon requires it for dvdi volumes (e.g. \"rexray\")",
+            ));
+        }
+        // external.size wins over dvdi/size, as in Marathon.
+        match external.get("size") {
+            None | Some(Value::Null) => {}
+            Some(size) => {
+                let size = size
+                    .as_u64()
+                    .ok_or_else(|| field(place("external.size"), "is not a whole number of GiB"))?;
+                driver_options.retain(|(k, _)| k != "size");
+                driver_options.push(("size".to_owned(), size.to_string()));
             }
         }
         input.docker_volumes.push(DockerVolumeInput {
