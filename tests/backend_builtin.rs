@@ -203,3 +203,32 @@ fn loop_explicit_create_refuses_a_missing_volume() {
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
 }
+
+#[test]
+fn unmount_detaches_a_device_attached_by_hand() {
+    in_private_mount_ns(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LoopBackend::new(dir.path().join("loop"), Arc::new(Host));
+        let (n, o, id) = (name("manual"), VolumeOpts::empty(), MountId("1".into()));
+        b.mount(&req(&n, &o, false, &id)).unwrap();
+        b.unmount(&n, &id).unwrap();
+        assert!(loop_devices_under(dir.path()).is_empty());
+        // An operator attached the image by hand (no autoclear): unmount still detaches it.
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(b.image(&n))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(loop_devices_under(dir.path()).len(), 1);
+        b.unmount(&n, &id).unwrap();
+        assert!(
+            loop_devices_under(dir.path()).is_empty(),
+            "a lingering device stayed attached"
+        );
+    });
+}

@@ -142,6 +142,14 @@ pub enum LoopError {
     /// Mounting or unmounting failed.
     #[error(transparent)]
     Mount(#[from] MountError),
+    /// The loop device stayed attached after the unmount.
+    #[error("{device} still backs onto {image} after the unmount; detach it by hand (losetup -d)")]
+    StillAttached {
+        /// The device.
+        device: PathBuf,
+        /// The image.
+        image: PathBuf,
+    },
     /// Removing a mounted volume.
     #[error("{path} is mounted; unmount the volume before removing it")]
     Mounted {
@@ -267,6 +275,9 @@ impl std::fmt::Debug for LoopBackend {
             .finish_non_exhaustive()
     }
 }
+
+/// How long unmount waits for the kernel to detach a volume's loop device.
+const DETACH_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// How often to retry when another process takes the free device first.
 const ATTACH_ATTEMPTS: u32 = 16;
@@ -468,6 +479,37 @@ impl LoopBackend {
         })
     }
 
+    /// Waits until no loop device backs onto `image`: autoclear detaches the device after the
+    /// last unmount, but the kernel does it asynchronously. A device that lingers past half the
+    /// grace period (attached by hand, or a kernel without autoclear) is cleared explicitly.
+    fn wait_detached(&self, image: &Path) -> Result<(), LoopError> {
+        let start = std::time::Instant::now();
+        let mut cleared = false;
+        loop {
+            let devices = self.devices_of(image);
+            let Some(first) = devices.first() else {
+                return Ok(());
+            };
+            let waited = start.elapsed();
+            if waited >= DETACH_GRACE {
+                return Err(LoopError::StillAttached {
+                    device: first.clone(),
+                    image: image.to_owned(),
+                });
+            }
+            if !cleared && waited >= DETACH_GRACE / 2 {
+                for device in &devices {
+                    if let Ok(dev) = File::open(device) {
+                        Self::detach(&dev);
+                    }
+                }
+                cleared = true;
+            }
+            // The kernel's own work, not ours to hurry: look again shortly.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     fn detach(dev: &File) {
         // SAFETY: LOOP_CLR_FD takes no argument; the fd is an open loop device.
         let _ = unsafe { sys::clr_fd(dev.as_raw_fd()) };
@@ -599,14 +641,7 @@ impl Backend for LoopBackend {
                 .umount(&mnt, MntFlags::empty())
                 .map_err(|e| fail(e.into()))?;
         }
-        // Autoclear detaches the device once unmounted; clear any still attached (e.g. left by a
-        // kernel without autoclear, or attached by hand).
-        for device in self.devices_of(&self.image(name)) {
-            if let Ok(dev) = File::open(&device) {
-                Self::detach(&dev);
-            }
-        }
-        Ok(())
+        self.wait_detached(&self.image(name)).map_err(fail)
     }
 
     fn path(&self, name: &VolumeName) -> Result<Option<PathBuf>, BackendError> {
