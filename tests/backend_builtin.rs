@@ -3,7 +3,6 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
 use std::sync::Arc;
 
 use mesos_dvdi::backend::local::LocalBackend;
@@ -12,6 +11,7 @@ use mesos_dvdi::backend::{Backend, BackendErrorKind, MountId, MountRequest};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::Host;
 use mesos_dvdi::spec::{VolumeName, VolumeOpts};
+use support::host::loop_devices_under;
 use support::isolator::{in_private_mount_ns, is_mounted};
 
 fn name(n: &str) -> VolumeName {
@@ -30,16 +30,6 @@ fn req<'a>(
         explicit_create: explicit,
         id,
     }
-}
-
-/// Loop devices whose backing file lies under `dir`.
-fn loop_devices_under(dir: &Path) -> Vec<String> {
-    fs::read_dir("/sys/block")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|b| Path::new(b.trim_end()).starts_with(dir))
-        .collect()
 }
 
 #[test]
@@ -101,19 +91,16 @@ fn loop_lifecycle(fstype: &str) {
             .mount(&req(&n, &o, false, &id))
             .unwrap_or_else(|e| panic!("{}", render_chain(&e)));
         assert!(is_mounted(&p));
-        assert_eq!(loop_devices_under(dir.path()).len(), 1);
+        assert_eq!(loop_devices_under(dir.path()), 1);
         // Idempotent: the same path, no second device.
         assert_eq!(b.mount(&req(&n, &o, false, &id)).unwrap(), p);
-        assert_eq!(loop_devices_under(dir.path()).len(), 1);
+        assert_eq!(loop_devices_under(dir.path()), 1);
         fs::write(p.join("row"), b"42").unwrap();
         assert_eq!(b.path(&n).unwrap(), Some(p.clone()));
 
         b.unmount(&n, &id).unwrap();
         assert!(!is_mounted(&p));
-        assert!(
-            loop_devices_under(dir.path()).is_empty(),
-            "device left attached"
-        );
+        assert!(loop_devices_under(dir.path()) == 0, "device left attached");
         assert_eq!(b.path(&n).unwrap(), None);
 
         // Mounted again (explicitly existing): the data is there, the file system not remade.
@@ -128,7 +115,7 @@ fn loop_lifecycle(fstype: &str) {
         b.unmount(&n, &id).unwrap();
         b.remove(&n).unwrap();
         assert_eq!(b.get(&n).unwrap(), None);
-        assert!(loop_devices_under(dir.path()).is_empty());
+        assert!(loop_devices_under(dir.path()) == 0);
     });
 }
 
@@ -159,7 +146,7 @@ fn loop_overwritefs_formats_again() {
             "overwritefs=true kept the old file system"
         );
         b.unmount(&n, &id).unwrap();
-        assert!(loop_devices_under(dir.path()).is_empty());
+        assert!(loop_devices_under(dir.path()) == 0);
     });
 }
 
@@ -186,7 +173,7 @@ fn loop_refuses_bad_options_before_touching_anything() {
         );
     }
     assert!(!dir.path().join("loop/images/v.img").exists());
-    assert!(loop_devices_under(dir.path()).is_empty());
+    assert!(loop_devices_under(dir.path()) == 0);
 }
 
 #[test]
@@ -212,7 +199,7 @@ fn unmount_detaches_a_device_attached_by_hand() {
         let (n, o, id) = (name("manual"), VolumeOpts::empty(), MountId("1".into()));
         b.mount(&req(&n, &o, false, &id)).unwrap();
         b.unmount(&n, &id).unwrap();
-        assert!(loop_devices_under(dir.path()).is_empty());
+        assert!(loop_devices_under(dir.path()) == 0);
         // An operator attached the image by hand (no autoclear): unmount still detaches it.
         let out = std::process::Command::new("losetup")
             .args(["--find", "--show"])
@@ -224,10 +211,10 @@ fn unmount_detaches_a_device_attached_by_hand() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(loop_devices_under(dir.path()).len(), 1);
+        assert_eq!(loop_devices_under(dir.path()), 1);
         b.unmount(&n, &id).unwrap();
         assert!(
-            loop_devices_under(dir.path()).is_empty(),
+            loop_devices_under(dir.path()) == 0,
             "a lingering device stayed attached"
         );
     });

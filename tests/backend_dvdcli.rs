@@ -1,8 +1,9 @@
 //! The dvdcli backend against stand-in `dvdcli` programs the tests write (test doubles: small sh
 //! scripts that record their argv, hang, or fail on purpose).
 
+mod support;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,8 +14,7 @@ use mesos_dvdi::spec::{DriverName, VolumeName, VolumeOpts};
 
 fn script(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("dvdcli");
-    fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    support::host::write_script(&p, body);
     p
 }
 

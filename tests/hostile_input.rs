@@ -116,20 +116,14 @@ fn option_injection_never_reaches_a_shell() {
     let bin = fx.mkdir("bin");
     let log = fx.root().join("argv");
     let program = bin.join("dvdcli");
-    fs::write(
+    support::host::write_script(
         &program,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\necho {}\n",
+        &format!(
+            "printf '%s\\n' \"$@\" > {}\necho {}",
             log.display(),
             fx.mkdir("vol").display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let mut fx = fx;
     fx.config.backend = mesos_dvdi::config::BackendKind::Dvdcli;
     fx.config.dvdcli_path = program;
@@ -294,12 +288,7 @@ fn task_chosen_dvdcli_is_never_run_unless_allowed() {
     let fx = Fixture::new();
     let marker = fx.root().join("ran");
     let evil = fx.mkdir("bin").join("evil");
-    fs::write(
-        &evil,
-        format!("#!/bin/sh\ntouch {}\necho /tmp\n", marker.display()),
-    )
-    .unwrap();
-    fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    support::host::write_script(&evil, &format!("touch {}\necho /tmp", marker.display()));
     let iso = fx.isolator();
     let env = [
         ("DVDI_VOLUME_NAME", "v"),

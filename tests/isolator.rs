@@ -463,18 +463,13 @@ fn failed_unmount_is_kept_with_its_error_and_retried() {
     let flag = fx.dir.path().join("fail-unmount");
     let data = fx.mkdir("dvdcli-data");
     let script = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  mount) if [ -e {fail_mount} ]; then echo 'attach failed' >&2; exit 1; fi; echo {data};;\n  unmount) if [ -e {flag} ]; then echo 'device busy' >&2; exit 1; fi;;\nesac\n",
+        "case \"$1\" in\n  mount) if [ -e {fail_mount} ]; then echo 'attach failed' >&2; exit 1; fi; echo {data};;\n  unmount) if [ -e {flag} ]; then echo 'device busy' >&2; exit 1; fi;;\nesac\n",
         data = data.display(),
         flag = flag.display(),
         fail_mount = fx.dir.path().join("fail-mount").display(),
     );
     let program = bin.join("dvdcli");
-    fs::write(&program, script).unwrap();
-    fs::set_permissions(
-        &program,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    support::host::write_script(&program, &script);
     let mut fx = fx;
     fx.config.backend = mesos_dvdi::config::BackendKind::Dvdcli;
     fx.config.dvdcli_path = program;

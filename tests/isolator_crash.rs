@@ -23,6 +23,7 @@ use std::process::Command;
 use mesos_dvdi::isolator::{KnownContainer, CRASH_POINTS};
 use mesos_dvdi::state::{ContainerId, Owner, Store};
 use serde_json::json;
+use support::host::loop_devices_under;
 use support::isolator::{in_private_mount_ns, is_mounted, Fixture};
 
 const VOLUME: &str = "crashvol";
@@ -111,15 +112,6 @@ fn users(fx: &Fixture) -> Vec<String> {
 
 fn host_path(fx: &Fixture) -> std::path::PathBuf {
     fx.config.loop_root.join("mnt").join(VOLUME)
-}
-
-fn loop_devices_under(dir: &Path) -> usize {
-    std::fs::read_dir("/sys/block")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|b| Path::new(b.trim_end()).starts_with(dir))
-        .count()
 }
 
 /// After everything is cleaned up: nothing mounted, recorded or attached.

@@ -4,22 +4,12 @@
 
 mod support;
 
-use std::path::Path;
-
 use mesos_dvdi::state::Owner;
+use support::host::loop_devices_under;
 use support::isolator::{in_private_mount_ns, Fixture, THREAD_MOUNTINFO};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn loop_devices_under(dir: &Path) -> usize {
-    std::fs::read_dir("/sys/block")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .filter(|b| Path::new(b.trim_end()).starts_with(dir))
-        .count()
 }
 
 #[test]
