@@ -6,7 +6,10 @@
 //! `unmount --volumedriver=D --volumename=N`, `path --volumedriver=D --volumename=N`, and
 //! likewise `create` (with `--volumeopts`), `remove` and `list --volumedriver=D`. dvdcli logs to
 //! stderr and prints results on stdout: the mount point is the last non-empty line of stdout.
-//! dvdcli has no capabilities command.
+//! dvdcli has no capabilities command. Two of dvdcli's quirks show through: `--explicitcreate`
+//! is its spelling (the original module's `--explicitCreate=true` is not a flag it knows, and
+//! Mesos passes none), and it splits each `--volumeopts` value at every `=`, keeping only the
+//! text before the second one (such values are passed as given, with a warning).
 //!
 //! The child runs in its own process group, killed whole at the timeout (dvdcli and the plugins
 //! it starts may have children of their own), and is always reaped, by a small waiter thread
@@ -124,16 +127,6 @@ pub enum DvdcliError {
         program: PathBuf,
         /// The end of its stdout, lines joined by ` | `.
         stdout_tail: String,
-    },
-    /// An option dvdcli would mangle: it splits each `--volumeopts` at every `=`.
-    #[error("option {key}={value:?} cannot be passed through dvdcli, which splits --volumeopts at every '=' and would hand the driver {key}={passed:?}; use the plugin backend (backend=plugin) for such values")]
-    UnpassableOption {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-        /// What dvdcli would pass on.
-        passed: String,
     },
     /// dvdcli has no command for this call.
     #[error("dvdcli has no {call} command; use the plugin backend (backend=plugin) for it")]
@@ -292,17 +285,21 @@ impl DvdcliBackend {
         argv
     }
 
-    /// `--volumeopts=K=V` for each option, in the task's order; refuses values dvdcli would
-    /// truncate.
-    fn opts_args(opts: &VolumeOpts) -> Result<Vec<String>, DvdcliError> {
+    /// `--volumeopts=K=V` for each option, in the task's order, exactly as given (the argv Mesos
+    /// and the original module pass). dvdcli itself splits each at every `=` and hands the driver
+    /// only the text before a second one: such values are passed all the same, with a warning,
+    /// since refusing them would break tasks that worked with the original module.
+    fn opts_args(&self, name: &VolumeName, opts: &VolumeOpts) -> Vec<String> {
         opts.iter()
-            .map(|(k, v)| match v.split_once('=') {
-                Some((passed, _)) => Err(DvdcliError::UnpassableOption {
-                    key: k.to_owned(),
-                    value: v.to_owned(),
-                    passed: passed.to_owned(),
-                }),
-                None => Ok(format!("--volumeopts={k}={v}")),
+            .map(|(k, v)| {
+                if let Some((kept, _)) = v.split_once('=') {
+                    log::warn!(
+                        "volume {:?} (driver {:?}): dvdcli passes option {k}={v:?} on as {k}={kept:?}; use backend=plugin to pass it whole",
+                        name.as_str(),
+                        self.driver.as_str()
+                    );
+                }
+                format!("--volumeopts={k}={v}")
             })
             .collect()
     }
@@ -519,11 +516,10 @@ impl Backend for DvdcliBackend {
     }
 
     fn create(&self, name: &VolumeName, opts: &VolumeOpts) -> Result<(), BackendError> {
-        let fail = |e| self.fail(Some(name), Call::Create, e);
-        let argv = self.argv("create", Some(name), Self::opts_args(opts).map_err(fail)?);
+        let argv = self.argv("create", Some(name), self.opts_args(name, opts));
         self.run(&argv, self.timeouts.mount)
             .map(|_| ())
-            .map_err(fail)
+            .map_err(|e| self.fail(Some(name), Call::Create, e))
     }
 
     fn remove(&self, name: &VolumeName) -> Result<(), BackendError> {
@@ -535,7 +531,7 @@ impl Backend for DvdcliBackend {
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
         let fail = |e| self.fail(Some(req.name), Call::Mount, e);
-        let mut extra = Self::opts_args(req.opts).map_err(fail)?;
+        let mut extra = self.opts_args(req.name, req.opts);
         if req.explicit_create {
             // dvdcli's own spelling (a boolean flag). The original module's
             // `--explicitCreate=true` is not a flag dvdcli's parser knows.

@@ -821,9 +821,6 @@ impl LoopBackend {
         Ok(mnt)
     }
 
-    /// Detaches every device still backed by `image` (left attached by a kernel without
-    /// autoclear, or by hand), and waits for the kernel to finish. A device still mounted
-    /// somewhere is only marked autoclear by the kernel, never pulled from under its mount.
     /// umount(2), retried briefly on EBUSY: a process forked by another thread of this process
     /// holds copies of its descriptors until it execs, and one may be a file on this volume.
     /// A volume that stays busy (a process still using it) fails after the retries.
@@ -868,6 +865,9 @@ impl LoopBackend {
         }
     }
 
+    /// Detaches every device still backed by `image` (left attached by a kernel without
+    /// autoclear, or by hand), and waits for the kernel to finish. A device still mounted
+    /// somewhere is only marked autoclear by the kernel, never pulled from under its mount.
     fn detach_all(&self, image: &Path) -> Result<(), LoopError> {
         let image = fs::canonicalize(image).unwrap_or_else(|_| image.to_owned());
         for device in self.devices_of(&image) {
