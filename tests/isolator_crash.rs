@@ -119,7 +119,7 @@ fn assert_clean(fx: &Fixture, what: &str) {
     assert!(!is_mounted(&host_path(fx)), "{what}: mount leaked");
     assert!(users(fx).is_empty(), "{what}: record left: {:?}", users(fx));
     assert_eq!(
-        loop_devices_under(fx.dir.path()),
+        loop_devices_under(fx.dir.path()).len(),
         0,
         "{what}: loop device leaked"
     );

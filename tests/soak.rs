@@ -50,7 +50,7 @@ fn soak_thousand_cycles_on_eight_threads_leave_nothing() {
             mounts_before
         );
         assert_eq!(open_fds(), fds_before);
-        assert_eq!(loop_devices_under(fx.root()), 0);
+        assert_eq!(loop_devices_under(fx.root()).len(), 0);
         assert!(fx.isolator().store().scan().unwrap().is_empty());
     });
 }

@@ -1,21 +1,31 @@
 //! The built-in `loop` driver: a file system image per volume, attached to a loop device.
 //!
 //! Layout under `loop_root`: `images/NAME.img` (sparse, `size` GiB) and `mnt/NAME` (the mount
-//! point). Devices are attached through the loop-control ioctls with `LO_FLAGS_AUTOCLEAR`, so the
-//! kernel detaches a device by itself once it is neither mounted nor open: a crash between attach
-//! and mount, or after unmount, never leaks a device. Every host path is a parameter.
+//! point). Devices are attached through the loop-control ioctls (never the `losetup` program)
+//! with `LO_FLAGS_AUTOCLEAR`, so the kernel detaches a device by itself once it is neither mounted
+//! nor open: a crash between attach and mount, or after unmount, never leaks a device. Within one
+//! call, an [`Attached`] guard detaches the device on any failure after attach while the original
+//! error is returned. Devices are found again by their backing file in sysfs, so unmount works
+//! after an agent restart. Every host path is a parameter ([`LoopPaths`]) so tests can move them.
+//!
+//! This module must never detach a device whose backing file is not one of its own images.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
-use super::{Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, VolumeInfo};
+use super::{
+    tail_text, Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, VolumeInfo,
+};
 use crate::mount::{MntFlags, MountError, Mounter, MsFlags};
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
 
@@ -25,15 +35,37 @@ pub const OPTIONS: &[&str] = &["size", "fstype", "overwritefs"];
 /// Largest image accepted, in GiB (a typo such as `size=10000000` must not fill a disk).
 pub const MAX_SIZE_GIB: u64 = 16 * 1024;
 
-/// From `<linux/loop.h>`.
+/// How often to ask for another free device when another process takes ours first.
+const ATTACH_ATTEMPTS: u32 = 16;
+
+/// How long to wait for the kernel to finish detaching a device. The detach happens at the
+/// device's last close, which can come just after ours or after umount(2) returns: a process
+/// forked by another thread holds a copy of our descriptor until it execs, and udev probes.
+const DETACH_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a busy unmount is retried (after 10, 20, 40, 80 and 160 ms).
+const UMOUNT_BUSY_RETRIES: u32 = 5;
+
+/// How much of mkfs's stderr an error quotes.
+const MKFS_STDERR_TAIL: usize = 512;
+
+/// The kernel ABI of `<linux/loop.h>`, spelled out because the libc crate does not carry it.
 mod sys {
-    pub const LOOP_SET_FD: u64 = 0x4C00;
-    pub const LOOP_CLR_FD: u64 = 0x4C01;
-    pub const LOOP_SET_STATUS64: u64 = 0x4C04;
-    pub const LOOP_CONFIGURE: u64 = 0x4C0A;
-    pub const LOOP_CTL_GET_FREE: u64 = 0x4C82;
+    /// `LOOP_SET_FD`: attach the backing file (its fd is the argument).
+    pub const LOOP_SET_FD: u32 = 0x4C00;
+    /// `LOOP_CLR_FD`: detach.
+    pub const LOOP_CLR_FD: u32 = 0x4C01;
+    /// `LOOP_SET_STATUS64`: set flags and name after `LOOP_SET_FD`.
+    pub const LOOP_SET_STATUS64: u32 = 0x4C04;
+    /// `LOOP_CONFIGURE` (Linux 5.8+): attach and configure in one step.
+    pub const LOOP_CONFIGURE: u32 = 0x4C0A;
+    /// `LOOP_CTL_GET_FREE`, on `/dev/loop-control`: the number of a free device (made if needed).
+    pub const LOOP_CTL_GET_FREE: u32 = 0x4C82;
+    /// `LO_FLAGS_AUTOCLEAR`: detach when the last user (open or mount) goes away.
     pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+    /// `LO_NAME_SIZE`.
     pub const LO_NAME_SIZE: usize = 64;
+    /// `LO_KEY_SIZE`.
     pub const LO_KEY_SIZE: usize = 32;
 
     /// `struct loop_info64`.
@@ -64,6 +96,11 @@ mod sys {
         pub reserved: [u64; 8],
     }
 
+    // The kernel reads these by size: a layout slip must fail the build, not corrupt a call.
+    const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
+    const _: () = assert!(std::mem::size_of::<LoopConfig>() == 304);
+
+    // The loop ioctls predate the _IOW encoding, hence the `_bad` forms with the raw numbers.
     nix::ioctl_none_bad!(ctl_get_free, LOOP_CTL_GET_FREE);
     nix::ioctl_write_ptr_bad!(configure, LOOP_CONFIGURE, LoopConfig);
     nix::ioctl_write_int_bad!(set_fd, LOOP_SET_FD);
@@ -71,7 +108,7 @@ mod sys {
     nix::ioctl_none_bad!(clr_fd, LOOP_CLR_FD);
 }
 
-/// A failed `loop` operation; each names the path or device.
+/// A failed `loop` operation; each names the option, path or device.
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
     /// An option the driver does not know.
@@ -90,12 +127,87 @@ pub enum LoopError {
         /// What would be valid.
         expected: &'static str,
     },
-    /// A file or directory operation failed.
-    #[error("{op} {path} failed")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
+    /// The file system asked for has no mkfs program on this host.
+    #[error("option fstype={fstype} needs {program}, which is in none of {searched}; install {package} or use fstype=ext4")]
+    MkfsMissing {
+        /// The file system type.
+        fstype: &'static str,
+        /// The program looked for.
+        program: &'static str,
+        /// The directories searched, `:`-separated.
+        searched: String,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
+    /// `root/images` or `root/mnt/NAME` could not be made.
+    #[error("creating directory {path} failed")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The image file could not be made.
+    #[error("creating image {path} failed")]
+    CreateImage {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The image file could not be given its size.
+    #[error("sizing image {path} to {size_gib} GiB failed")]
+    SizeImage {
+        /// The image.
+        path: PathBuf,
+        /// The size asked for.
+        size_gib: u64,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The image could not be inspected or opened.
+    #[error("opening image {path} failed")]
+    OpenImage {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The image's superblock could not be read.
+    #[error("reading the superblock of {path} failed")]
+    ReadSuperblock {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The image could not be deleted.
+    #[error("removing image {path} failed")]
+    RemoveImage {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The images directory could not be listed.
+    #[error("listing {path} failed")]
+    ListImages {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A loop device or loop-control could not be opened.
+    #[error("opening {path} failed")]
+    OpenDevice {
+        /// The device.
         path: PathBuf,
         /// Why.
         #[source]
@@ -119,37 +231,32 @@ pub enum LoopError {
         attempts: u32,
     },
     /// mkfs could not be started.
-    #[error("running {program} failed (is it installed? xfs needs xfsprogs, ext4 e2fsprogs)")]
+    #[error("running {program} failed")]
     MkfsSpawn {
         /// The program.
-        program: String,
+        program: PathBuf,
         /// Why.
         #[source]
         source: io::Error,
     },
     /// mkfs failed.
-    #[error("{program} {device} exited with {status}: {stderr}")]
+    #[error("{program} {device} exited with {status}: {stderr_tail}")]
     MkfsFailed {
         /// The program.
-        program: String,
+        program: PathBuf,
         /// The device.
         device: PathBuf,
         /// Its exit status.
-        status: std::process::ExitStatus,
+        status: ExitStatus,
         /// The end of its stderr.
-        stderr: String,
+        stderr_tail: String,
     },
-    /// Mounting or unmounting failed.
+    /// Mounting the device failed (the error names device and mount point).
     #[error(transparent)]
-    Mount(#[from] MountError),
-    /// The loop device stayed attached after the unmount.
-    #[error("{device} still backs onto {image} after the unmount; detach it by hand (losetup -d)")]
-    StillAttached {
-        /// The device.
-        device: PathBuf,
-        /// The image.
-        image: PathBuf,
-    },
+    Mount(MountError),
+    /// Unmounting failed (the error names the mount point).
+    #[error(transparent)]
+    Unmount(MountError),
     /// Removing a mounted volume.
     #[error("{path} is mounted; unmount the volume before removing it")]
     Mounted {
@@ -172,8 +279,33 @@ impl FsType {
             FsType::Xfs => "xfs",
         }
     }
+
+    fn mkfs(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "mkfs.ext4",
+            FsType::Xfs => "mkfs.xfs",
+        }
+    }
+
+    /// mkfs flags: quiet, and force (the device is ours and may hold an old file system only
+    /// when `overwritefs=true` asked for it to go).
+    fn mkfs_flags(self) -> [&'static str; 2] {
+        match self {
+            FsType::Ext4 => ["-q", "-F"],
+            FsType::Xfs => ["-q", "-f"],
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "e2fsprogs",
+            FsType::Xfs => "xfsprogs",
+        }
+    }
 }
 
+/// The options of one call, validated.
+#[derive(Debug)]
 struct LoopOpts {
     size_gib: u64,
     fstype: FsType,
@@ -224,19 +356,33 @@ fn parse_opts(opts: &VolumeOpts) -> Result<LoopOpts, LoopError> {
     Ok(out)
 }
 
-/// Reads the file system type from a superblock: ext2/3/4 (magic 0xEF53 at byte 1080) or XFS
-/// ("XFSB" at byte 0).
+/// ext2/3/4 superblock magic, little-endian at byte 1080 (superblock at 1024, `s_magic` at 56).
+const EXT_MAGIC_OFFSET: u64 = 1080;
+const EXT_MAGIC: u16 = 0xEF53;
+/// XFS superblock magic at byte 0.
+const XFS_MAGIC: &[u8; 4] = b"XFSB";
+
+/// Reads the file system type from the image's superblock; `None` when there is none (an image
+/// too short to hold one has none either).
 fn detect_fs(image: &Path) -> io::Result<Option<FsType>> {
     let mut f = File::open(image)?;
+    let short = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Ok(None),
+        _ => Err(e),
+    };
     let mut head = [0u8; 4];
-    f.read_exact(&mut head)?;
-    if &head == b"XFSB" {
+    if let Err(e) = f.read_exact(&mut head) {
+        return short(e);
+    }
+    if &head == XFS_MAGIC {
         return Ok(Some(FsType::Xfs));
     }
     let mut magic = [0u8; 2];
-    f.seek(SeekFrom::Start(1080))?;
-    f.read_exact(&mut magic)?;
-    Ok((u16::from_le_bytes(magic) == 0xEF53).then_some(FsType::Ext4))
+    f.seek(SeekFrom::Start(EXT_MAGIC_OFFSET))?;
+    if let Err(e) = f.read_exact(&mut magic) {
+        return short(e);
+    }
+    Ok((u16::from_le_bytes(magic) == EXT_MAGIC).then_some(FsType::Ext4))
 }
 
 /// Host paths the driver uses (parameters so tests can point them elsewhere).
@@ -246,17 +392,108 @@ pub struct LoopPaths {
     pub control: PathBuf,
     /// Where `loopN` device nodes are (`/dev`).
     pub dev: PathBuf,
-    /// `/sys/block`.
+    /// `/sys/block`, whose `loopN/loop/backing_file` names each device's image.
     pub sysfs_block: PathBuf,
+    /// Where `mkfs.ext4` and `mkfs.xfs` are looked for, in order.
+    pub tool_dirs: Vec<PathBuf>,
 }
 
 impl Default for LoopPaths {
     fn default() -> Self {
+        // An agent's PATH often lacks the sbin directories where mkfs lives: search them too.
+        let mut tool_dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        for dir in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+            if !tool_dirs.iter().any(|d| d == Path::new(dir)) {
+                tool_dirs.push(PathBuf::from(dir));
+            }
+        }
         Self {
             control: PathBuf::from("/dev/loop-control"),
             dev: PathBuf::from("/dev"),
             sysfs_block: PathBuf::from("/sys/block"),
+            tool_dirs,
         }
+    }
+}
+
+impl LoopPaths {
+    /// The first executable `program` in [`LoopPaths::tool_dirs`].
+    fn find_tool(&self, program: &str) -> Option<PathBuf> {
+        self.tool_dirs
+            .iter()
+            .map(|d| d.join(program))
+            .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+    }
+
+    fn searched(&self) -> String {
+        let dirs: Vec<_> = self
+            .tool_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        dirs.join(":")
+    }
+}
+
+/// A loop device attached by this call: detached when dropped, unless [`Attached::disarm`]ed
+/// once the device is mounted. The undo for every failure between attach and mount.
+struct Attached<'a> {
+    backend: &'a LoopBackend,
+    image: PathBuf,
+    device: PathBuf,
+    /// The open device; `None` once disarmed.
+    file: Option<File>,
+}
+
+impl<'a> Attached<'a> {
+    fn new(backend: &'a LoopBackend, image: &Path, device: PathBuf, file: File) -> Self {
+        Self {
+            backend,
+            image: image.to_owned(),
+            device,
+            file: Some(file),
+        }
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// Keeps the device attached. With autoclear set, the mount now holds it, and closing our
+    /// handle leaves it to the kernel to detach it at unmount.
+    fn disarm(mut self) {
+        self.file = None;
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        if let Err(errno) = clear_fd(&file) {
+            // Drop cannot return the error, and the caller is already returning the one that
+            // matters; autoclear still detaches the device at its last close.
+            log::warn!(
+                "detaching {} after a failure: {errno}",
+                self.device.display()
+            );
+        }
+        // The detach happens at the last close, which is ours unless a process forked by another
+        // thread still holds a copy of the descriptor: return only once it is done.
+        drop(file);
+        self.backend.wait_detached(&self.image);
+    }
+}
+
+/// LOOP_CLR_FD; `ENXIO` (nothing attached any more, e.g. autoclear got there first) is success.
+fn clear_fd(dev: &File) -> Result<(), Errno> {
+    // SAFETY: LOOP_CLR_FD takes no argument; `dev` is an open file for the whole call.
+    match unsafe { sys::clr_fd(dev.as_raw_fd()) } {
+        Ok(_) | Err(Errno::ENXIO) => Ok(()),
+        Err(errno) => Err(errno),
     }
 }
 
@@ -272,23 +509,18 @@ impl std::fmt::Debug for LoopBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoopBackend")
             .field("root", &self.root)
+            .field("paths", &self.paths)
             .finish_non_exhaustive()
     }
 }
 
-/// How long unmount waits for the kernel to detach a volume's loop device.
-const DETACH_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
-
-/// How often to retry when another process takes the free device first.
-const ATTACH_ATTEMPTS: u32 = 16;
-
 impl LoopBackend {
-    /// Images and mount points under `root`; mounts through `mounter`.
+    /// Images and mount points under `root`; mounts through `mounter`; the host's loop devices.
     pub fn new(root: PathBuf, mounter: Arc<dyn Mounter>) -> Self {
         Self::with_paths(root, mounter, LoopPaths::default())
     }
 
-    /// As [`LoopBackend::new`], with the host's loop paths given.
+    /// As [`LoopBackend::new`], with the host paths given.
     pub fn with_paths(root: PathBuf, mounter: Arc<dyn Mounter>, paths: LoopPaths) -> Self {
         Self {
             driver: DriverName::new(super::registry::LOOP_DRIVER).expect("valid driver name"),
@@ -308,8 +540,30 @@ impl LoopBackend {
         self.root.join("mnt").join(name.as_str())
     }
 
+    /// The loop devices whose backing file is `name`'s image, from sysfs (so they are found
+    /// after a restart too).
+    pub fn devices(&self, name: &VolumeName) -> Vec<PathBuf> {
+        self.devices_of(&self.image(name))
+    }
+
     fn fail(&self, name: Option<&VolumeName>, call: Call, e: LoopError) -> BackendError {
         BackendError::new(&self.driver, name, call, e)
+    }
+
+    /// Options parsed, and the mkfs program the chosen file system needs found, before anything
+    /// on the host is touched.
+    fn parse(&self, opts: &VolumeOpts) -> Result<(LoopOpts, PathBuf), LoopError> {
+        let o = parse_opts(opts)?;
+        let program =
+            self.paths
+                .find_tool(o.fstype.mkfs())
+                .ok_or_else(|| LoopError::MkfsMissing {
+                    fstype: o.fstype.name(),
+                    program: o.fstype.mkfs(),
+                    searched: self.paths.searched(),
+                    package: o.fstype.package(),
+                })?;
+        Ok((o, program))
     }
 
     /// Whether `path` is a mount point: its device differs from its parent's (a loop mount is
@@ -321,33 +575,42 @@ impl LoopBackend {
         }
     }
 
-    /// Loop devices whose backing file is `image`, from sysfs.
+    /// The backing file of loop device `dev` (`loopN`), from sysfs; `None` when unbound.
+    fn backing_file(&self, dev: &OsStr) -> Option<PathBuf> {
+        let raw = fs::read(self.paths.sysfs_block.join(dev).join("loop/backing_file")).ok()?;
+        // The kernel adds a newline; a path may itself end in spaces, so trim nothing else.
+        let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        Some(PathBuf::from(OsStr::from_bytes(raw)))
+    }
+
+    /// Loop devices (`/dev/loopN`) whose backing file is `image`, from sysfs.
     fn devices_of(&self, image: &Path) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(&self.paths.sysfs_block) else {
             return Vec::new();
         };
-        entries
+        // sysfs shows the path with symlinks resolved.
+        let image = fs::canonicalize(image).unwrap_or_else(|_| image.to_owned());
+        let mut found: Vec<PathBuf> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
-            .filter(|e| {
-                fs::read_to_string(e.path().join("loop/backing_file"))
-                    .is_ok_and(|b| Path::new(b.trim_end_matches('\n')) == image)
-            })
-            .map(|e| self.paths.dev.join(e.file_name()))
-            .collect()
+            .map(|e| e.file_name())
+            .filter(|n| n.as_bytes().starts_with(b"loop"))
+            .filter(|n| self.backing_file(n).is_some_and(|b| b == image))
+            .map(|n| self.paths.dev.join(n))
+            .collect();
+        found.sort();
+        found
     }
 
     fn create_image(&self, image: &Path, size_gib: u64) -> Result<(), LoopError> {
-        let io = |op, path: &Path| {
-            let path = path.to_owned();
-            move |source| LoopError::Io { op, path, source }
-        };
-        let dir = image.parent().expect("images/ has a parent");
+        let dir = image.parent().unwrap_or(&self.root);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(io("creating", dir))?;
+            .map_err(|source| LoopError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         let f = match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -357,36 +620,44 @@ impl LoopBackend {
             Ok(f) => f,
             // Made meanwhile by another caller: use it.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(io("creating", image)(e)),
+            Err(source) => {
+                return Err(LoopError::CreateImage {
+                    path: image.to_owned(),
+                    source,
+                })
+            }
         };
-        let made = f.set_len(size_gib * 1024 * 1024 * 1024);
-        if let Err(e) = made {
+        // Sparse: set_len allocates nothing.
+        if let Err(source) = f.set_len(size_gib * 1024 * 1024 * 1024) {
+            // A zero-length image would later read as "no file system, too small": don't leave it.
             let _ = fs::remove_file(image);
-            return Err(io("sizing", image)(e));
+            return Err(LoopError::SizeImage {
+                path: image.to_owned(),
+                size_gib,
+                source,
+            });
         }
         Ok(())
     }
 
-    /// Attaches `image` to a free loop device with autoclear; returns the device and its open
-    /// handle (the device stays attached while the handle is open or the device is mounted).
-    fn attach(&self, image: &Path) -> Result<(PathBuf, File), LoopError> {
+    /// Attaches `image` to a free loop device, with autoclear.
+    fn attach(&self, image: &Path) -> Result<Attached<'_>, LoopError> {
         let backing = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open(image)
-            .map_err(|source| LoopError::Io {
-                op: "opening",
+            .map_err(|source| LoopError::OpenImage {
                 path: image.to_owned(),
                 source,
             })?;
-        let control = File::open(&self.paths.control).map_err(|source| LoopError::Io {
-            op: "opening",
+        let control = File::open(&self.paths.control).map_err(|source| LoopError::OpenDevice {
             path: self.paths.control.clone(),
             source,
         })?;
         let mut name = [0u8; sys::LO_NAME_SIZE];
         let bytes = image.as_os_str().as_encoded_bytes();
+        // Informational only (sysfs has the full path); keep the NUL terminator.
         let n = bytes.len().min(sys::LO_NAME_SIZE - 1);
         name[..n].copy_from_slice(&bytes[..n]);
         let info = sys::LoopInfo64 {
@@ -404,8 +675,9 @@ impl LoopBackend {
             lo_encrypt_key: [0; sys::LO_KEY_SIZE],
             lo_init: [0; 2],
         };
+        let backing_fd = backing.as_raw_fd();
         for _ in 0..ATTACH_ATTEMPTS {
-            // SAFETY: LOOP_CTL_GET_FREE takes no argument; the fd is an open loop-control.
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument; `control` is open for the call.
             let n = unsafe { sys::ctl_get_free(control.as_raw_fd()) }.map_err(|errno| {
                 LoopError::Ioctl {
                     op: "LOOP_CTL_GET_FREE",
@@ -420,28 +692,31 @@ impl LoopBackend {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&device)
             {
-                Ok(d) => d,
+                Ok(dev) => dev,
+                // Taken and already being detached again by another process since GET_FREE
+                // (the kernel refuses opens during that teardown): ask again.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => continue,
                 Err(source) => {
-                    return Err(LoopError::Io {
-                        op: "opening",
+                    return Err(LoopError::OpenDevice {
                         path: device,
                         source,
                     })
                 }
             };
             let config = sys::LoopConfig {
-                fd: u32::try_from(backing.as_raw_fd()).expect("fds are non-negative"),
+                // An open fd is never negative.
+                fd: backing_fd.unsigned_abs(),
                 block_size: 0,
                 info,
                 reserved: [0; 8],
             };
-            // SAFETY: `config` is a valid, fully initialised loop_config that outlives the call;
-            // the fd is an open loop device.
+            // SAFETY: `config` is a fully initialised `struct loop_config` that outlives the
+            // call; `dev` and the backing fd inside it are open for the whole call.
             match unsafe { sys::configure(dev.as_raw_fd(), &config) } {
-                Ok(_) => return Ok((device, dev)),
+                Ok(_) => return Ok(Attached::new(self, image, device, dev)),
                 // Another process took this device between GET_FREE and now: ask again.
                 Err(Errno::EBUSY) => continue,
-                // Kernels before 5.8: the two-step way.
+                // Kernels before 5.8 do not know LOOP_CONFIGURE: the two-step way below.
                 Err(Errno::EINVAL) | Err(Errno::ENOTTY) => {}
                 Err(errno) => {
                     return Err(LoopError::Ioctl {
@@ -452,7 +727,7 @@ impl LoopBackend {
                 }
             }
             // SAFETY: LOOP_SET_FD takes the backing file's fd by value; both fds are open.
-            match unsafe { sys::set_fd(dev.as_raw_fd(), backing.as_raw_fd()) } {
+            match unsafe { sys::set_fd(dev.as_raw_fd(), backing_fd) } {
                 Ok(_) => {}
                 Err(Errno::EBUSY) => continue,
                 Err(errno) => {
@@ -463,66 +738,29 @@ impl LoopBackend {
                     })
                 }
             }
-            // SAFETY: `info` is a valid loop_info64 that outlives the call; the fd is open.
-            if let Err(errno) = unsafe { sys::set_status64(dev.as_raw_fd(), &info) } {
-                Self::detach(&dev);
+            // Attached from here: the guard detaches it if setting the status fails.
+            let attached = Attached::new(self, image, device, dev);
+            // SAFETY: `info` is a fully initialised `struct loop_info64` that outlives the call;
+            // the fd is `attached`'s open device for the whole call.
+            if let Err(errno) = unsafe { sys::set_status64(attached.raw_fd(), &info) } {
                 return Err(LoopError::Ioctl {
                     op: "LOOP_SET_STATUS64",
-                    device,
+                    device: attached.device.clone(),
                     errno,
                 });
             }
-            return Ok((device, dev));
+            return Ok(attached);
         }
         Err(LoopError::NoFreeDevice {
             attempts: ATTACH_ATTEMPTS,
         })
     }
 
-    /// Waits until no loop device backs onto `image`: autoclear detaches the device after the
-    /// last unmount, but the kernel does it asynchronously. A device that lingers past half the
-    /// grace period (attached by hand, or a kernel without autoclear) is cleared explicitly.
-    fn wait_detached(&self, image: &Path) -> Result<(), LoopError> {
-        let start = std::time::Instant::now();
-        let mut cleared = false;
-        loop {
-            let devices = self.devices_of(image);
-            let Some(first) = devices.first() else {
-                return Ok(());
-            };
-            let waited = start.elapsed();
-            if waited >= DETACH_GRACE {
-                return Err(LoopError::StillAttached {
-                    device: first.clone(),
-                    image: image.to_owned(),
-                });
-            }
-            if !cleared && waited >= DETACH_GRACE / 2 {
-                for device in &devices {
-                    if let Ok(dev) = File::open(device) {
-                        Self::detach(&dev);
-                    }
-                }
-                cleared = true;
-            }
-            // The kernel's own work, not ours to hurry: look again shortly.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-    }
-
-    fn detach(dev: &File) {
-        // SAFETY: LOOP_CLR_FD takes no argument; the fd is an open loop device.
-        let _ = unsafe { sys::clr_fd(dev.as_raw_fd()) };
-    }
-
-    fn mkfs(device: &Path, fstype: FsType) -> Result<(), LoopError> {
-        let (program, force) = match fstype {
-            FsType::Ext4 => ("mkfs.ext4", "-F"),
-            FsType::Xfs => ("mkfs.xfs", "-f"),
-        };
+    fn mkfs(program: &Path, device: &Path, fstype: FsType) -> Result<(), LoopError> {
         let out = Command::new(program)
-            .args(["-q", force])
+            .args(fstype.mkfs_flags())
             .arg(device)
+            .stdin(Stdio::null())
             .output()
             .map_err(|source| LoopError::MkfsSpawn {
                 program: program.to_owned(),
@@ -531,30 +769,34 @@ impl LoopBackend {
         if out.status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
         Err(LoopError::MkfsFailed {
             program: program.to_owned(),
             device: device.to_owned(),
             status: out.status,
-            stderr: tail,
+            stderr_tail: tail_text(&out.stderr, MKFS_STDERR_TAIL),
         })
     }
 
-    fn mount_volume(&self, req: &MountRequest<'_>, opts: &LoopOpts) -> Result<PathBuf, LoopError> {
-        let mnt = self.mount_point(req.name);
-        let image = self.image(req.name);
-        let (device, handle) = self.attach(&image)?;
-        // From here, dropping `handle` without a mount detaches the device (autoclear).
-        let existing = detect_fs(&image).map_err(|source| LoopError::Io {
-            op: "reading the superblock of",
+    /// Attach, format if needed, mount. Any failure after attach detaches the device again.
+    fn attach_and_mount(
+        &self,
+        name: &VolumeName,
+        opts: &LoopOpts,
+        mkfs: &Path,
+    ) -> Result<PathBuf, LoopError> {
+        let mnt = self.mount_point(name);
+        let image = self.image(name);
+        let attached = self.attach(&image)?;
+        let existing = detect_fs(&image).map_err(|source| LoopError::ReadSuperblock {
             path: image.clone(),
             source,
         })?;
+        // An existing file system wins over the fstype asked for: data is never reformatted
+        // away unless overwritefs=true says so.
         let fstype = match existing {
             Some(found) if !opts.overwrite => found,
             _ => {
-                Self::mkfs(&device, opts.fstype).inspect_err(|_| Self::detach(&handle))?;
+                Self::mkfs(mkfs, &attached.device, opts.fstype)?;
                 opts.fstype
             }
         };
@@ -562,21 +804,103 @@ impl LoopBackend {
             .recursive(true)
             .mode(0o755)
             .create(&mnt)
-            .map_err(|source| LoopError::Io {
-                op: "creating",
+            .map_err(|source| LoopError::CreateDir {
                 path: mnt.clone(),
                 source,
             })?;
         self.mounter
             .mount(
-                &device,
+                &attached.device,
                 &mnt,
                 Some(fstype.name()),
                 MsFlags::MS_NOATIME,
                 None,
             )
-            .inspect_err(|_| Self::detach(&handle))?;
+            .map_err(LoopError::Mount)?;
+        attached.disarm();
         Ok(mnt)
+    }
+
+    /// umount(2), retried briefly on EBUSY: a process forked by another thread of this process
+    /// holds copies of its descriptors until it execs, and one may be a file on this volume.
+    /// A volume that stays busy (a process still using it) fails after the retries.
+    fn umount(&self, mnt: &Path) -> Result<(), MountError> {
+        let mut pause = Duration::from_millis(10);
+        for _ in 0..UMOUNT_BUSY_RETRIES {
+            match self.mounter.umount(mnt, MntFlags::empty()) {
+                Err(MountError::Unmount {
+                    errno: Errno::EBUSY,
+                    ..
+                }) => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
+        self.mounter.umount(mnt, MntFlags::empty())
+    }
+
+    /// Waits, briefly, until no device is backed by `image`, so that unmount returns with the
+    /// volume fully released. Past the limit the kernel still detaches the device at its last
+    /// close (autoclear is set): the unmount has succeeded either way, so this only logs.
+    fn wait_detached(&self, image: &Path) {
+        let deadline = Instant::now() + DETACH_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let left = self.devices_of(image);
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "{} still attached to {} after {DETACH_WAIT:?}; the kernel detaches it when its last user closes it",
+                    image.display(),
+                    left[0].display()
+                );
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Detaches every device still backed by `image` (left attached by a kernel without
+    /// autoclear, or by hand), and waits for the kernel to finish. A device still mounted
+    /// somewhere is only marked autoclear by the kernel, never pulled from under its mount.
+    fn detach_all(&self, image: &Path) -> Result<(), LoopError> {
+        let image = fs::canonicalize(image).unwrap_or_else(|_| image.to_owned());
+        for device in self.devices_of(&image) {
+            let dev = match File::open(&device) {
+                Ok(d) => d,
+                // Gone, or being torn down, since sysfs was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => continue,
+                Err(source) => {
+                    return Err(LoopError::OpenDevice {
+                        path: device,
+                        source,
+                    })
+                }
+            };
+            // sysfs was read before the open: the device may have been freed and attached to
+            // another file since. While we hold it open it cannot change hands, so look again
+            // now, and never clear a device that is not backed by our image.
+            let ours = device
+                .file_name()
+                .and_then(|n| self.backing_file(n))
+                .is_some_and(|b| b == image);
+            if !ours {
+                continue;
+            }
+            clear_fd(&dev).map_err(|errno| LoopError::Ioctl {
+                op: "LOOP_CLR_FD",
+                device,
+                errno,
+            })?;
+        }
+        self.wait_detached(&image);
+        Ok(())
     }
 }
 
@@ -586,62 +910,70 @@ impl Backend for LoopBackend {
     }
 
     fn create(&self, name: &VolumeName, opts: &VolumeOpts) -> Result<(), BackendError> {
-        let o = parse_opts(opts).map_err(|e| self.fail(Some(name), Call::Create, e))?;
+        let fail = |e| self.fail(Some(name), Call::Create, e);
+        let (o, _) = self.parse(opts).map_err(fail)?;
         self.create_image(&self.image(name), o.size_gib)
-            .map_err(|e| self.fail(Some(name), Call::Create, e))
+            .map_err(fail)
     }
 
     fn remove(&self, name: &VolumeName) -> Result<(), BackendError> {
+        let fail = |e| self.fail(Some(name), Call::Remove, e);
         let mnt = self.mount_point(name);
         if Self::is_mounted(&mnt) {
-            return Err(self.fail(Some(name), Call::Remove, LoopError::Mounted { path: mnt }));
+            return Err(fail(LoopError::Mounted { path: mnt }));
         }
         let image = self.image(name);
+        self.detach_all(&image).map_err(fail)?;
         match fs::remove_file(&image) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(self.fail(
-                    Some(name),
-                    Call::Remove,
-                    LoopError::Io {
-                        op: "removing",
-                        path: image,
-                        source,
-                    },
-                ))
+                return Err(fail(LoopError::RemoveImage {
+                    path: image,
+                    source,
+                }))
             }
         }
+        // Only an empty mount point goes: files in it were written while it was not mounted,
+        // and are not ours to delete.
         let _ = fs::remove_dir(&mnt);
         Ok(())
     }
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
         let fail = |e| self.fail(Some(req.name), Call::Mount, e);
-        let opts = parse_opts(req.opts).map_err(fail)?;
+        let (opts, mkfs) = self.parse(req.opts).map_err(fail)?;
         let mnt = self.mount_point(req.name);
         if Self::is_mounted(&mnt) {
             return Ok(mnt);
         }
         let image = self.image(req.name);
-        if !image.exists() {
-            if req.explicit_create {
-                return Err(BackendError::no_such_volume(&self.driver, req.name));
+        match fs::symlink_metadata(&image) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if req.explicit_create {
+                    return Err(BackendError::no_such_volume(&self.driver, req.name));
+                }
+                self.create_image(&image, opts.size_gib).map_err(fail)?;
             }
-            self.create_image(&image, opts.size_gib).map_err(fail)?;
+            Err(source) => {
+                return Err(fail(LoopError::OpenImage {
+                    path: image,
+                    source,
+                }))
+            }
         }
-        self.mount_volume(req, &opts).map_err(fail)
+        self.attach_and_mount(req.name, &opts, &mkfs).map_err(fail)
     }
 
     fn unmount(&self, name: &VolumeName, _id: &MountId) -> Result<(), BackendError> {
         let fail = |e| self.fail(Some(name), Call::Unmount, e);
         let mnt = self.mount_point(name);
         if Self::is_mounted(&mnt) {
-            self.mounter
-                .umount(&mnt, MntFlags::empty())
-                .map_err(|e| fail(e.into()))?;
+            self.umount(&mnt).map_err(|e| fail(LoopError::Unmount(e)))?;
         }
-        self.wait_detached(&self.image(name)).map_err(fail)
+        // Autoclear has detached the device once unmounted; clear any still attached.
+        self.detach_all(&self.image(name)).map_err(fail)
     }
 
     fn path(&self, name: &VolumeName) -> Result<Option<PathBuf>, BackendError> {
@@ -650,13 +982,33 @@ impl Backend for LoopBackend {
     }
 
     fn get(&self, name: &VolumeName) -> Result<Option<VolumeInfo>, BackendError> {
-        if !self.image(name).exists() {
-            return Ok(None);
+        let image = self.image(name);
+        match fs::symlink_metadata(&image) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(self.fail(
+                    Some(name),
+                    Call::Get,
+                    LoopError::OpenImage {
+                        path: image,
+                        source,
+                    },
+                ))
+            }
         }
+        let devices: Vec<String> = self
+            .devices_of(&image)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         Ok(Some(VolumeInfo {
             name: name.to_string(),
             mountpoint: self.path(name)?,
-            status: serde_json::Value::Null,
+            status: serde_json::json!({
+                "image": image,
+                "devices": devices,
+            }),
         }))
     }
 
@@ -669,11 +1021,7 @@ impl Backend for LoopBackend {
                 return Err(self.fail(
                     None,
                     Call::List,
-                    LoopError::Io {
-                        op: "listing",
-                        path: dir,
-                        source,
-                    },
+                    LoopError::ListImages { path: dir, source },
                 ))
             }
         };
@@ -695,5 +1043,54 @@ impl Backend for LoopBackend {
         Ok(Capabilities {
             scope: Scope::Local,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn image_with(bytes_at: &[(u64, &[u8])], len: u64) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(len).unwrap();
+        for (at, bytes) in bytes_at {
+            f.seek(SeekFrom::Start(*at)).unwrap();
+            f.write_all(bytes).unwrap();
+        }
+        f
+    }
+
+    #[test]
+    fn superblock_magic_is_read_at_the_documented_offsets() {
+        let ext = image_with(&[(1080, &0xEF53u16.to_le_bytes())], 4096);
+        assert_eq!(detect_fs(ext.path()).unwrap(), Some(FsType::Ext4));
+        let xfs = image_with(&[(0, b"XFSB")], 4096);
+        assert_eq!(detect_fs(xfs.path()).unwrap(), Some(FsType::Xfs));
+        let blank = image_with(&[], 4096);
+        assert_eq!(detect_fs(blank.path()).unwrap(), None);
+        // Big-endian ext magic, or one byte off, is not a file system.
+        let wrong = image_with(&[(1080, &0xEF53u16.to_be_bytes())], 4096);
+        assert_eq!(detect_fs(wrong.path()).unwrap(), None);
+        let off = image_with(&[(1081, &0xEF53u16.to_le_bytes())], 4096);
+        assert_eq!(detect_fs(off.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn an_image_too_short_for_a_superblock_has_no_file_system() {
+        assert_eq!(detect_fs(image_with(&[], 0).path()).unwrap(), None);
+        assert_eq!(detect_fs(image_with(&[], 1000).path()).unwrap(), None);
+    }
+
+    #[test]
+    fn options_default_to_one_gib_of_ext4_without_overwrite() {
+        let o = parse_opts(&VolumeOpts::empty()).unwrap();
+        assert_eq!(
+            (o.size_gib, o.fstype, o.overwrite),
+            (1, FsType::Ext4, false)
+        );
+        let o =
+            parse_opts(&VolumeOpts::parse("size=3,fstype=xfs,overwritefs=true").unwrap()).unwrap();
+        assert_eq!((o.size_gib, o.fstype, o.overwrite), (3, FsType::Xfs, true));
     }
 }

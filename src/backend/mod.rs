@@ -213,6 +213,18 @@ pub enum BackendErrorKind {
     Loop(#[from] loopdev::LoopError),
 }
 
+/// The end of a program's output for an error message: at most `max` bytes of text, its lines
+/// joined by ` | ` so the message stays on one line.
+pub(crate) fn tail_text(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let joined = text.trim().lines().collect::<Vec<_>>().join(" | ");
+    let mut start = joined.len().saturating_sub(max);
+    while !joined.is_char_boundary(start) {
+        start += 1;
+    }
+    joined[start..].to_owned()
+}
+
 /// A storage backend for one driver.
 ///
 /// Implementations are shared between threads; each call is bounded by the [`Timeouts`] the
@@ -255,4 +267,17 @@ pub trait BackendProvider: Send + Sync {
         driver: &DriverName,
         dvdcli: Option<&Path>,
     ) -> Result<Arc<dyn Backend>, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_text;
+
+    #[test]
+    fn output_tails_are_one_line_within_the_limit_and_whole_characters() {
+        assert_eq!(tail_text(b"a\nb\n\n", 100), "a | b");
+        assert_eq!(tail_text(b"x\nlast words", 10), "last words");
+        let t = tail_text("\u{e9}".repeat(10).as_bytes(), 5);
+        assert!(t.len() <= 5 && t.chars().all(|c| c == '\u{e9}'), "{t}");
+    }
 }

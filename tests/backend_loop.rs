@@ -1,0 +1,387 @@
+//! The built-in `loop` driver, for real: images, loop devices, ext4 and xfs, mounts made in a
+//! private mount namespace. Each test asserts at its end, from mountinfo and sysfs, that nothing
+//! under its temp directory is still mounted or attached; its `TestDir` cleans up if it fails.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mesos_dvdi::backend::loopdev::{LoopBackend, LoopPaths};
+use mesos_dvdi::backend::{Backend, BackendErrorKind, MountId, MountRequest, Scope};
+use mesos_dvdi::error::render_chain;
+use mesos_dvdi::mount::{FakeMounter, Host, Mounter};
+use mesos_dvdi::spec::{VolumeName, VolumeOpts};
+use nix::errno::Errno;
+use support::host::{
+    attach_by_hand, in_private_mount_ns, loop_devices_under, mount_at, parse_mountinfo, TestDir,
+    PROCESS_MOUNTINFO, THREAD_MOUNTINFO,
+};
+
+fn name(n: &str) -> VolumeName {
+    VolumeName::new(n).unwrap()
+}
+
+fn opts(s: &str) -> VolumeOpts {
+    VolumeOpts::parse(s).unwrap()
+}
+
+fn mount(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) -> PathBuf {
+    b.mount(&MountRequest {
+        name: n,
+        opts: o,
+        explicit_create: explicit,
+        id: &MountId("m1".into()),
+    })
+    .unwrap_or_else(|e| panic!("{}", render_chain(&e)))
+}
+
+fn mount_err(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) -> String {
+    let e = b
+        .mount(&MountRequest {
+            name: n,
+            opts: o,
+            explicit_create: explicit,
+            id: &MountId("m1".into()),
+        })
+        .unwrap_err();
+    render_chain(&e)
+}
+
+fn unmount(b: &LoopBackend, n: &VolumeName) {
+    b.unmount(n, &MountId("m1".into()))
+        .unwrap_or_else(|e| panic!("{}", render_chain(&e)));
+}
+
+/// The root has a space in its name: mountinfo escapes it (`\040`), so finding the mount there
+/// proves the escapes are decoded, and the backend handles such paths.
+fn root(t: &TestDir) -> PathBuf {
+    t.path().join("loop root")
+}
+
+fn backend(t: &TestDir) -> LoopBackend {
+    LoopBackend::new(root(t), Arc::new(Host))
+}
+
+fn lifecycle_keeps_data(fstype: &str) {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        let (n, o) = (name("db"), opts(&format!("size=1,fstype={fstype}")));
+        let p = mount(&b, &n, &o, false);
+        assert_eq!(p, root(&t).join("mnt/db"));
+        let m = mount_at(THREAD_MOUNTINFO, &p).expect("mounted in this namespace");
+        assert_eq!(m.fstype, fstype);
+        assert!(m.source.starts_with("/dev/loop"), "{m:?}");
+        // Made in the private namespace only: the host's table never shows it.
+        assert_eq!(mount_at(PROCESS_MOUNTINFO, &p), None);
+        let devices = loop_devices_under(&t.path());
+        assert_eq!(devices.len(), 1, "{devices:?}");
+        assert_eq!(m.source, format!("/dev/{}", devices[0]));
+        assert_eq!(b.path(&n).unwrap(), Some(p.clone()));
+
+        fs::write(p.join("row"), b"42").unwrap();
+        unmount(&b, &n);
+        assert_eq!(mount_at(THREAD_MOUNTINFO, &p), None);
+        assert_eq!(loop_devices_under(&t.path()), Vec::<String>::new());
+        assert_eq!(b.path(&n).unwrap(), None);
+
+        // Mounted again, as an existing volume: same data, so the file system was not remade.
+        let p = mount(&b, &n, &o, true);
+        assert_eq!(fs::read(p.join("row")).unwrap(), b"42");
+        unmount(&b, &n);
+        b.remove(&n).unwrap();
+        assert_eq!(b.get(&n).unwrap(), None);
+        assert!(!root(&t).join("images/db.img").exists());
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn ext4_volume_keeps_data_across_unmount_and_mount() {
+    lifecycle_keeps_data("ext4");
+}
+
+#[test]
+fn xfs_volume_keeps_data_across_unmount_and_mount() {
+    lifecycle_keeps_data("xfs");
+}
+
+#[test]
+fn second_mount_of_a_mounted_volume_returns_the_same_path_with_one_device() {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        let (n, o) = (name("twice"), VolumeOpts::empty());
+        let p = mount(&b, &n, &o, false);
+        let devices = loop_devices_under(&t.path());
+        assert_eq!(mount(&b, &n, &o, false), p);
+        // A fresh backend (an agent restart) sees the mount too.
+        assert_eq!(mount(&backend(&t), &n, &o, true), p);
+        assert_eq!(loop_devices_under(&t.path()), devices);
+        let stacked = parse_mountinfo(&fs::read_to_string(THREAD_MOUNTINFO).unwrap())
+            .into_iter()
+            .filter(|m| m.mount_point == p)
+            .count();
+        assert_eq!(stacked, 1, "mounted more than once at {}", p.display());
+        unmount(&b, &n);
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn explicit_create_refuses_a_missing_volume_and_creates_nothing() {
+    let t = TestDir::new();
+    let b = backend(&t);
+    let e = b
+        .mount(&MountRequest {
+            name: &name("nope"),
+            opts: &VolumeOpts::empty(),
+            explicit_create: true,
+            id: &MountId("m1".into()),
+        })
+        .unwrap_err();
+    assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
+    assert!(
+        render_chain(&e).contains("volume \"nope\" (driver \"loop\")"),
+        "{}",
+        render_chain(&e)
+    );
+    assert!(!root(&t).join("images/nope.img").exists());
+    t.assert_released();
+}
+
+#[test]
+fn bad_options_are_refused_by_name_before_anything_is_touched() {
+    let t = TestDir::new();
+    let b = backend(&t);
+    for (o, needle) in [
+        ("size=0", "option size=\"0\" is invalid"),
+        ("size=lots", "option size=\"lots\" is invalid"),
+        ("size=99999999", "whole number of GiB from 1 to 16384"),
+        ("size=-1", "option size=\"-1\" is invalid"),
+        (
+            "fstype=btrfs",
+            "option fstype=\"btrfs\" is invalid; use ext4 or xfs",
+        ),
+        (
+            "overwritefs=yes",
+            "option overwritefs=\"yes\" is invalid; use true or false",
+        ),
+        ("color=blue", "unknown option \"color\""),
+    ] {
+        let text = mount_err(&b, &name("v"), &opts(o), false);
+        assert!(text.contains(needle), "{o}: {text}");
+        assert!(
+            text.starts_with("volume \"v\" (driver \"loop\"): mount failed"),
+            "{text}"
+        );
+        let e = b.create(&name("v"), &opts(o)).unwrap_err();
+        assert!(
+            render_chain(&e).contains(needle),
+            "{o}: {}",
+            render_chain(&e)
+        );
+    }
+    assert!(!root(&t).join("images").exists());
+    t.assert_released();
+}
+
+#[test]
+fn xfs_is_refused_naming_the_option_when_mkfs_xfs_is_missing() {
+    let t = TestDir::new();
+    let tools = t.path().join("no tools here");
+    fs::create_dir(&tools).unwrap();
+    let b = LoopBackend::with_paths(
+        root(&t),
+        Arc::new(Host),
+        LoopPaths {
+            tool_dirs: vec![tools.clone()],
+            ..LoopPaths::default()
+        },
+    );
+    let text = mount_err(&b, &name("v"), &opts("fstype=xfs"), false);
+    assert!(
+        text.contains("option fstype=xfs needs mkfs.xfs")
+            && text.contains(&tools.display().to_string())
+            && text.contains("xfsprogs"),
+        "{text}"
+    );
+    assert!(!root(&t).join("images").exists());
+    t.assert_released();
+}
+
+#[test]
+fn an_existing_file_system_is_kept_unless_overwritefs() {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        let n = name("keep");
+        let p = mount(&b, &n, &VolumeOpts::empty(), false);
+        fs::write(p.join("old"), b"x").unwrap();
+        unmount(&b, &n);
+
+        // Another fstype asked for, no overwrite: the ext4 and its data stay.
+        let p = mount(&b, &n, &opts("fstype=xfs"), false);
+        assert_eq!(mount_at(THREAD_MOUNTINFO, &p).unwrap().fstype, "ext4");
+        assert!(p.join("old").exists());
+        unmount(&b, &n);
+
+        let p = mount(&b, &n, &opts("fstype=xfs,overwritefs=true"), false);
+        assert_eq!(mount_at(THREAD_MOUNTINFO, &p).unwrap().fstype, "xfs");
+        assert!(
+            !p.join("old").exists(),
+            "overwritefs=true kept the old file system"
+        );
+        unmount(&b, &n);
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn remove_refuses_a_mounted_volume() {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        let n = name("busy");
+        let p = mount(&b, &n, &VolumeOpts::empty(), false);
+        let text = render_chain(&b.remove(&n).unwrap_err());
+        assert!(
+            text.contains(&format!("{} is mounted; unmount the volume", p.display())),
+            "{text}"
+        );
+        assert!(root(&t).join("images/busy.img").exists());
+        unmount(&b, &n);
+        b.remove(&n).unwrap();
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn a_failed_mount_after_attach_detaches_the_device_and_keeps_the_error() {
+    let t = TestDir::new();
+    let fake = Arc::new(FakeMounter::new());
+    fake.fail_call(0, Errno::EPERM);
+    let b = LoopBackend::new(root(&t), Arc::clone(&fake) as Arc<dyn Mounter>);
+    let text = mount_err(&b, &name("v"), &VolumeOpts::empty(), false);
+    let mnt = root(&t).join("mnt/v");
+    assert!(
+        text.contains(&format!("on {} (type ext4) failed", mnt.display())),
+        "{text}"
+    );
+    assert!(text.contains("EPERM"), "{text}");
+    assert_eq!(fake.calls().len(), 1);
+    t.assert_released();
+}
+
+#[test]
+fn a_failing_mkfs_is_reported_with_its_status_and_stderr_and_the_device_detached() {
+    let t = TestDir::new();
+    let tools = t.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    // A test double standing in for mkfs.ext4.
+    let mkfs = tools.join("mkfs.ext4");
+    fs::write(
+        &mkfs,
+        "#!/bin/sh\necho 'mkfs.ext4: noise' >&2\necho \"mkfs.ext4: cannot format $3\" >&2\nexit 7\n",
+    )
+    .unwrap();
+    fs::set_permissions(&mkfs, fs::Permissions::from_mode(0o755)).unwrap();
+    let b = LoopBackend::with_paths(
+        root(&t),
+        Arc::new(Host),
+        LoopPaths {
+            tool_dirs: vec![tools],
+            ..LoopPaths::default()
+        },
+    );
+    let text = mount_err(&b, &name("v"), &VolumeOpts::empty(), false);
+    assert!(text.contains("exit status: 7"), "{text}");
+    assert!(
+        text.contains("mkfs.ext4: cannot format /dev/loop"),
+        "{text}"
+    );
+    assert!(text.contains(&mkfs.display().to_string()), "{text}");
+    t.assert_released();
+}
+
+#[test]
+fn unmount_and_remove_detach_devices_found_by_backing_file_in_sysfs() {
+    let t = TestDir::new();
+    let b = backend(&t);
+    let n = name("left");
+    b.create(&n, &VolumeOpts::empty()).unwrap();
+    let image = root(&t).join("images/left.img");
+    // A device this process's backend never attached (as after a restart, or by hand).
+    let dev = attach_by_hand(&image);
+    assert_eq!(loop_devices_under(&t.path()).len(), 1);
+    assert_eq!(b.devices(&n), [dev]);
+    unmount(&b, &n);
+    assert_eq!(loop_devices_under(&t.path()), Vec::<String>::new());
+
+    attach_by_hand(&image);
+    b.remove(&n).unwrap();
+    assert!(!image.exists());
+    t.assert_released();
+}
+
+#[test]
+fn get_list_path_and_capabilities_describe_the_volumes() {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        assert_eq!(b.list().unwrap(), []);
+        b.create(&name("a"), &VolumeOpts::empty()).unwrap();
+        let p = mount(&b, &name("b"), &VolumeOpts::empty(), false);
+        let listed: Vec<(String, Option<PathBuf>)> = b
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.name, v.mountpoint))
+            .collect();
+        assert_eq!(
+            listed,
+            [("a".to_owned(), None), ("b".to_owned(), Some(p.clone()))]
+        );
+        let info = b.get(&name("b")).unwrap().unwrap();
+        assert_eq!(info.status["devices"].as_array().unwrap().len(), 1);
+        assert_eq!(b.get(&name("zzz")).unwrap(), None);
+        assert_eq!(b.capabilities().unwrap().scope, Scope::Local);
+        unmount(&b, &name("b"));
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn images_are_sparse_and_sized_in_gib() {
+    let t = TestDir::new();
+    let b = backend(&t);
+    b.create(&name("big"), &opts("size=3")).unwrap();
+    let m = fs::metadata(root(&t).join("images/big.img")).unwrap();
+    assert_eq!(m.len(), 3 << 30);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "not sparse: {} blocks",
+        m.blocks()
+    );
+}
+
+#[test]
+fn mountinfo_octal_escapes_are_decoded() {
+    let line = "36 35 98:0 /a\\040b /mnt/x\\040y\\011z\\134w rw,noatime master:1 - ext4 /dev/loop\\0401 rw\n";
+    let m = &parse_mountinfo(line)[0];
+    assert_eq!(m.root, Path::new("/a b"));
+    assert_eq!(m.mount_point, Path::new("/mnt/x y\tz\\w"));
+    assert_eq!(
+        (m.fstype.as_str(), m.source.as_str()),
+        ("ext4", "/dev/loop 1")
+    );
+}
