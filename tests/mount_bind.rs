@@ -13,8 +13,8 @@ use std::sync::{mpsc, Mutex};
 
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::{
-    bind, is_mount_point, make_rprivate, make_rslave, read_mountinfo, resolve_target,
-    MountError, MountInfoEntry, Mounter, MsFlags, TargetPolicy, UnmountGuard, Host,
+    bind, is_mount_point, make_rprivate, make_rslave, read_mountinfo, resolve_target, Host,
+    MountError, MountInfoEntry, Mounter, MsFlags, TargetPolicy, UnmountGuard,
 };
 use mesos_dvdi::spec::ContainerPath;
 use nix::errno::Errno;
@@ -75,8 +75,14 @@ fn src_and_dst() -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 fn mount_tmpfs(at: &Path) {
-    Host.mount(Path::new("tmpfs"), at, Some("tmpfs"), MsFlags::empty(), None)
-        .unwrap();
+    Host.mount(
+        Path::new("tmpfs"),
+        at,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -227,7 +233,13 @@ fn failed_bind_names_source_and_target() {
     fs::create_dir(&dst).unwrap();
     let e = in_private_ns(|| bind(&Host, &src, &dst, true).unwrap_err());
     assert!(
-        matches!(e, MountError::Mount { errno: Errno::ENOENT, .. }),
+        matches!(
+            e,
+            MountError::Mount {
+                errno: Errno::ENOENT,
+                ..
+            }
+        ),
         "{e:?}"
     );
     let text = render_chain(&e);
@@ -249,7 +261,10 @@ fn mountinfo_of_a_real_mount_decodes_escaped_and_non_utf8_names() {
         let _unmount = UnmountGuard::new(&Host, &odd);
         let raw = fs::read(THREAD).unwrap();
         for escape in [&b"\\040"[..], b"\\011", b"\\134", b"\\012"] {
-            assert!(raw.windows(4).any(|w| w == escape), "{escape:?} not in mountinfo");
+            assert!(
+                raw.windows(4).any(|w| w == escape),
+                "{escape:?} not in mountinfo"
+            );
         }
         assert!(is_mount_point(&table(THREAD), &odd));
     });

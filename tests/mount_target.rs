@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::{
-    resolve_target, resolve_target_with, Host, ResolvedTarget, Resolver, TargetError,
-    TargetPolicy, UnmountGuard,
+    resolve_target, resolve_target_with, Host, ResolvedTarget, Resolver, TargetError, TargetPolicy,
+    UnmountGuard,
 };
 use mesos_dvdi::spec::ContainerPath;
 
@@ -230,7 +230,10 @@ fn refuses_file_as_target() {
 fn refuses_device_as_target() {
     for r in RESOLVERS {
         let e = resolve(Path::new("/dev"), &abs("/null"), r).unwrap_err();
-        assert!(matches!(e, TargetError::NotDirectory { .. }), "{r:?}: {e:?}");
+        assert!(
+            matches!(e, TargetError::NotDirectory { .. }),
+            "{r:?}: {e:?}"
+        );
     }
 }
 
@@ -279,8 +282,7 @@ fn host_tmp_is_matched_by_whole_components() {
         assert!(matches!(e, TargetError::OutsideTmp { .. }), "{r:?}: {e:?}");
         // The host's tmp itself is never created.
         fs::remove_dir(&tmp).unwrap();
-        let e = resolve_target_with(Path::new("/"), &host(&tmp.join("a")), &policy, r)
-            .unwrap_err();
+        let e = resolve_target_with(Path::new("/"), &host(&tmp.join("a")), &policy, r).unwrap_err();
         match &e {
             TargetError::OutsideTmp { component, .. } => assert_eq!(component, &tmp),
             other => panic!("{r:?}: {other:?}"),
@@ -332,7 +334,13 @@ fn missing_root_is_an_io_error_naming_it() {
         let root = dir.path().join("no-rootfs");
         let e = resolve(&root, &abs("/data"), r).unwrap_err();
         assert!(
-            matches!(e, TargetError::Io { source: nix::errno::Errno::ENOENT, .. }),
+            matches!(
+                e,
+                TargetError::Io {
+                    source: nix::errno::Errno::ENOENT,
+                    ..
+                }
+            ),
             "{r:?}: {e:?}"
         );
         assert_mentions(&e, &[&"/data", &root]);
@@ -345,8 +353,7 @@ fn auto_resolver_agrees_with_the_forced_ones() {
     symlink("/etc", root.path().join("link")).unwrap();
     let t = resolve_target(root.path(), &abs("/a/b"), &TargetPolicy::CreateMissing).unwrap();
     assert_eq!(t.path(), root.path().join("a/b"));
-    let e = resolve_target(root.path(), &abs("/link/x"), &TargetPolicy::CreateMissing)
-        .unwrap_err();
+    let e = resolve_target(root.path(), &abs("/link/x"), &TargetPolicy::CreateMissing).unwrap_err();
     assert!(matches!(e, TargetError::Symlink { .. }), "{e:?}");
 }
 

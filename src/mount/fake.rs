@@ -211,7 +211,10 @@ mod tests {
         };
         assert_eq!(
             m.calls(),
-            [change("/", MsFlags::MS_SLAVE), change("/x", MsFlags::MS_PRIVATE)]
+            [
+                change("/", MsFlags::MS_SLAVE),
+                change("/x", MsFlags::MS_PRIVATE)
+            ]
         );
     }
 
