@@ -348,6 +348,21 @@ fn missing_root_is_an_io_error_naming_it() {
 }
 
 #[test]
+fn relative_root_is_refused() {
+    for r in RESOLVERS {
+        let e = resolve(Path::new("rootfs"), &abs("/data"), r).unwrap_err();
+        assert!(
+            matches!(e, TargetError::RelativeRoot { .. }),
+            "{r:?}: {e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "/data: the root rootfs is not an absolute path"
+        );
+    }
+}
+
+#[test]
 fn auto_resolver_agrees_with_the_forced_ones() {
     let root = tempfile::tempdir().unwrap();
     symlink("/etc", root.path().join("link")).unwrap();

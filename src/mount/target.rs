@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
+use nix::unistd::geteuid;
 
 use crate::spec::ContainerPath;
 
@@ -109,6 +110,15 @@ pub enum TargetError {
         path: PathBuf,
         /// The target, on the host.
         component: PathBuf,
+    },
+    /// The root given is not an absolute path (a caller's mistake: the target's path would
+    /// depend on the working directory).
+    #[error("{path}: the root {root} is not an absolute path")]
+    RelativeRoot {
+        /// The container path.
+        path: PathBuf,
+        /// The root given.
+        root: PathBuf,
     },
     /// A system call failed.
     #[error("{path}: {op} {component} failed")]
@@ -218,6 +228,12 @@ pub fn resolve_target_with(
     resolver: Resolver,
 ) -> Result<ResolvedTarget, TargetError> {
     let cx = Context { path };
+    if !root.is_absolute() {
+        return Err(TargetError::RelativeRoot {
+            path: cx.shown(),
+            root: root.to_owned(),
+        });
+    }
     // The root is the agent's (a sandbox or rootfs it made, or `/`), so it is opened as given;
     // everything below it is the task's.
     let root_fd = nix::fcntl::open(
@@ -280,7 +296,8 @@ pub fn resolve_target_with(
             SFlag::S_IFLNK => return Err(cx.symlink(&here)),
             _ => return Err(cx.not_directory(&here)),
         }
-        if created && st.st_mode & 0o7777 != DIR_MODE.bits() {
+        // Only a directory that is still ours: one swapped in by someone else keeps its mode.
+        if created && st.st_uid == geteuid().as_raw() && st.st_mode & 0o7777 != DIR_MODE.bits() {
             set_dir_mode(fd.as_fd()).map_err(cx.io("setting the mode of", &here))?;
         }
         dir = fd;
