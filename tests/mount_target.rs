@@ -409,8 +409,9 @@ fn verify_notices_a_parent_swapped_for_a_symlink_to_the_same_directory() {
 fn crosses_mount_points_inside_rootfs() {
     // No RESOLVE_NO_XDEV: a rootfs may hold mounts (the sandbox bind, a tmpfs), and crossing one
     // does not leave the root.
+    // Made outside the namespace, so it is removed where nothing is mounted on it.
+    let root = tempfile::tempdir().unwrap();
     support::isolator::in_private_mount_ns(|| {
-        let root = tempfile::tempdir().unwrap();
         let mnt = root.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         nix::mount::mount(
@@ -421,7 +422,6 @@ fn crosses_mount_points_inside_rootfs() {
             None::<&str>,
         )
         .unwrap();
-        // Unmounted before the temp dir is removed, even when an assertion fails.
         let _unmount = UnmountGuard::new(&Host, &mnt);
         let tmpfs_dev = fs::metadata(&mnt).unwrap().dev();
         for r in RESOLVERS {
@@ -435,8 +435,8 @@ fn crosses_mount_points_inside_rootfs() {
 #[test]
 fn statx_tells_a_mount_root_from_a_plain_directory() {
     use mesos_dvdi::mount::{bind, is_mount_root};
+    let dir = tempfile::tempdir().unwrap();
     support::isolator::in_private_mount_ns(|| {
-        let dir = tempfile::tempdir().unwrap();
         let (src, dst): (PathBuf, PathBuf) = (dir.path().join("src"), dir.path().join("dst"));
         fs::create_dir(&src).unwrap();
         fs::create_dir(&dst).unwrap();
