@@ -449,3 +449,116 @@ fn statx_tells_a_mount_root_from_a_plain_directory() {
         assert_eq!(is_mount_root(&dst), Some(false));
     });
 }
+
+mod agreement {
+    //! Random layouts: both resolvers reach the same verdict, and neither creates anything
+    //! outside the root or accepts a path through a link.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Node {
+        Dir,
+        File,
+        /// A relative link to another name inside the root.
+        LinkInside(String),
+        /// A link to a directory outside the root.
+        LinkOutside,
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned)
+    }
+
+    fn rel_path(max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(name(), 1..=max).prop_map(|v| v.join("/"))
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        prop_oneof![
+            3 => Just(Node::Dir),
+            1 => Just(Node::File),
+            1 => rel_path(2).prop_map(Node::LinkInside),
+            1 => Just(Node::LinkOutside),
+        ]
+    }
+
+    /// Builds the layout under `root`; entries whose parent is not a directory are skipped.
+    fn build(root: &Path, outside: &Path, layout: &[(String, Node)]) {
+        for (p, n) in layout {
+            let at = root.join(p);
+            let _ = match n {
+                Node::Dir => fs::create_dir(&at),
+                Node::File => fs::write(&at, b""),
+                Node::LinkInside(to) => symlink(root.join(to), &at),
+                Node::LinkOutside => symlink(outside, &at),
+            };
+        }
+    }
+
+    /// Everything below `dir`, without following links.
+    fn listing(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_owned()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    todo.push(e.path());
+                }
+                out.push(e.path());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A verdict comparable across resolvers: the target, or the variant and the component.
+    fn verdict(root: &Path, r: Result<ResolvedTarget, TargetError>) -> String {
+        let rel = |c: &Path| c.strip_prefix(root).unwrap().display().to_string();
+        match r {
+            Ok(t) => format!("ok {}", rel(t.path())),
+            Err(TargetError::Symlink { component, .. }) => format!("link {}", rel(&component)),
+            Err(TargetError::NotDirectory { component, .. }) => {
+                format!("notdir {}", rel(&component))
+            }
+            Err(e) => format!("other {e:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn resolvers_agree_and_never_leave_the_root(
+            layout in prop::collection::vec((rel_path(3), node()), 0..8),
+            target in rel_path(4),
+        ) {
+            let mut verdicts = Vec::new();
+            for r in RESOLVERS {
+                let dir = tempfile::tempdir().unwrap();
+                let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+                fs::create_dir(&root).unwrap();
+                fs::create_dir(&outside).unwrap();
+                build(&root, &outside, &layout);
+                // The builder itself may write through its links; the resolver must not.
+                let before = listing(&outside);
+                let result = resolve(&root, &abs(&format!("/{target}")), r);
+                if let Ok(t) = &result {
+                    // Every component below the root is a real directory.
+                    let mut here = root.clone();
+                    for c in Path::new(&target).components() {
+                        here.push(c);
+                        let meta = fs::symlink_metadata(&here).unwrap();
+                        prop_assert!(meta.is_dir(), "{r:?}: {}", here.display());
+                    }
+                    prop_assert_eq!(t.path(), root.join(&target));
+                }
+                prop_assert_eq!(listing(&outside), before, "{:?}", r);
+                verdicts.push(verdict(&root, result));
+            }
+            prop_assert_eq!(&verdicts[0], &verdicts[1]);
+        }
+    }
+}
