@@ -1,5 +1,5 @@
 //! A recording [`Mounter`] for tests (a test double): mount logic above the mount layer is tested
-//! as an exact sequence of calls.
+//! as an exact sequence of calls, with any call scripted to fail. It touches nothing on the host.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,7 +33,18 @@ pub enum MountCall {
     },
 }
 
-/// Records every call and fails the calls it is told to (a test double).
+/// A test double: records every call, in order, and fails the calls it is told to. Calls that do
+/// not fail have no effect.
+///
+/// ```
+/// use std::path::Path;
+/// use mesos_dvdi::mount::{bind, FakeMounter, MountCall};
+///
+/// let m = FakeMounter::new();
+/// m.fail_call(1, nix::errno::Errno::EPERM); // the read-only remount
+/// assert!(bind(&m, Path::new("/vol"), Path::new("/ctr/data"), true).is_err());
+/// assert!(matches!(m.calls()[2], MountCall::Umount { .. })); // the bind is taken away
+/// ```
 #[derive(Debug, Default)]
 pub struct FakeMounter {
     calls: Mutex<Vec<MountCall>>,
@@ -116,7 +127,7 @@ impl Mounter for FakeMounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mount::{bind, UnmountGuard};
+    use crate::mount::{bind, make_rprivate, make_rslave, UnmountGuard};
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
@@ -142,17 +153,19 @@ mod tests {
     fn read_only_bind_is_a_bind_then_a_read_only_remount() {
         let m = FakeMounter::new();
         bind(&m, &p("/src"), &p("/dst"), true).unwrap();
-        let calls = m.calls();
-        assert_eq!(calls.len(), 2);
+        let call = |flags| MountCall::Mount {
+            source: p("/src"),
+            target: p("/dst"),
+            fstype: None,
+            flags,
+            data: None,
+        };
         assert_eq!(
-            calls[1],
-            MountCall::Mount {
-                source: p("/src"),
-                target: p("/dst"),
-                fstype: None,
-                flags: MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                data: None
-            }
+            m.calls(),
+            [
+                call(MsFlags::MS_BIND | MsFlags::MS_REC),
+                call(MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY),
+            ]
         );
     }
 
@@ -161,7 +174,9 @@ mod tests {
         let m = FakeMounter::new();
         m.fail_call(1, Errno::EPERM);
         let err = bind(&m, &p("/src"), &p("/dst"), true).unwrap_err();
-        assert!(err.to_string().contains("/dst"), "{err}");
+        assert!(matches!(err, MountError::ReadOnly { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "making the bind on /dst read-only failed");
+        assert_eq!(m.calls().len(), 3);
         assert_eq!(
             m.calls()[2],
             MountCall::Umount {
@@ -172,9 +187,59 @@ mod tests {
     }
 
     #[test]
+    fn failed_bind_makes_no_further_call() {
+        for read_only in [false, true] {
+            let m = FakeMounter::new();
+            m.fail_call(0, Errno::ENOENT);
+            let err = bind(&m, &p("/src"), &p("/dst"), read_only).unwrap_err();
+            assert!(matches!(err, MountError::Mount { .. }), "{err:?}");
+            assert_eq!(m.calls().len(), 1, "read_only={read_only}");
+        }
+    }
+
+    #[test]
+    fn propagation_changes_are_recursive() {
+        let m = FakeMounter::new();
+        make_rslave(&m, &p("/")).unwrap();
+        make_rprivate(&m, &p("/x")).unwrap();
+        let change = |target: &str, kind| MountCall::Mount {
+            source: p("none"),
+            target: p(target),
+            fstype: None,
+            flags: MsFlags::MS_REC | kind,
+            data: None,
+        };
+        assert_eq!(
+            m.calls(),
+            [
+                change("/", MsFlags::MS_SLAVE),
+                change("/x", MsFlags::MS_PRIVATE)
+            ]
+        );
+    }
+
+    #[test]
+    fn scripted_unmount_failure_is_returned() {
+        let m = FakeMounter::new();
+        m.fail_call(0, Errno::EBUSY);
+        let err = m.umount(&p("/a"), MntFlags::empty()).unwrap_err();
+        assert!(matches!(
+            err,
+            MountError::Unmount {
+                errno: Errno::EBUSY,
+                ..
+            }
+        ));
+        // Only the scripted call fails.
+        m.umount(&p("/a"), MntFlags::empty()).unwrap();
+    }
+
+    #[test]
     fn guard_unmounts_on_drop_unless_disarmed() {
         let m = FakeMounter::new();
-        drop(UnmountGuard::new(&m, &p("/a")));
+        let guard = UnmountGuard::new(&m, &p("/a"));
+        assert_eq!(guard.target(), p("/a"));
+        drop(guard);
         UnmountGuard::new(&m, &p("/b")).disarm();
         assert_eq!(
             m.calls(),
@@ -183,5 +248,14 @@ mod tests {
                 flags: MntFlags::MNT_DETACH
             }]
         );
+    }
+
+    #[test]
+    fn guard_survives_a_failing_unmount() {
+        let m = FakeMounter::new();
+        m.fail_call(0, Errno::EINVAL);
+        // Logged, not returned or panicked: Drop has no way to report it.
+        drop(UnmountGuard::new(&m, &p("/gone")));
+        assert_eq!(m.calls().len(), 1);
     }
 }

@@ -1,7 +1,16 @@
 //! The only code that calls mount(2), umount(2) and openat2(2).
 //!
 //! Everything that changes the host's mount table goes through a [`Mounter`], so mount logic above
-//! this layer can be tested as an exact sequence of calls against a recording fake.
+//! this layer can be tested as an exact sequence of calls against a recording fake
+//! ([`FakeMounter`]).
+//!
+//! - target resolution ([`resolve_target`]): where a volume may be bound, never through a
+//!   symlink, directories created only where allowed;
+//! - the mount table ([`read_mountinfo`], [`is_mount_point`], [`is_mount_root`]);
+//! - binds and propagation ([`bind`], [`make_rslave`], [`make_rprivate`], [`UnmountGuard`]);
+//! - entering a container's mount namespace ([`enter_container`], for `dvdi run`).
+//!
+//! Nothing here decides *whether* to mount: that is the isolator's, which owns the ordering.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +28,15 @@ pub enum MountError {
         target: PathBuf,
         /// File system type, or `-` for binds and remounts.
         fstype: String,
+        /// The errno.
+        #[source]
+        errno: nix::Error,
+    },
+    /// The read-only remount of a new bind failed (the bind was detached again).
+    #[error("making the bind on {target} read-only failed")]
+    ReadOnly {
+        /// The bind's target.
+        target: PathBuf,
         /// The errno.
         #[source]
         errno: nix::Error,
@@ -94,7 +112,12 @@ pub use target::{
 };
 
 /// Binds `source` onto `target` (`MS_BIND | MS_REC`), then, for read-only, remounts the bind
-/// read-only: the kernel ignores `MS_RDONLY` on the first call of a bind, so it takes two.
+/// read-only (`MS_REMOUNT | MS_BIND | MS_RDONLY`): the kernel ignores `MS_RDONLY` on the call
+/// that creates a bind, so a read-only bind takes two. If the second call fails the bind is
+/// detached again: a writable bind is never left where a read-only one was asked for.
+///
+/// Only the top mount becomes read-only; mounts below `source` that the recursive bind copies
+/// keep their own flags (a volume has none in practice).
 pub fn bind(
     m: &dyn Mounter,
     source: &Path,
@@ -109,33 +132,46 @@ pub fn bind(
         None,
     )?;
     if read_only {
+        let undo = UnmountGuard::new(m, target);
         let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-        if let Err(e) = m.mount(source, target, None, ro, None) {
-            // Never leave a writable bind where a read-only one was asked for.
-            let _ = m.umount(target, MntFlags::MNT_DETACH);
-            return Err(e);
-        }
+        m.mount(source, target, None, ro, None)
+            .map_err(|e| match e {
+                MountError::Mount { errno, .. } => MountError::ReadOnly {
+                    target: target.to_owned(),
+                    errno,
+                },
+                other => other,
+            })?;
+        undo.disarm();
     }
     Ok(())
 }
 
 /// Makes every mount under `path` a slave of its peer group, so mounts made here do not propagate
-/// back to the host (what a container's new mount namespace needs first).
+/// back to the host while the host's still reach here (what a container's new mount namespace
+/// needs first).
 pub fn make_rslave(m: &dyn Mounter, path: &Path) -> Result<(), MountError> {
-    m.mount(
-        Path::new("none"),
-        path,
-        None,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None,
-    )
+    propagation(m, path, MsFlags::MS_SLAVE)
+}
+
+/// Makes every mount under `path` private: no propagation either way (for a namespace that
+/// must neither leak mounts to the host nor see the host's, as tests want).
+pub fn make_rprivate(m: &dyn Mounter, path: &Path) -> Result<(), MountError> {
+    propagation(m, path, MsFlags::MS_PRIVATE)
+}
+
+/// A propagation change: source and type are ignored by the kernel.
+fn propagation(m: &dyn Mounter, path: &Path, kind: MsFlags) -> Result<(), MountError> {
+    m.mount(Path::new("none"), path, None, MsFlags::MS_REC | kind, None)
 }
 
 /// Unmounts `target` (lazily, `MNT_DETACH`) when dropped, unless [`UnmountGuard::disarm`]ed: the
-/// undo for a mount whose later steps may fail.
+/// undo for a mount whose later steps may fail. Drop cannot return an error, so a failed unmount
+/// is logged (`log::warn!`), once, here.
 pub struct UnmountGuard<'a> {
     mounter: &'a dyn Mounter,
-    target: Option<PathBuf>,
+    target: PathBuf,
+    armed: bool,
 }
 
 impl<'a> UnmountGuard<'a> {
@@ -143,21 +179,26 @@ impl<'a> UnmountGuard<'a> {
     pub fn new(mounter: &'a dyn Mounter, target: &Path) -> Self {
         Self {
             mounter,
-            target: Some(target.to_owned()),
+            target: target.to_owned(),
+            armed: true,
         }
+    }
+
+    /// The guarded mount point.
+    pub fn target(&self) -> &Path {
+        &self.target
     }
 
     /// Keeps the mount: the guard does nothing on drop.
     pub fn disarm(mut self) {
-        self.target = None;
+        self.armed = false;
     }
 }
 
 impl Drop for UnmountGuard<'_> {
     fn drop(&mut self) {
-        if let Some(target) = self.target.take() {
-            if let Err(e) = self.mounter.umount(&target, MntFlags::MNT_DETACH) {
-                // Drop cannot return the error; it is logged once, here.
+        if self.armed {
+            if let Err(e) = self.mounter.umount(&self.target, MntFlags::MNT_DETACH) {
                 log::warn!("{}", crate::error::render_chain(&e));
             }
         }
