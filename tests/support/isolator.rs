@@ -30,7 +30,12 @@ pub struct Fixture {
 impl Fixture {
     /// Fresh directories.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// Fresh directories under `parent`.
+    pub fn new_in(parent: &Path) -> Self {
+        let dir = tempfile::tempdir_in(parent).expect("tempdir");
         let config = Config {
             work_dir: dir.path().join("work"),
             local_root: dir.path().join("local"),
@@ -49,7 +54,9 @@ impl Fixture {
 
     /// The directories of a fixture made by another process under `dir` (which it owns).
     pub fn at(dir: &Path) -> Self {
-        let mut fx = Self::new();
+        // The scratch dir goes inside `dir`, so it is removed with it even when this process is
+        // killed (the crash tests SIGKILL the processes that call this).
+        let mut fx = Self::new_in(dir);
         fx.config.work_dir = dir.join("work");
         fx.config.local_root = dir.join("local");
         fx.config.loop_root = dir.join("loop");

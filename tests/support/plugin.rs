@@ -28,6 +28,9 @@ pub enum Reply {
     Json(u16, serde_json::Value),
     /// A JSON answer in chunked encoding, split into chunks of this many bytes.
     Chunked(serde_json::Value, usize),
+    /// A JSON answer like [`Reply::Json`] (HTTP/1.1, no `Connection: close`: the client may
+    /// keep the connection), then close it, as a plugin that drops idle connections does.
+    JsonThenClose(u16, serde_json::Value),
     /// These bytes, then close the connection.
     RawThenClose(Vec<u8>),
     /// Never answer (until the server is dropped).
@@ -102,6 +105,15 @@ fn read_request(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<Request> {
     }
 }
 
+fn json_answer(status: u16, v: &serde_json::Value) -> Vec<u8> {
+    let body = v.to_string();
+    format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn serve<S: Read + Write>(mut stream: S, shared: &Shared) {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut stream, &mut buf) {
@@ -110,13 +122,10 @@ fn serve<S: Read + Write>(mut stream: S, shared: &Shared) {
         }
         shared.requests.lock().unwrap().push(req.clone());
         let bytes = match (shared.handler)(&req) {
-            Reply::Json(status, v) => {
-                let body = v.to_string();
-                format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes()
+            Reply::Json(status, v) => json_answer(status, &v),
+            Reply::JsonThenClose(status, v) => {
+                let _ = stream.write_all(&json_answer(status, &v));
+                return;
             }
             Reply::Chunked(v, size) => {
                 let body = v.to_string().into_bytes();
@@ -222,6 +231,11 @@ impl TestPlugin {
     /// Paths requested so far, in order.
     pub fn paths(&self) -> Vec<String> {
         self.requests().into_iter().map(|r| r.path).collect()
+    }
+
+    /// How many requests for `path` (e.g. `/VolumeDriver.Get`) arrived so far.
+    pub fn count(&self, path: &str) -> usize {
+        self.requests().iter().filter(|r| r.path == path).count()
     }
 
     /// Connections accepted so far.

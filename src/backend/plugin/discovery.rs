@@ -1,6 +1,21 @@
-//! Finding a plugin by driver name, in Docker's order (moby `pkg/plugins/discovery.go`): first a
-//! socket `NAME.sock` or `NAME/NAME.sock` in any directory, then, directory by directory,
-//! `NAME.spec`, `NAME/NAME.spec`, `NAME.json`, `NAME/NAME.json`.
+//! Finding a plugin by driver name, in Docker's order (moby `pkg/plugins/discovery.go`,
+//! `localRegistry.Plugin`):
+//!
+//! 1. a socket `NAME.sock`, then `NAME/NAME.sock` — Docker looks for sockets only in
+//!    `/run/docker/plugins`; here every configured directory is looked at, in order, and any
+//!    socket wins over any spec file;
+//! 2. then, directory by directory, `NAME.spec`, `NAME/NAME.spec`, `NAME.json`, `NAME/NAME.json`
+//!    (Docker: `/etc/docker/plugins`, then `/usr/lib/docker/plugins`). The first that exists
+//!    decides, even when it cannot be read: Docker does not fall through to the next one either.
+//!
+//! A `.spec` file holds one URL; a `.json` file is `{"Name", "Addr", "TLSConfig"}`. Addresses
+//! are `unix:///absolute/path`, `tcp://host:port` or `http://host:port` (Docker speaks plain HTTP
+//! to both). Docker uses TLS only for `https://` addresses; mesos-dvdi does not speak TLS, so an
+//! `https://` address, or a `TLSConfig` naming a CA, certificate or key file, is refused with
+//! [`DiscoveryError::TlsUnsupported`] rather than silently sent in the clear.
+//!
+//! Driver names are [`DriverName`]s: no `/`, never `.` or `..`, so every path looked at stays
+//! inside its plugin directory.
 
 use std::fs;
 use std::io;
@@ -119,7 +134,10 @@ fn parse_url(file: &Path, text: &str) -> Result<PluginAddr, DiscoveryError> {
             Err(bad())
         };
     }
-    if let Some(hostport) = text.strip_prefix("tcp://") {
+    if let Some(hostport) = text
+        .strip_prefix("tcp://")
+        .or_else(|| text.strip_prefix("http://"))
+    {
         let hostport = hostport.trim_end_matches('/');
         return if hostport
             .rsplit_once(':')
@@ -147,18 +165,31 @@ fn read_spec(file: &Path, kind: PluginFileKind) -> Result<PluginAddr, DiscoveryE
         PluginFileKind::Spec | PluginFileKind::Sock => parse_url(file, &text),
         PluginFileKind::Json => {
             #[derive(serde::Deserialize)]
-            #[serde(rename_all = "PascalCase")]
             struct Desc {
+                #[serde(rename = "Addr")]
                 addr: String,
-                #[serde(default, rename = "TLSConfig")]
-                tls_config: Option<serde_json::Value>,
+                #[serde(rename = "TLSConfig", default)]
+                tls: Option<TlsFiles>,
+            }
+            /// The parts of go-connections' `tlsconfig.Options` that ask for TLS. Docker sets
+            /// `InsecureSkipVerify` itself when no CA is named; alone it asks for nothing.
+            #[derive(serde::Deserialize)]
+            struct TlsFiles {
+                #[serde(rename = "CAFile", default)]
+                ca: String,
+                #[serde(rename = "CertFile", default)]
+                cert: String,
+                #[serde(rename = "KeyFile", default)]
+                key: String,
             }
             let d: Desc =
                 serde_json::from_str(&text).map_err(|source| DiscoveryError::BadJson {
                     file: file.to_owned(),
                     source,
                 })?;
-            if d.tls_config.is_some_and(|t| !t.is_null()) {
+            if d.tls
+                .is_some_and(|t| !(t.ca.is_empty() && t.cert.is_empty() && t.key.is_empty()))
+            {
                 return Err(DiscoveryError::TlsUnsupported {
                     file: file.to_owned(),
                 });

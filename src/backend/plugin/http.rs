@@ -1,10 +1,17 @@
-//! A small blocking HTTP/1.1 client for plugin sockets: POST with a JSON body, responses with
-//! Content-Length, chunked encoding or close-delimited bodies, every read and write bounded by
-//! one deadline, and the connection kept for the next call when the plugin allows it.
+//! A small blocking HTTP/1.1 client for plugin sockets: POST with a JSON body, responses framed
+//! by Content-Length, chunked encoding or the end of the connection, every step (connect, write,
+//! each read) bounded by one [`Deadline`], and the connection kept for the next call when the
+//! plugin allows it.
+//!
+//! It never panics on what a plugin sends: sizes are checked before they are added, bodies are
+//! capped at [`MAX_BODY`], heads at 64 KiB.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,19 +28,22 @@ pub const ACCEPT: &str = "application/vnd.docker.plugins.v1.2+json";
 /// A failed exchange; the caller adds which plugin and which call.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Connecting failed.
+    /// Connecting failed (refused, no such socket, unreachable, …).
     #[error("connecting failed")]
     Connect(#[source] io::Error),
-    /// The deadline passed.
-    #[error("no complete answer within {0:?}")]
-    Timeout(Duration),
+    /// The deadline passed before the answer was complete (connecting included).
+    #[error("no complete answer within {after:?}")]
+    Timeout {
+        /// The time the whole call was given.
+        after: Duration,
+    },
     /// Reading or writing failed.
     #[error("the connection failed")]
     Io(#[source] io::Error),
     /// The connection closed before the answer was complete.
     #[error("the plugin closed the connection before the answer was complete")]
     Truncated,
-    /// The answer is not HTTP.
+    /// The answer is not HTTP/1.1.
     #[error("the answer is not valid HTTP/1.1: {0}")]
     Malformed(&'static str),
     /// The answer is too large.
@@ -45,7 +55,8 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// Whether the plugin was not (yet) listening: worth retrying at activation.
+    /// Whether the plugin was not (yet) listening: its socket refuses connections or does not
+    /// exist yet. Worth retrying at activation, and only there.
     pub fn is_refused(&self) -> bool {
         matches!(self, HttpError::Connect(e)
             if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound))
@@ -59,6 +70,58 @@ pub struct Response {
     pub status: u16,
     /// Body, decoded from chunks where chunked.
     pub body: Vec<u8>,
+}
+
+/// The point in time by which a whole call (possibly several requests) must be done.
+///
+/// Socket timeouts are recomputed from it before every blocking step, so a plugin that trickles
+/// bytes cannot stretch a call past it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    total: Duration,
+}
+
+impl Deadline {
+    /// `total` from now.
+    pub fn after(total: Duration) -> Self {
+        Self {
+            at: Instant::now() + total,
+            total,
+        }
+    }
+
+    /// Time left, or the timeout error once none is.
+    pub fn left(&self) -> Result<Duration, HttpError> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(self.expired())
+        } else {
+            Ok(left)
+        }
+    }
+
+    /// Whether sleeping `pause` would still leave time before the deadline.
+    pub fn allows(&self, pause: Duration) -> bool {
+        Instant::now() + pause < self.at
+    }
+
+    /// The error a call that ran out of time fails with.
+    pub fn expired(&self) -> HttpError {
+        HttpError::Timeout { after: self.total }
+    }
+
+    fn arm(&self, stream: &Stream) -> Result<(), HttpError> {
+        let left = self.left()?;
+        stream.set_timeouts(left).map_err(HttpError::Io)
+    }
+
+    fn io(&self, e: io::Error) -> HttpError {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.expired(),
+            _ => HttpError::Io(e),
+        }
+    }
 }
 
 enum Stream {
@@ -102,35 +165,104 @@ impl Write for Stream {
     }
 }
 
+/// Connects to a unix socket within the deadline.
+///
+/// `UnixStream::connect` has no timeout, and connect(2) on a unix socket blocks while the
+/// listener's backlog is full (a plugin that stopped accepting): the wait is bounded here by
+/// `SO_SNDTIMEO`, which unix(7) applies to connect, set before connecting.
+fn connect_unix(path: &Path, d: &Deadline) -> Result<UnixStream, HttpError> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data, for which all-zero bytes are a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    // Keep one NUL at the end: the kernel reads the path as a C string.
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(HttpError::Connect(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a unix socket path must be shorter than {} bytes",
+                addr.sun_path.len()
+            ),
+        )));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: socket(2) takes no pointers; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(HttpError::Connect(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    loop {
+        stream
+            .set_write_timeout(Some(d.left()?))
+            .map_err(HttpError::Connect)?;
+        // SAFETY: `addr` is an initialised sockaddr_un that outlives the call and `len` does not
+        // exceed its size; the descriptor is open (owned by `stream`).
+        let r = unsafe {
+            libc::connect(
+                stream.as_raw_fd(),
+                std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+                len as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return Ok(stream);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // The backlog stayed full until SO_SNDTIMEO ran out.
+            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => return Err(d.expired()),
+            _ => return Err(HttpError::Connect(e)),
+        }
+    }
+}
+
+fn connect_tcp(hostport: &str, d: &Deadline) -> Result<TcpStream, HttpError> {
+    let addrs = std::net::ToSocketAddrs::to_socket_addrs(hostport).map_err(HttpError::Connect)?;
+    let mut last = io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        format!("{hostport} resolves to no address"),
+    );
+    for sa in addrs {
+        match TcpStream::connect_timeout(&sa, d.left()?) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(d.expired())
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(HttpError::Connect(last))
+}
+
 /// A connection with what has been read from it but not yet consumed.
 struct Conn {
     stream: Stream,
     buf: Vec<u8>,
-}
-
-struct Deadline {
-    at: Instant,
-    total: Duration,
-}
-
-impl Deadline {
-    fn arm(&self, stream: &Stream) -> Result<(), HttpError> {
-        let left = self.at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HttpError::Timeout(self.total));
-        }
-        stream.set_timeouts(left).map_err(HttpError::Io)
-    }
-
-    fn io(&self, e: io::Error) -> HttpError {
-        match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => HttpError::Timeout(self.total),
-            _ => HttpError::Io(e),
-        }
-    }
+    /// Bytes read during the current exchange: a reused connection that fails with none may be
+    /// retried, one that delivered even a byte of an answer may not.
+    received: usize,
 }
 
 impl Conn {
+    fn new(stream: Stream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+            received: 0,
+        }
+    }
+
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     fn fill(&mut self, d: &Deadline) -> Result<usize, HttpError> {
         d.arm(&self.stream)?;
@@ -139,6 +271,7 @@ impl Conn {
             match self.stream.read(&mut chunk) {
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
+                    self.received += n;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -160,14 +293,18 @@ impl Conn {
 
     /// Takes one CRLF-terminated line (without the CRLF).
     fn line(&mut self, d: &Deadline) -> Result<Vec<u8>, HttpError> {
+        let mut searched = 0;
         loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.take(i + 2, d)?;
-                return Ok(line[..i].to_vec());
+            // Resume the search where the last one stopped (one byte back: a CR may end it).
+            if let Some(i) = self.buf[searched..].windows(2).position(|w| w == b"\r\n") {
+                let mut line = self.take(searched + i + 2, d)?;
+                line.truncate(searched + i);
+                return Ok(line);
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(HttpError::Malformed("a chunk line is too long"));
             }
+            searched = self.buf.len().saturating_sub(1);
             if self.fill(d)? == 0 {
                 return Err(HttpError::Truncated);
             }
@@ -175,85 +312,113 @@ impl Conn {
     }
 }
 
-/// Reads one response; returns it and whether the connection may be used again.
-fn read_response(conn: &mut Conn, d: &Deadline) -> Result<(Response, bool), HttpError> {
-    let (status, head_len, length, chunked, mut keep) = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&conn.buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = resp.code.ok_or(HttpError::Malformed("no status code"))?;
-                let mut length = None;
-                let mut chunked = false;
-                // HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes it.
-                let mut keep = resp.version == Some(1);
-                for h in resp.headers.iter() {
-                    let value = std::str::from_utf8(h.value)
-                        .map_err(|_| HttpError::Malformed("a header is not UTF-8"))?
-                        .trim();
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        length = Some(
-                            value
-                                .parse::<usize>()
-                                .map_err(|_| HttpError::Malformed("bad Content-Length"))?,
-                        );
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        chunked = value.to_ascii_lowercase().contains("chunked");
-                    } else if h.name.eq_ignore_ascii_case("connection") {
-                        keep = !value.eq_ignore_ascii_case("close");
-                    }
-                }
-                break (status, len, length, chunked, keep);
-            }
-            Ok(httparse::Status::Partial) => {
-                if conn.buf.len() > MAX_HEAD {
-                    return Err(HttpError::TooLarge { limit: MAX_HEAD });
-                }
-                if conn.fill(d)? == 0 {
-                    return Err(if conn.buf.is_empty() {
-                        HttpError::Truncated
-                    } else {
-                        HttpError::Malformed("the head ends early")
-                    });
-                }
-            }
-            Err(_) => {
-                return Err(HttpError::Malformed(
-                    "the status line or a header is invalid",
-                ))
-            }
+/// What the head says about the body.
+struct Head {
+    status: u16,
+    len: usize,
+    length: Option<usize>,
+    chunked: bool,
+    keep: bool,
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::Malformed("too many headers"))
+        }
+        Err(_) => {
+            return Err(HttpError::Malformed(
+                "the status line or a header is invalid",
+            ))
         }
     };
-    conn.take(head_len, d)?;
-    let body = if chunked {
-        let mut body = Vec::new();
-        loop {
-            let line = conn.line(d)?;
-            let size = std::str::from_utf8(&line)
-                .ok()
-                .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
-                .ok_or(HttpError::Malformed("bad chunk size"))?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !conn.line(d)?.is_empty() {}
-                break;
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(HttpError::TooLarge { limit: MAX_BODY });
-            }
-            body.extend(conn.take(size, d)?);
-            if !conn.line(d)?.is_empty() {
-                return Err(HttpError::Malformed("a chunk is longer than its size"));
-            }
+    let status = resp.code.ok_or(HttpError::Malformed("no status code"))?;
+    let mut head = Head {
+        status,
+        len,
+        length: None,
+        chunked: false,
+        // HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes it.
+        keep: resp.version == Some(1),
+    };
+    for h in resp.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| HttpError::Malformed("a header is not UTF-8"))?
+            .trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            head.length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| HttpError::Malformed("bad Content-Length"))?,
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            head.keep = !value.eq_ignore_ascii_case("close");
         }
-        body
-    } else if let Some(n) = length {
+    }
+    Ok(Some(head))
+}
+
+fn read_chunked(conn: &mut Conn, d: &Deadline) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    loop {
+        let line = conn.line(d)?;
+        let size = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+            .ok_or(HttpError::Malformed("bad chunk size"))?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            while !conn.line(d)?.is_empty() {}
+            return Ok(body);
+        }
+        // Checked: a plugin may announce any size, up to usize::MAX.
+        if body.len().checked_add(size).is_none_or(|n| n > MAX_BODY) {
+            return Err(HttpError::TooLarge { limit: MAX_BODY });
+        }
+        body.extend(conn.take(size, d)?);
+        if !conn.line(d)?.is_empty() {
+            return Err(HttpError::Malformed("a chunk is longer than its size"));
+        }
+    }
+}
+
+/// Reads one response; returns it and whether the connection may be used again.
+fn read_response(conn: &mut Conn, d: &Deadline) -> Result<(Response, bool), HttpError> {
+    let head = loop {
+        if let Some(head) = parse_head(&conn.buf)? {
+            break head;
+        }
+        if conn.buf.len() > MAX_HEAD {
+            return Err(HttpError::TooLarge { limit: MAX_HEAD });
+        }
+        if conn.fill(d)? == 0 {
+            return Err(if conn.buf.is_empty() {
+                HttpError::Truncated
+            } else {
+                HttpError::Malformed("the head ends early")
+            });
+        }
+    };
+    conn.take(head.len, d)?;
+    let mut keep = head.keep;
+    // RFC 9112 §6.3: these never have a body, whatever their headers say.
+    let body = if matches!(head.status, 100..=199 | 204 | 304) {
+        Vec::new()
+    } else if head.chunked {
+        read_chunked(conn, d)?
+    } else if let Some(n) = head.length {
         if n > MAX_BODY {
             return Err(HttpError::TooLarge { limit: MAX_BODY });
         }
         conn.take(n, d)?
     } else {
-        // Close-delimited.
+        // Neither length nor chunks: the body runs to the end of the connection.
         keep = false;
         while conn.fill(d)? > 0 {
             if conn.buf.len() > MAX_BODY {
@@ -262,10 +427,16 @@ fn read_response(conn: &mut Conn, d: &Deadline) -> Result<(Response, bool), Http
         }
         std::mem::take(&mut conn.buf)
     };
-    Ok((Response { status, body }, keep))
+    Ok((
+        Response {
+            status: head.status,
+            body,
+        },
+        keep,
+    ))
 }
 
-/// A client for one plugin address, keeping one idle connection.
+/// A client for one plugin address, keeping one idle connection for the next call.
 pub struct Client {
     addr: PluginAddr,
     idle: Mutex<Option<Conn>>,
@@ -292,68 +463,43 @@ impl Client {
     }
 
     fn connect(&self, d: &Deadline) -> Result<Conn, HttpError> {
-        let left = d.at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HttpError::Timeout(d.total));
-        }
-        let stream = match &self.addr {
-            PluginAddr::Unix(p) => {
-                Stream::Unix(UnixStream::connect(p).map_err(HttpError::Connect)?)
-            }
-            PluginAddr::Tcp(a) => {
-                let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
-                    .map_err(HttpError::Connect)?
-                    .collect();
-                let mut last = io::Error::from(io::ErrorKind::AddrNotAvailable);
-                let mut stream = None;
-                for sa in addrs {
-                    match TcpStream::connect_timeout(&sa, left) {
-                        Ok(s) => {
-                            stream = Some(s);
-                            break;
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Stream::Tcp(stream.ok_or(HttpError::Connect(last))?)
-            }
-        };
-        Ok(Conn {
-            stream,
-            buf: Vec::new(),
-        })
+        Ok(Conn::new(match &self.addr {
+            PluginAddr::Unix(p) => Stream::Unix(connect_unix(p, d)?),
+            PluginAddr::Tcp(a) => Stream::Tcp(connect_tcp(a, d)?),
+        }))
     }
 
     /// POSTs `body` (JSON) to `path`, within `timeout`.
     pub fn post(&self, path: &str, body: &[u8], timeout: Duration) -> Result<Response, HttpError> {
-        let d = Deadline {
-            at: Instant::now() + timeout,
-            total: timeout,
-        };
-        let request = format!(
+        self.post_by(path, body, &Deadline::after(timeout))
+    }
+
+    /// POSTs `body` (JSON) to `path`, done by `d`.
+    ///
+    /// A kept-alive connection the plugin closed while it was idle fails before a byte of the
+    /// answer arrives; then, and only then, the request is sent once more on a new connection
+    /// (the plugin cannot have acted on it: a plugin answers before it closes).
+    pub fn post_by(&self, path: &str, body: &[u8], d: &Deadline) -> Result<Response, HttpError> {
+        let mut request = format!(
             "POST {path} HTTP/1.1\r\nHost: plugin\r\nUser-Agent: mesos-dvdi\r\nAccept: {ACCEPT}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
-        );
-        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(c) => c,
-            None => self.connect(&d)?,
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (mut conn, reused) = match idle {
+            Some(c) => (c, true),
+            None => (self.connect(d)?, false),
         };
-        let result = Self::exchange(&mut conn, &request, body, &d);
-        let (resp, keep) = match result {
-            // An idle connection the plugin closed meanwhile: nothing of this request reached it,
-            // so it is safe to send it once more on a fresh connection.
-            Err(HttpError::Truncated) | Err(HttpError::Io(_))
-                if was_reused && conn.buf.is_empty() =>
-            {
-                let mut fresh = self.connect(&d)?;
-                let r = Self::exchange(&mut fresh, &request, body, &d)?;
-                conn = fresh;
-                r
+        let (resp, keep) = match Self::exchange(&mut conn, &request, d) {
+            Err(HttpError::Truncated | HttpError::Io(_)) if reused && conn.received == 0 => {
+                conn = self.connect(d)?;
+                Self::exchange(&mut conn, &request, d)?
             }
             other => other?,
         };
+        // Bytes beyond the answer would be read as the next answer: never reuse such a
+        // connection.
         if keep && conn.buf.is_empty() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.is_none() {
@@ -365,32 +511,201 @@ impl Client {
 
     fn exchange(
         conn: &mut Conn,
-        head: &str,
-        body: &[u8],
+        request: &[u8],
         d: &Deadline,
     ) -> Result<(Response, bool), HttpError> {
+        conn.received = 0;
         d.arm(&conn.stream)?;
-        conn.stream
-            .write_all(head.as_bytes())
-            .and_then(|()| conn.stream.write_all(body))
-            .map_err(|e| d.io(e))?;
+        conn.stream.write_all(request).map_err(|e| d.io(e))?;
         read_response(conn, d)
     }
 }
 
-/// Parses a complete response from raw bytes (for tests and fuzzing).
+/// Parses a complete response from raw bytes, as if the plugin had sent them and closed the
+/// connection (for tests and fuzzing).
 pub fn parse_response_bytes(bytes: &[u8]) -> Result<Response, HttpError> {
-    let (a, mut b) = UnixStream::pair().map_err(HttpError::Io)?;
-    let mut conn = Conn {
-        stream: Stream::Unix(a),
-        buf: bytes.to_vec(),
-    };
-    // Close the writer so a short answer reads as truncated, not as a hang.
-    let _ = b.flush();
+    let (a, b) = UnixStream::pair().map_err(HttpError::Io)?;
+    let mut conn = Conn::new(Stream::Unix(a));
+    conn.buf = bytes.to_vec();
+    // The peer is gone: a short answer reads as truncated, never as a wait.
     drop(b);
-    let d = Deadline {
-        at: Instant::now() + Duration::from_secs(5),
-        total: Duration::from_secs(5),
-    };
-    read_response(&mut conn, &d).map(|(r, _)| r)
+    read_response(&mut conn, &Deadline::after(Duration::from_secs(5))).map(|(r, _)| r)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The response reader against raw bytes written into the other end of a socket pair, in
+    //! the pieces a plugin might send them in.
+
+    use super::*;
+
+    fn conn() -> (Conn, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Conn::new(Stream::Unix(a)), b)
+    }
+
+    fn read(conn: &mut Conn) -> Result<(Response, bool), HttpError> {
+        read_response(conn, &Deadline::after(Duration::from_secs(30)))
+    }
+
+    /// Writes `bytes` one at a time from another thread, then closes when `close`.
+    fn trickle(mut peer: UnixStream, bytes: &'static [u8], close: bool) -> UnixStream {
+        let keep = peer.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for b in bytes {
+                if peer.write_all(std::slice::from_ref(b)).is_err() {
+                    return;
+                }
+            }
+            if close {
+                let _ = peer.shutdown(std::net::Shutdown::Write);
+            }
+        });
+        keep
+    }
+
+    #[test]
+    fn content_length_answer_sent_byte_by_byte() {
+        let (mut c, peer) = conn();
+        let _peer = trickle(
+            peer,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"Mountpoint\":\"\"}",
+            false,
+        );
+        let (r, keep) = read(&mut c).unwrap();
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (200, &b"{\"Mountpoint\":\"\"}"[..])
+        );
+        assert!(keep, "HTTP/1.1 without Connection: close is kept alive");
+    }
+
+    #[test]
+    fn chunked_answer_sent_byte_by_byte_with_extensions_and_trailers() {
+        let (mut c, peer) = conn();
+        let _peer = trickle(
+            peer,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\n{\"E\r\n6\r\nrr\":\"\"\r\n1\r\n}\r\n0\r\nX-T: 1\r\n\r\n",
+            false,
+        );
+        let (r, keep) = read(&mut c).unwrap();
+        assert_eq!(r.body, b"{\"Err\":\"\"}");
+        assert!(keep);
+    }
+
+    #[test]
+    fn two_pipelined_answers_on_one_connection_are_read_apart() {
+        let (mut c, mut peer) = conn();
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n").unwrap();
+        assert_eq!(read(&mut c).unwrap().0.body, b"{}");
+        let (second, _) = read(&mut c).unwrap();
+        assert_eq!((second.status, &second.body[..]), (500, &b"[]"[..]));
+        assert!(c.buf.is_empty());
+    }
+
+    #[test]
+    fn body_without_framing_runs_to_the_close_and_ends_reuse() {
+        let (mut c, peer) = conn();
+        let _peer = trickle(peer, b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}", true);
+        let (r, keep) = read(&mut c).unwrap();
+        assert_eq!(r.body, b"{\"a\":1}");
+        assert!(!keep);
+    }
+
+    #[test]
+    fn connection_close_header_ends_reuse() {
+        let (mut c, mut peer) = conn();
+        peer.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(!read(&mut c).unwrap().1);
+        let (mut c, mut peer) = conn();
+        peer.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(!read(&mut c).unwrap().1, "HTTP/1.0 closes by default");
+    }
+
+    #[test]
+    fn no_content_has_no_body_even_on_a_kept_alive_connection() {
+        let (mut c, mut peer) = conn();
+        peer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        // The peer stays open: reading to the close would wait for ever.
+        let (r, keep) = read(&mut c).unwrap();
+        assert_eq!((r.status, r.body.len(), keep), (204, 0, true));
+    }
+
+    #[test]
+    fn silence_past_the_deadline_is_a_timeout() {
+        let (mut c, mut peer) = conn();
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{")
+            .unwrap();
+        let e = read_response(&mut c, &Deadline::after(Duration::from_millis(50))).unwrap_err();
+        assert!(matches!(e, HttpError::Timeout { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn close_mid_body_is_truncated_and_counts_what_arrived() {
+        let (mut c, mut peer) = conn();
+        peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{")
+            .unwrap();
+        drop(peer);
+        assert!(matches!(read(&mut c), Err(HttpError::Truncated)));
+        assert!(c.received > 0);
+    }
+
+    #[test]
+    fn close_before_any_byte_is_truncated_with_nothing_received() {
+        let (mut c, peer) = conn();
+        drop(peer);
+        assert!(matches!(read(&mut c), Err(HttpError::Truncated)));
+        assert_eq!(c.received, 0);
+    }
+
+    #[test]
+    fn hostile_sizes_are_errors_not_panics() {
+        for (raw, what) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\nffffffffffffffff\r\n"[..],
+                "chunk size near usize::MAX",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000001\r\n",
+                "one chunk over the cap",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n",
+                "Content-Length usize::MAX",
+            ),
+        ] {
+            assert!(
+                matches!(parse_response_bytes(raw), Err(HttpError::TooLarge { .. })),
+                "{what}"
+            );
+        }
+        assert!(matches!(
+            parse_response_bytes(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+            ),
+            Err(HttpError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn endless_head_is_refused() {
+        let mut raw = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        raw.resize(MAX_HEAD + 10, b'a');
+        assert!(matches!(
+            parse_response_bytes(&raw),
+            Err(HttpError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn chunk_data_longer_than_its_size_is_malformed() {
+        assert!(matches!(
+            parse_response_bytes(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy\r\n0\r\n\r\n"
+            ),
+            Err(HttpError::Malformed(_))
+        ));
+    }
 }

@@ -2,20 +2,27 @@
 //! daemon, no dvdcli.
 //!
 //! [`discovery`] finds a plugin's address by driver name, [`http`] carries the calls, and
-//! [`PluginBackend`] speaks the `VolumeDriver` protocol. A non-empty `Err` in an answer is a
-//! failure whatever the HTTP status.
+//! [`PluginBackend`] speaks the `VolumeDriver` protocol:
+//!
+//! - `Plugin.Activate` once per backend, retried with backoff while the plugin is not listening
+//!   yet (a plugin started alongside the agent); any other failure is final.
+//! - Every [`Backend`] call has one deadline for all of its requests: mount and create
+//!   [`Timeouts::mount`], unmount and remove [`Timeouts::unmount`], the rest [`Timeouts::mount`].
+//! - A non-empty `Err` in an answer is a failure whatever the HTTP status.
+//! - Mount reads the volume with Get and creates it only when the plugin does not know it, as
+//!   Docker's volume store does (plugins such as easyfuse refuse to create a volume twice).
 
 pub mod discovery;
 pub mod http;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 pub use discovery::{discover, list_plugins, DiscoveryError, FoundPlugin, PluginAddr};
-use http::{Client, HttpError};
+use http::{Client, Deadline, HttpError};
 
 use super::{
     Backend, BackendError, BackendErrorKind, Call, Capabilities, MountId, MountRequest, Scope,
@@ -26,7 +33,8 @@ use crate::spec::{DriverName, VolumeName, VolumeOpts};
 /// A failed plugin call; each names the plugin's address and the endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    /// The HTTP exchange failed (connect, timeout, truncated or malformed answer).
+    /// The HTTP exchange failed: connect, timeout, connection lost, or an answer that is not
+    /// HTTP. The step is the source.
     #[error("{endpoint} at {addr}")]
     Http {
         /// The plugin.
@@ -37,7 +45,7 @@ pub enum PluginError {
         #[source]
         source: HttpError,
     },
-    /// The plugin answered with an error.
+    /// The plugin answered with an error (`{"Err": "…"}`, whatever the status).
     #[error("{endpoint} at {addr}: the plugin said: {message}")]
     PluginErr {
         /// The plugin.
@@ -47,7 +55,7 @@ pub enum PluginError {
         /// Its `Err`.
         message: String,
     },
-    /// A non-200 status without an `Err`.
+    /// A status other than 200, without an `Err`.
     #[error("{endpoint} at {addr}: HTTP {status}: {body}")]
     Status {
         /// The plugin.
@@ -59,7 +67,7 @@ pub enum PluginError {
         /// The start of the body.
         body: String,
     },
-    /// An answer that is not the JSON the protocol says.
+    /// An answer that is not JSON.
     #[error("{endpoint} at {addr}: the answer is not the expected JSON ({body:?})")]
     BadJson {
         /// The plugin.
@@ -72,7 +80,7 @@ pub enum PluginError {
         #[source]
         source: serde_json::Error,
     },
-    /// An answer missing a field the protocol requires, or with one of the wrong type.
+    /// JSON without a field the protocol requires, or with one of the wrong type.
     #[error("{endpoint} at {addr}: the answer has no valid {field} ({body:?})")]
     MissingField {
         /// The plugin.
@@ -104,9 +112,17 @@ pub enum PluginError {
     },
 }
 
+impl PluginError {
+    /// Whether the plugin answered (with a refusal or something unexpected), as opposed to the
+    /// exchange failing: an answer is the plugin's word, a failed exchange says nothing about
+    /// the volume.
+    pub fn is_answer(&self) -> bool {
+        !matches!(self, PluginError::Http { .. })
+    }
+}
+
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.chars().take(200).collect()
+    String::from_utf8_lossy(body).chars().take(200).collect()
 }
 
 /// A Docker volume plugin serving one driver.
@@ -114,6 +130,8 @@ pub struct PluginBackend {
     driver: DriverName,
     client: Client,
     timeouts: Timeouts,
+    /// Whether `Plugin.Activate` succeeded. Held during activation, so concurrent first calls
+    /// activate once.
     activated: Mutex<bool>,
 }
 
@@ -132,7 +150,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 impl PluginBackend {
-    /// Finds `driver`'s plugin in `plugin_dirs`; it is activated on first use.
+    /// Finds `driver`'s plugin in `plugin_dirs` (see [`discover`]); it is activated on first
+    /// use.
     pub fn discover(
         driver: &DriverName,
         plugin_dirs: &[PathBuf],
@@ -149,7 +168,7 @@ impl PluginBackend {
         Ok(Self::at(driver.clone(), found.addr, timeouts))
     }
 
-    /// A plugin at a known address.
+    /// A plugin at a known address, activated on first use.
     pub fn at(driver: DriverName, addr: PluginAddr, timeouts: Timeouts) -> Self {
         Self {
             driver,
@@ -168,18 +187,17 @@ impl PluginBackend {
         BackendError::new(&self.driver, name, call, e)
     }
 
-    /// One call: POST, then the protocol's error rules. Returns the answer's JSON object.
-    fn call(
+    /// One request: POST, then the protocol's error rules. Returns the answer's JSON object.
+    fn request(
         &self,
         endpoint: &'static str,
         body: &Value,
-        timeout: Duration,
+        d: &Deadline,
     ) -> Result<Value, PluginError> {
         let addr = || self.client.addr().clone();
-        let bytes = serde_json::to_vec(body).expect("requests serialise");
         let resp = self
             .client
-            .post(&format!("/{endpoint}"), &bytes, timeout)
+            .post_by(&format!("/{endpoint}"), body.to_string().as_bytes(), d)
             .map_err(|source| PluginError::Http {
                 addr: addr(),
                 endpoint,
@@ -218,32 +236,32 @@ impl PluginBackend {
             return Err(PluginError::MissingField {
                 addr: addr(),
                 endpoint,
-                field: "object",
+                field: "JSON object",
                 body: excerpt(&resp.body),
             });
         }
         Ok(value)
     }
 
-    /// Activates the plugin once, retrying while it is not yet listening (a plugin started
-    /// alongside the agent), with backoff, until the mount timeout.
-    fn activate(&self) -> Result<(), BackendError> {
+    /// Activates the plugin once, retrying with backoff while it is not listening yet (its
+    /// socket refuses, or does not exist yet), until `d`.
+    fn activate(&self, d: &Deadline) -> Result<(), BackendError> {
         let mut done = self.activated.lock().unwrap_or_else(|p| p.into_inner());
         if *done {
             return Ok(());
         }
-        let deadline = Instant::now() + self.timeouts.mount;
         let mut backoff = FIRST_BACKOFF;
         let answer = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.call(
-                "Plugin.Activate",
-                &json!({}),
-                left.max(Duration::from_millis(1)),
-            ) {
+            match self.request("Plugin.Activate", &json!({}), d) {
                 Err(PluginError::Http { source, .. })
-                    if source.is_refused() && Instant::now() + backoff < deadline =>
+                    if source.is_refused() && d.allows(backoff) =>
                 {
+                    log::debug!(
+                        "plugin {} at {}: not listening yet ({}); retrying in {backoff:?}",
+                        self.driver,
+                        self.client.addr(),
+                        crate::error::render_chain(&source),
+                    );
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -275,16 +293,17 @@ impl PluginBackend {
         Ok(())
     }
 
-    fn volume_call(
+    /// Activates, then makes one request about `name` as part of `call`.
+    fn volume_request(
         &self,
         name: &VolumeName,
         call: Call,
         endpoint: &'static str,
         body: Value,
-        timeout: Duration,
+        d: &Deadline,
     ) -> Result<Value, BackendError> {
-        self.activate()?;
-        self.call(endpoint, &body, timeout)
+        self.activate(d)?;
+        self.request(endpoint, &body, d)
             .map_err(|e| self.fail(Some(name), call, e))
     }
 
@@ -323,6 +342,23 @@ impl PluginBackend {
             status: v.get("Status").cloned().unwrap_or(Value::Null),
         })
     }
+
+    /// `VolumeDriver.Get`, after activation; the plugin's answer is not yet interpreted.
+    fn lookup(&self, name: &VolumeName, d: &Deadline) -> Result<Option<VolumeInfo>, PluginError> {
+        self.request("VolumeDriver.Get", &json!({"Name": name.as_str()}), d)
+            .map(|v| v.get("Volume").and_then(Self::info))
+    }
+
+    fn create_by(
+        &self,
+        name: &VolumeName,
+        opts: &VolumeOpts,
+        d: &Deadline,
+    ) -> Result<(), BackendError> {
+        let body = json!({"Name": name.as_str(), "Opts": opts});
+        self.volume_request(name, Call::Create, "VolumeDriver.Create", body, d)
+            .map(drop)
+    }
 }
 
 impl Backend for PluginBackend {
@@ -331,70 +367,54 @@ impl Backend for PluginBackend {
     }
 
     fn create(&self, name: &VolumeName, opts: &VolumeOpts) -> Result<(), BackendError> {
-        let body = json!({"Name": name.as_str(), "Opts": opts});
-        self.volume_call(
-            name,
-            Call::Create,
-            "VolumeDriver.Create",
-            body,
-            self.timeouts.mount,
-        )
-        .map(|_| ())
+        self.create_by(name, opts, &Deadline::after(self.timeouts.mount))
     }
 
     fn remove(&self, name: &VolumeName) -> Result<(), BackendError> {
         let body = json!({"Name": name.as_str()});
-        self.volume_call(
-            name,
-            Call::Remove,
-            "VolumeDriver.Remove",
-            body,
-            self.timeouts.unmount,
-        )
-        .map(|_| ())
+        let d = Deadline::after(self.timeouts.unmount);
+        self.volume_request(name, Call::Remove, "VolumeDriver.Remove", body, &d)
+            .map(drop)
     }
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
-        // Ask first, so an existing volume is never re-created with other options, and
-        // explicit_create can refuse a missing one.
-        if self.get(req.name)?.is_none() {
+        // One deadline for activation, Get, Create and Mount: the mount timeout bounds the
+        // backend call, whatever it takes.
+        let d = Deadline::after(self.timeouts.mount);
+        self.activate(&d)?;
+        // Docker's volume store asks Get first and creates only when Get yields no volume,
+        // reading any answer that is not a volume (an Err, a 404 from a plugin without Get) as
+        // "not there". So do we; a failed exchange, though, says nothing and is an error.
+        // With explicit_create only an Err (the plugin's "no such volume", as in `get`) counts as
+        // absent: a plugin without Get cannot say, and refusing would be a guess.
+        let exists = match self.lookup(req.name, &d) {
+            Ok(found) => found.is_some(),
+            Err(PluginError::PluginErr { .. }) => false,
+            Err(e) if e.is_answer() && !req.explicit_create => false,
+            Err(e) => return Err(self.fail(Some(req.name), Call::Mount, e)),
+        };
+        if !exists {
             if req.explicit_create {
                 return Err(BackendError::no_such_volume(&self.driver, req.name));
             }
-            self.create(req.name, req.opts)?;
+            self.create_by(req.name, req.opts, &d)?;
         }
         let body = json!({"Name": req.name.as_str(), "ID": req.id.0});
-        let v = self.volume_call(
-            req.name,
-            Call::Mount,
-            "VolumeDriver.Mount",
-            body,
-            self.timeouts.mount,
-        )?;
+        let v = self.volume_request(req.name, Call::Mount, "VolumeDriver.Mount", body, &d)?;
         self.mountpoint(req.name, Call::Mount, "VolumeDriver.Mount", &v)
     }
 
     fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<(), BackendError> {
         let body = json!({"Name": name.as_str(), "ID": id.0});
-        self.volume_call(
-            name,
-            Call::Unmount,
-            "VolumeDriver.Unmount",
-            body,
-            self.timeouts.unmount,
-        )
-        .map(|_| ())
+        let d = Deadline::after(self.timeouts.unmount);
+        self.volume_request(name, Call::Unmount, "VolumeDriver.Unmount", body, &d)
+            .map(drop)
     }
 
     fn path(&self, name: &VolumeName) -> Result<Option<PathBuf>, BackendError> {
         let body = json!({"Name": name.as_str()});
-        let v = self.volume_call(
-            name,
-            Call::Path,
-            "VolumeDriver.Path",
-            body,
-            self.timeouts.mount,
-        )?;
+        let d = Deadline::after(self.timeouts.mount);
+        let v = self.volume_request(name, Call::Path, "VolumeDriver.Path", body, &d)?;
         match v.get("Mountpoint").and_then(Value::as_str) {
             None | Some("") => Ok(None),
             Some(_) => self
@@ -404,10 +424,10 @@ impl Backend for PluginBackend {
     }
 
     fn get(&self, name: &VolumeName) -> Result<Option<VolumeInfo>, BackendError> {
-        self.activate()?;
-        let body = json!({"Name": name.as_str()});
-        match self.call("VolumeDriver.Get", &body, self.timeouts.mount) {
-            Ok(v) => Ok(v.get("Volume").and_then(Self::info)),
+        let d = Deadline::after(self.timeouts.mount);
+        self.activate(&d)?;
+        match self.lookup(name, &d) {
+            Ok(found) => Ok(found),
             // Plugins say "no such volume" in their own words; an answered Err means absent.
             Err(PluginError::PluginErr { .. }) => Ok(None),
             Err(e) => Err(self.fail(Some(name), Call::Get, e)),
@@ -415,9 +435,10 @@ impl Backend for PluginBackend {
     }
 
     fn list(&self) -> Result<Vec<VolumeInfo>, BackendError> {
-        self.activate()?;
+        let d = Deadline::after(self.timeouts.mount);
+        self.activate(&d)?;
         let v = self
-            .call("VolumeDriver.List", &json!({}), self.timeouts.mount)
+            .request("VolumeDriver.List", &json!({}), &d)
             .map_err(|e| self.fail(None, Call::List, e))?;
         Ok(v.get("Volumes")
             .and_then(Value::as_array)
@@ -426,19 +447,24 @@ impl Backend for PluginBackend {
     }
 
     fn capabilities(&self) -> Result<Capabilities, BackendError> {
-        self.activate()?;
-        match self.call("VolumeDriver.Capabilities", &json!({}), self.timeouts.mount) {
-            Ok(v) => Ok(Capabilities {
-                scope: match v.pointer("/Capabilities/Scope").and_then(Value::as_str) {
-                    Some("global") => Scope::Global,
-                    _ => Scope::Local,
-                },
-            }),
-            // Plugins older than the endpoint answer 404; Docker then assumes local scope.
-            Err(PluginError::Status { status: 404, .. }) => Ok(Capabilities {
-                scope: Scope::Local,
-            }),
-            Err(e) => Err(self.fail(None, Call::Capabilities, e)),
-        }
+        let d = Deadline::after(self.timeouts.mount);
+        self.activate(&d)?;
+        // As Docker (volume/drivers/adapter.go): the endpoint is optional, so any answer that
+        // is not a capability (404, Err, not JSON) means local scope, and so does a scope that
+        // is missing or unknown; the scope is matched without regard to case. A plugin that
+        // cannot be reached is still an error: it is down, not local.
+        let scope = match self.request("VolumeDriver.Capabilities", &json!({}), &d) {
+            Ok(v) => v
+                .pointer("/Capabilities/Scope")
+                .and_then(Value::as_str)
+                .filter(|s| s.eq_ignore_ascii_case("global"))
+                .map_or(Scope::Local, |_| Scope::Global),
+            Err(e) if e.is_answer() => {
+                log::debug!("{}; assuming local scope", crate::error::render_chain(&e));
+                Scope::Local
+            }
+            Err(e) => return Err(self.fail(None, Call::Capabilities, e)),
+        };
+        Ok(Capabilities { scope })
     }
 }
