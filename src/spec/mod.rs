@@ -6,7 +6,16 @@
 //!
 //! Checks that need the host (does a container path exist, does it escape the root through a
 //! symlink) belong to the mount layer, not here.
+//!
+//! - [`name`](VolumeName), [`opts`](VolumeOpts), [`path`](ContainerPath): the validated parts of a
+//!   spec; each refuses bad input with its own small error, which callers wrap.
+//! - `env`: the `DVDI_VOLUME_*` variables; `docker`: `DOCKER_VOLUME` entries, after Mesos'
+//!   `docker/volume` isolator.
+//! - [`resolve`]: both forms together, the rules across volumes, and [`SpecError`], whose message
+//!   names the variable or entry a task author has to fix.
 
+mod docker;
+mod env;
 mod name;
 mod opts;
 mod path;
@@ -38,7 +47,12 @@ pub(crate) fn shown(value: &str) -> String {
 }
 
 /// One volume a container asks for, valid by construction.
+///
+/// Its JSON form is `{"driver","name","opts":{…},"container_path":null|"…","read_only",
+/// "explicit_create"}`, plus `"dvdcli"` only when set. Deserialising validates every part, and
+/// refuses unknown fields: a misspelt `"readonly"` must not quietly mean read-write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
     /// The driver (plugin or built-in backend).
     pub driver: DriverName,
@@ -52,9 +66,25 @@ pub struct VolumeSpec {
     pub read_only: bool,
     /// Never create the volume; fail if it does not exist.
     pub explicit_create: bool,
-    /// A per-task `dvdcli` program, only ever set when the operator allows it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A per-task `dvdcli` program (absolute, normalised), only ever set when the operator allows
+    /// it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "deserialize_dvdcli"
+    )]
     pub dvdcli: Option<PathBuf>,
+}
+
+/// Holds a deserialised `dvdcli` to the rule `DVDI_VOLUME_DVDCLI` is held to: absolute, no `..`,
+/// no NUL. The agent runs it as root, so a hand-edited spec gets no more freedom than a task.
+fn deserialize_dvdcli<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let path = ContainerPath::absolute(&s)
+        .map_err(|e| serde::de::Error::custom(format_args!("dvdcli {:?} {e}", shown(&s))))?;
+    Ok(Some(path.as_path().to_path_buf()))
 }
 
 impl VolumeSpec {

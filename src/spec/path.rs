@@ -21,7 +21,7 @@ pub enum PathError {
     #[error("contains a NUL byte")]
     Nul,
     /// The path names the container's root (or the sandbox itself).
-    #[error("names the root of the container; give a directory below it")]
+    #[error("names the root of the container (or the sandbox itself); give a directory below it")]
     Root,
     /// Longer than a path may be (PATH_MAX).
     #[error("is {len} bytes long; a path may have at most {MAX_PATH_LEN} bytes")]

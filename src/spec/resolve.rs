@@ -1,18 +1,23 @@
 //! Resolution: a task's environment and `DOCKER_VOLUME` entries → validated [`VolumeSpec`]s.
+//!
+//! The two input forms are read by [`super::env`] and [`super::docker`]; this file holds what they
+//! share: the result, the errors and warnings, and the rules that look across volumes (duplicates,
+//! shared container paths, output order).
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 
 use super::{
-    shown, ContainerPath, DockerVolumeInput, DriverName, NameError, OptError, PathError,
-    ResolveOptions, VolumeName, VolumeOpts, VolumeSpec,
+    docker, env, shown, DockerVolumeInput, DriverName, NameError, OptError, PathError,
+    ResolveOptions, VolumeSpec,
 };
 
 /// The prefix of every variable this contract reads.
 pub const PREFIX: &str = "DVDI_VOLUME_";
 
 /// The fields of the environment form, as they follow [`PREFIX`].
+///
+/// These are the original module's six (`NAME`, `DRIVER`, `OPTS`, `CONTAINERPATH`,
+/// `EXPLICITCREATE`, `DVDCLI`) plus `READONLY`.
 pub const FIELDS: &[&str] = &[
     "NAME",
     "DRIVER",
@@ -26,75 +31,123 @@ pub const FIELDS: &[&str] = &[
 /// What resolution produced: the volumes, in a stable order, and warnings for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// The volumes: environment form first (index order: none, 1…9), then `DOCKER_VOLUME`s.
+    /// The volumes: environment form first (index order: none, 1…9), then `DOCKER_VOLUME`s in
+    /// their order. A volume asked for twice in an accepted way appears once, where it was first
+    /// asked for.
     pub volumes: Vec<VolumeSpec>,
     /// Things ignored on purpose (e.g. `DVDI_VOLUME_DVDCLI` when not allowed).
     pub warnings: Vec<SpecWarning>,
 }
 
-/// A task input that was ignored on purpose.
+/// A task input that was ignored on purpose. `Display` is the message for the operator's log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecWarning {
-    /// `DVDI_VOLUME_DVDCLI` names a program, but the operator does not let tasks choose what the
+    /// `DVDI_VOLUME_DVDCLI<i>` names a program, but the operator does not let tasks choose what the
     /// agent runs as root.
-    #[error("{variable} is ignored: a task may not choose the dvdcli program the agent runs (the operator can allow it with allow_task_dvdcli=true)")]
+    #[error("{variable} is ignored: a task may not choose the dvdcli program the agent runs as root (the operator can allow it with allow_task_dvdcli=true)")]
     TaskDvdcliIgnored {
-        /// The variable.
+        /// The variable, e.g. `DVDI_VOLUME_DVDCLI3`.
         variable: String,
     },
 }
 
 /// Where a volume was asked for: an environment index or a `ContainerInfo.volumes` entry.
+///
+/// `Display` names it the way a task author would look for it: `DVDI_VOLUME_NAME3`, or
+/// `ContainerInfo.volumes[2] (DOCKER_VOLUME "pgdata")`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// The environment form; `None` for the unsuffixed variables.
     Env(Option<u8>),
-    /// `ContainerInfo.volumes[i]`.
-    DockerVolume(usize),
+    /// `ContainerInfo.volumes[index]`, a `DOCKER_VOLUME` named `name`.
+    DockerVolume {
+        /// The position in `ContainerInfo.volumes`.
+        index: usize,
+        /// `source.docker_volume.name` as given (possibly invalid).
+        name: String,
+    },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::Env(None) => write!(f, "{PREFIX}NAME"),
-            Origin::Env(Some(i)) => write!(f, "{PREFIX}NAME{i}"),
-            Origin::DockerVolume(i) => write!(f, "ContainerInfo.volumes[{i}] (DOCKER_VOLUME)"),
+            Origin::Env(index) => f.write_str(&env::variable_name("NAME", *index)),
+            Origin::DockerVolume { index, name } => write!(
+                f,
+                "ContainerInfo.volumes[{index}] (DOCKER_VOLUME {:?})",
+                shown(name)
+            ),
         }
     }
 }
 
-/// A task input that breaks the contract; the message names the variable or field, the value and
-/// what would be valid. Causes from the validated types are kept in `source()`.
+/// A variable name as messages show it: bare when it is a plain identifier (every name this
+/// contract defines), quoted and escaped otherwise, so a hostile name cannot forge log lines.
+struct Var<'a>(&'a str);
+
+impl fmt::Display for Var<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = !self.0.is_empty()
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if plain {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
+fn var(s: &str) -> Var<'_> {
+    Var(s)
+}
+
+/// A task input that breaks the contract: the task fails in prepare and nothing is mounted.
+///
+/// The message names the variable (e.g. `DVDI_VOLUME_OPTS3`) or the `DOCKER_VOLUME` entry (e.g.
+/// `ContainerInfo.volumes[2].container_path (DOCKER_VOLUME "pgdata")`), quotes the offending value
+/// escaped, and says what would be valid. Causes from the validated types ([`NameError`],
+/// [`OptError`], [`PathError`]) are kept in `source()` and not repeated here; render the whole
+/// chain with [`crate::error::render_chain`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    /// A `DVDI_VOLUME_*` variable whose suffix is not one digit 1–9.
-    #[error("{variable}: the suffix {suffix:?} is not valid; use none or one digit 1-9 (at most 10 volumes), e.g. {PREFIX}{field}1")]
+    /// A `DVDI_VOLUME_<FIELD>` variable whose suffix is not one digit 1–9.
+    #[error("{}: the suffix {suffix:?} is not valid; use none or one digit 1-9 (at most 10 volumes), e.g. {PREFIX}{field}1", var(.variable))]
     BadSuffix {
-        /// The variable as given (lossily rendered).
+        /// The variable as given.
         variable: String,
         /// The field it was read as.
         field: &'static str,
-        /// The suffix.
+        /// The suffix after the field.
         suffix: String,
     },
-    /// A `DVDI_VOLUME_*` variable that is not part of the contract.
-    #[error("{variable} is not a known variable; known: {}", known_variables())]
+    /// A `DVDI_VOLUME_*` variable that is not part of the contract (a typo must not silently
+    /// drop a volume).
+    #[error("{} is not a known variable; known: {}", var(.variable), known_variables())]
     UnknownVariable {
-        /// The variable (lossily rendered).
+        /// The variable as given.
         variable: String,
     },
-    /// A `DVDI_VOLUME_*` variable whose name or value is not UTF-8.
-    #[error("{variable}: the value is not valid UTF-8 ({value:?})")]
-    NotUtf8 {
-        /// The variable (lossily rendered).
+    /// A variable starting with `DVDI_VOLUME_` whose name is not UTF-8.
+    #[error("{}: the variable name is not valid UTF-8; use {PREFIX}<FIELD>[1-9] in ASCII", var(.variable))]
+    NameNotUtf8 {
+        /// The name, lossily rendered (invalid bytes as U+FFFD).
         variable: String,
-        /// The value (lossily rendered).
+    },
+    /// A `DVDI_VOLUME_*` variable whose value is not UTF-8.
+    #[error("{variable}: the value {value:?} is not valid UTF-8; give UTF-8 text")]
+    ValueNotUtf8 {
+        /// The variable.
+        variable: String,
+        /// The value, lossily rendered (invalid bytes as U+FFFD).
         value: String,
     },
     /// Another field for an index without `DVDI_VOLUME_NAME<i>`.
     #[error("{variable} is set but {name_variable} is not; every volume needs a name")]
     MissingName {
-        /// The orphaned variable.
+        /// The variable without a name beside it.
         variable: String,
         /// The name variable that is missing.
         name_variable: String,
@@ -126,7 +179,7 @@ pub enum SpecError {
     BadOpts {
         /// The variable or field.
         place: String,
-        /// The value as given.
+        /// The value as given (`DOCKER_VOLUME`: its pairs as `k=v,…`).
         value: String,
         /// Why.
         #[source]
@@ -143,15 +196,15 @@ pub enum SpecError {
         #[source]
         source: PathError,
     },
-    /// A boolean that is not `true` or `false`.
-    #[error("{variable}: {value:?} is not a boolean; use true or false")]
+    /// `READONLY` or `EXPLICITCREATE` that is not `true` or `false`.
+    #[error("{variable}: {value:?} is not a boolean; use true or false (any letter case)")]
     BadBool {
         /// The variable.
         variable: String,
         /// The value.
         value: String,
     },
-    /// An invalid per-task dvdcli path (when the operator allows one).
+    /// An invalid per-task dvdcli path (only checked when the operator allows one).
     #[error("{variable}: invalid dvdcli path {value:?}")]
     BadDvdcli {
         /// The variable.
@@ -162,26 +215,25 @@ pub enum SpecError {
         #[source]
         source: PathError,
     },
-    /// A driver the operator does not allow.
+    /// A driver the operator does not allow (`allowed_drivers`).
     #[error("{place}: driver {driver:?} is not allowed on this agent; allowed: {allowed}")]
     DriverNotAllowed {
-        /// The variable or field.
+        /// The variable or field (or, for a defaulted driver, the unset variable).
         place: String,
         /// The driver.
         driver: String,
-        /// The allowed drivers, comma-separated.
+        /// The allowed drivers, quoted and comma-separated.
         allowed: String,
     },
-    /// A `DOCKER_VOLUME` without a driver (Mesos' `docker/volume` isolator refuses it too).
-    #[error("{place}: volume {name:?} names no driver; set source.docker_volume.driver")]
+    /// A `DOCKER_VOLUME` without a driver. Mesos' `docker/volume` isolator refuses it too, rather
+    /// than pick a driver the framework did not ask for.
+    #[error("{place}: no driver is set; set source.docker_volume.driver (Mesos' docker/volume isolator requires it too)")]
     DockerVolumeWithoutDriver {
-        /// The field.
+        /// The field, naming the entry.
         place: String,
-        /// The volume name.
-        name: String,
     },
-    /// The same volume twice in a way that cannot be merged.
-    #[error("{second} asks again for volume {name:?} of driver {driver:?} ({first} did); one volume may appear twice only when neither gives a container path and both agree on options and modes")]
+    /// The same driver+name twice in a way that cannot be merged.
+    #[error("{second} asks again for volume {name:?} of driver {driver:?} ({first} did) {reason}; one volume may appear twice only when neither gives a container path and both agree on options and modes")]
     Duplicate {
         /// Where it was asked for first.
         first: String,
@@ -191,6 +243,8 @@ pub enum SpecError {
         driver: String,
         /// The volume.
         name: String,
+        /// What keeps the two from being merged.
+        reason: &'static str,
     },
     /// Two volumes bound onto one container path.
     #[error("{second} uses container path {path:?}, which {first} uses already; give each volume its own path")]
@@ -212,85 +266,35 @@ fn known_variables() -> String {
         .join(", ")
 }
 
-/// The raw values of one environment index, each with the variable it came from.
-#[derive(Default)]
-struct RawEnvVolume {
-    fields: BTreeMap<&'static str, (String, String)>,
-}
-
-fn variable_name(field: &str, index: Option<u8>) -> String {
-    match index {
-        Some(i) => format!("{PREFIX}{field}{i}"),
-        None => format!("{PREFIX}{field}"),
-    }
-}
-
-/// Splits `DVDI_VOLUME_<FIELD><suffix>` into its field and index.
-fn parse_variable(rest: &str, variable: &str) -> Result<(&'static str, Option<u8>), SpecError> {
-    // Longest field first, so NAME is never read as a prefix of a longer field.
-    let mut fields: Vec<&'static str> = FIELDS.to_vec();
-    fields.sort_by_key(|f| std::cmp::Reverse(f.len()));
-    let Some(field) = fields.into_iter().find(|f| rest.starts_with(f)) else {
-        return Err(SpecError::UnknownVariable {
-            variable: variable.to_owned(),
-        });
-    };
-    let suffix = &rest[field.len()..];
-    match suffix.as_bytes() {
-        [] => Ok((field, None)),
-        [d @ b'1'..=b'9'] => Ok((field, Some(d - b'0'))),
-        // A suffix that is not a digit at all is a different (unknown) variable, e.g.
-        // DVDI_VOLUME_NAMESPACE; anything starting with a digit is a bad index.
-        [b'0'..=b'9', ..] => Err(SpecError::BadSuffix {
-            variable: variable.to_owned(),
-            field,
-            suffix: suffix.to_owned(),
-        }),
-        _ if suffix.len() == 1 => Err(SpecError::BadSuffix {
-            variable: variable.to_owned(),
-            field,
-            suffix: suffix.to_owned(),
-        }),
-        _ => Err(SpecError::UnknownVariable {
-            variable: variable.to_owned(),
-        }),
-    }
-}
-
-fn parse_bool(variable: &str, value: &str) -> Result<bool, SpecError> {
-    if value.eq_ignore_ascii_case("true") {
-        Ok(true)
-    } else if value.eq_ignore_ascii_case("false") {
-        Ok(false)
-    } else {
-        Err(SpecError::BadBool {
-            variable: variable.to_owned(),
-            value: value.to_owned(),
-        })
-    }
-}
-
-fn check_allowed(
-    place: &str,
+/// Refuses `driver` unless the operator's allow-list (if any) names it.
+pub(super) fn check_allowed(
+    place: impl FnOnce() -> String,
     driver: &DriverName,
     options: &ResolveOptions,
 ) -> Result<(), SpecError> {
     match &options.allowed_drivers {
         Some(allowed) if !allowed.contains(driver) => Err(SpecError::DriverNotAllowed {
-            place: place.to_owned(),
+            place: place(),
             driver: driver.to_string(),
-            allowed: allowed
-                .iter()
-                .map(DriverName::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
+            allowed: if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed
+                    .iter()
+                    .map(|d| format!("{:?}", d.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
         }),
         _ => Ok(()),
     }
 }
 
-/// Resolves a task's environment (NAME=VALUE pairs in order; later entries win) and its
-/// `DOCKER_VOLUME` entries into volume specs.
+/// Resolves a task's environment (NAME=VALUE byte pairs in order; later entries win) and its
+/// `DOCKER_VOLUME` entries into volume specs, or the first way they break the contract.
+///
+/// Only variables starting with [`PREFIX`] are read; all others are ignored whatever bytes they
+/// hold. Pure: no I/O; whether a container path exists is the mount layer's question.
 ///
 /// ```
 /// use mesos_dvdi::spec::{resolve, DriverName, ResolveOptions};
@@ -302,189 +306,30 @@ fn check_allowed(
 /// let env = [("DVDI_VOLUME_NAME", "pgdata"), ("DVDI_VOLUME_CONTAINERPATH", "/var/lib/pg")];
 /// let resolved = resolve(&env, &[], &options).unwrap();
 /// assert_eq!(resolved.volumes[0].driver.as_str(), "rexray");
+///
+/// let typo = [("DVDI_VOLUME_NAME", "pgdata"), ("DVDI_VOLUME_CONTAINER_PATH", "/var/lib/pg")];
+/// let err = resolve(&typo, &[], &options).unwrap_err();
+/// assert!(err.to_string().starts_with("DVDI_VOLUME_CONTAINER_PATH is not a known variable"));
 /// ```
 pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     env: &[(K, V)],
     docker_volumes: &[DockerVolumeInput],
     options: &ResolveOptions,
 ) -> Result<Resolved, SpecError> {
-    let mut raw: BTreeMap<Option<u8>, RawEnvVolume> = BTreeMap::new();
-    for (k, v) in env {
-        let (k, v) = (k.as_ref(), v.as_ref());
-        let Some(rest) = k.strip_prefix(PREFIX.as_bytes()) else {
-            continue;
-        };
-        let variable = shown(&String::from_utf8_lossy(k));
-        let (Ok(rest), Ok(value)) = (std::str::from_utf8(rest), std::str::from_utf8(v)) else {
-            return Err(SpecError::NotUtf8 {
-                variable,
-                value: shown(&String::from_utf8_lossy(v)),
-            });
-        };
-        let (field, index) = parse_variable(rest, &variable)?;
-        // Later entries win.
-        raw.entry(index)
-            .or_default()
-            .fields
-            .insert(field, (variable, value.to_owned()));
-    }
-
     let mut warnings = Vec::new();
-    let mut specs: Vec<(Origin, VolumeSpec)> = Vec::new();
-    for (index, vol) in raw {
-        let Some((name_var, name)) = vol.fields.get("NAME") else {
-            let (variable, _) = vol.fields.values().next().expect("an index has a field");
-            return Err(SpecError::MissingName {
-                variable: variable.clone(),
-                name_variable: variable_name("NAME", index),
-            });
-        };
-        let name = VolumeName::new(name.as_str()).map_err(|source| SpecError::BadName {
-            place: name_var.clone(),
-            value: shown(name),
-            source,
-        })?;
-        let driver = match vol.fields.get("DRIVER") {
-            None => options.default_driver.clone(),
-            Some((var, value)) => {
-                let d = DriverName::new(value.as_str()).map_err(|source| SpecError::BadDriver {
-                    place: var.clone(),
-                    value: shown(value),
-                    source,
-                })?;
-                check_allowed(var, &d, options)?;
-                d
-            }
-        };
-        if !vol.fields.contains_key("DRIVER") {
-            check_allowed(&variable_name("DRIVER", index), &driver, options)?;
-        }
-        let opts = match vol.fields.get("OPTS") {
-            None => VolumeOpts::empty(),
-            Some((var, value)) => {
-                VolumeOpts::parse(value).map_err(|source| SpecError::BadOpts {
-                    place: var.clone(),
-                    value: shown(value),
-                    source,
-                })?
-            }
-        };
-        let container_path = match vol.fields.get("CONTAINERPATH") {
-            None => None,
-            Some((var, value)) => Some(ContainerPath::absolute(value).map_err(|source| {
-                SpecError::BadContainerPath {
-                    place: var.clone(),
-                    value: shown(value),
-                    source,
-                }
-            })?),
-        };
-        let flag = |field: &str| -> Result<bool, SpecError> {
-            vol.fields
-                .get(field)
-                .map_or(Ok(false), |(var, value)| parse_bool(var, value))
-        };
-        let read_only = flag("READONLY")?;
-        let explicit_create = flag("EXPLICITCREATE")?;
-        let dvdcli = match vol.fields.get("DVDCLI") {
-            None => None,
-            Some((var, _)) if !options.allow_task_dvdcli => {
-                warnings.push(SpecWarning::TaskDvdcliIgnored {
-                    variable: var.clone(),
-                });
-                None
-            }
-            Some((var, value)) => {
-                let p = ContainerPath::absolute(value).map_err(|source| SpecError::BadDvdcli {
-                    variable: var.clone(),
-                    value: shown(value),
-                    source,
-                })?;
-                Some(PathBuf::from(p.as_path()))
-            }
-        };
-        specs.push((
-            Origin::Env(index),
-            VolumeSpec {
-                driver,
-                name,
-                opts,
-                container_path,
-                read_only,
-                explicit_create,
-                dvdcli,
-            },
-        ));
+    let mut specs = env::resolve_env(env, options, &mut warnings)?;
+    for (index, input) in docker_volumes.iter().enumerate() {
+        specs.push(docker::resolve_docker_volume(index, input, options)?);
     }
-
-    for (i, dv) in docker_volumes.iter().enumerate() {
-        specs.push((Origin::DockerVolume(i), docker_volume(i, dv, options)?));
-    }
-
     Ok(Resolved {
         volumes: dedup(specs)?,
         warnings,
     })
 }
 
-fn docker_volume(
-    i: usize,
-    dv: &DockerVolumeInput,
-    options: &ResolveOptions,
-) -> Result<VolumeSpec, SpecError> {
-    let place = |field: &str| format!("ContainerInfo.volumes[{i}].{field}");
-    let name = VolumeName::new(dv.name.as_str()).map_err(|source| SpecError::BadName {
-        place: place("source.docker_volume.name"),
-        value: shown(&dv.name),
-        source,
-    })?;
-    // Mesos' docker/volume isolator refuses a DOCKER_VOLUME without a driver; so do we, rather
-    // than guess one the framework did not ask for.
-    if dv.driver.is_empty() {
-        return Err(SpecError::DockerVolumeWithoutDriver {
-            place: place("source.docker_volume.driver"),
-            name: dv.name.clone(),
-        });
-    }
-    let driver_place = place("source.docker_volume.driver");
-    let driver = DriverName::new(dv.driver.as_str()).map_err(|source| SpecError::BadDriver {
-        place: driver_place.clone(),
-        value: shown(&dv.driver),
-        source,
-    })?;
-    check_allowed(&driver_place, &driver, options)?;
-    let opts = VolumeOpts::from_pairs(dv.driver_options.iter().cloned()).map_err(|source| {
-        SpecError::BadOpts {
-            place: place("source.docker_volume.driver_options"),
-            value: shown(
-                &dv.driver_options
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            source,
-        }
-    })?;
-    let container_path =
-        ContainerPath::any(&dv.container_path).map_err(|source| SpecError::BadContainerPath {
-            place: place("container_path"),
-            value: shown(&dv.container_path),
-            source,
-        })?;
-    Ok(VolumeSpec {
-        driver,
-        name,
-        opts,
-        container_path: Some(container_path),
-        read_only: dv.read_only,
-        explicit_create: false,
-        dvdcli: None,
-    })
-}
-
-/// Applies the duplicate rules: one volume twice is merged only when neither has a container
-/// path and they agree; two volumes on one container path are refused.
+/// Applies the rules across volumes: one driver+name twice is kept once only when neither has a
+/// container path and they agree on everything else; two volumes on one container path are
+/// refused. Keeps the first occurrence's place in the order.
 fn dedup(specs: Vec<(Origin, VolumeSpec)>) -> Result<Vec<VolumeSpec>, SpecError> {
     let mut out: Vec<(Origin, VolumeSpec)> = Vec::with_capacity(specs.len());
     for (origin, spec) in specs {
@@ -492,14 +337,20 @@ fn dedup(specs: Vec<(Origin, VolumeSpec)>) -> Result<Vec<VolumeSpec>, SpecError>
             .iter()
             .find(|(_, s)| s.driver == spec.driver && s.name == spec.name)
         {
-            if kept.container_path.is_none() && spec == *kept {
+            let reason = if kept.container_path.is_some() || spec.container_path.is_some() {
+                "with a container path"
+            } else if spec != *kept {
+                "with other options, modes or dvdcli"
+            } else {
+                // Harmless repetition (the original module ignored it too): one mount serves both.
                 continue;
-            }
+            };
             return Err(SpecError::Duplicate {
                 first: first.to_string(),
                 second: origin.to_string(),
                 driver: spec.driver.to_string(),
                 name: spec.name.to_string(),
+                reason,
             });
         }
         if let Some(path) = &spec.container_path {
