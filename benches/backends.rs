@@ -2,7 +2,8 @@
 //! plugin that answers at once:
 //! - the floor: the same three requests (Get, Mount, Unmount) as bare HTTP on a kept-alive
 //!   connection of the same socket;
-//! - through the plugin backend (what the module does);
+//! - through the plugin backend (what the module does), warm and cold (a new backend each time:
+//!   discovery, connect and activation first);
 //! - through the dvdcli backend with a stand-in dvdcli that makes the same calls to the same
 //!   plugin with `curl --unix-socket` (a process per call, as with the real dvdcli);
 //! - through the dvdcli backend with a stand-in that only prints a path (the process cost alone).
@@ -81,6 +82,18 @@ fn round_trips(c: &mut Criterion) {
         b.iter(|| {
             native.mount(&req).unwrap();
             native.unmount(&name, &id).unwrap();
+        })
+    });
+
+    // The first mount of a driver after the agent starts: discovery, connect, Plugin.Activate,
+    // then the same three requests, through a new backend each time.
+    let driver = DriverName::new("bench").unwrap();
+    let dirs = [dir.path().to_owned()];
+    c.bench_function("plugin, cold: discover+activate+mount+unmount", |b| {
+        b.iter(|| {
+            let cold = PluginBackend::discover(&driver, &dirs, timeouts).unwrap();
+            cold.mount(&req).unwrap();
+            cold.unmount(&name, &id).unwrap();
         })
     });
 
