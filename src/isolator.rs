@@ -23,7 +23,7 @@ use crate::error::render_chain;
 use crate::mount::{self, TargetError, TargetPolicy};
 use crate::spec::{self, DockerVolumeInput, SpecError, VolumeKey, VolumeSpec};
 use crate::state::{
-    ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Use, VolumeRecord,
+    ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Surveyed, Use, VolumeRecord,
     CHECKPOINT_VERSION,
 };
 
@@ -747,28 +747,29 @@ impl Isolator {
         mut index: Option<&mut Index>,
     ) -> Result<RecoverReport, IsolatorError> {
         let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
-        let keys = self
+        let mounted: HashSet<&Path> = table.iter().map(|e| e.mount_point.as_path()).collect();
+        let surveyed = self
             .store
-            .keys()
+            .survey()
             .map_err(|e| IsolatorError::Store(Box::new(e)))?;
         // Volumes are independent: reconcile them on every core, each worker with its own
         // report and index, merged in key order afterwards.
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 8);
-        let chunk = keys.len().div_ceil(workers).max(1);
+        let chunk = surveyed.len().div_ceil(workers).max(1);
         let track = index.is_some();
         let parts: Vec<(RecoverReport, Index)> = std::thread::scope(|s| {
-            let handles: Vec<_> = keys
+            let handles: Vec<_> = surveyed
                 .chunks(chunk)
                 .map(|part| {
-                    let table = &table;
+                    let mounted = &mounted;
                     s.spawn(move || {
                         let mut report = RecoverReport::default();
                         let mut part_index = Index::new();
-                        for key in part {
-                            let key = match key {
-                                Ok(key) => key,
+                        for volume in part {
+                            let volume = match volume {
+                                Ok(volume) => volume,
                                 Err(e) => {
                                     // Never replaced silently: the operator decides (`dvdi status`
                                     // shows it).
@@ -778,11 +779,11 @@ impl Isolator {
                             };
                             let step = Reconcile {
                                 alive,
-                                table,
+                                mounted,
                                 dry_run,
                             };
                             let idx = track.then_some(&mut part_index);
-                            if let Err(e) = self.reconcile_volume(key, &step, &mut report, idx) {
+                            if let Err(e) = self.reconcile_volume(volume, &step, &mut report, idx) {
                                 report.errors.push(render_chain(&e));
                             }
                         }
@@ -818,11 +819,33 @@ impl Isolator {
 
     fn reconcile_volume(
         &self,
-        key: &VolumeKey,
+        volume: &Surveyed,
         step: &Reconcile<'_>,
         report: &mut RecoverReport,
         index: Option<&mut Index>,
     ) -> Result<(), IsolatorError> {
+        // Most volumes need nothing at recovery: every user alive, mounted, the mount in place.
+        // Judge that on a snapshot read without the lock and take the lock only to change
+        // something. The snapshot cannot mislead: records are replaced whole, and nothing but
+        // this isolator drops a Mesos container's reference, while a `dvdi` process unmounts a
+        // volume only once it has no users left.
+        let key = &volume.key;
+        if let Some(snapshot) = &volume.snapshot() {
+            if snapshot.phase == Phase::Mounted
+                && !snapshot.users.is_empty()
+                && !step.vanished(snapshot)
+                && snapshot
+                    .users
+                    .iter()
+                    .all(|(id, u)| (step.alive)(id, u.owner))
+            {
+                if let Some(index) = index {
+                    add_users(index, snapshot, key);
+                }
+                report.kept.push(key.clone());
+                return Ok(());
+            }
+        }
         let guard = self.store.lock(key).map_err(Self::state_err(key))?;
         let Some(mut record) = guard.load().map_err(Self::state_err(key))? else {
             return Ok(());
@@ -845,13 +868,7 @@ impl Isolator {
             report.unmounted.push(key.clone());
             return Ok(());
         }
-        let vanished = record.phase == Phase::Mounted
-            && record.is_mount_point
-            && record
-                .host_path
-                .as_deref()
-                .is_some_and(|p| !mount::is_mount_point(step.table, p));
-        if record.phase != Phase::Mounted || vanished {
+        if record.phase != Phase::Mounted || step.vanished(&record) {
             if !step.dry_run {
                 let host = self.mount_record(&record)?;
                 record.is_mount_point = self.is_mount_point(&host);
@@ -865,17 +882,22 @@ impl Isolator {
             guard.save(&record).map_err(Self::state_err(key))?;
         }
         if let Some(index) = index {
-            for id in record.users.keys() {
-                if let Some(Some(keys)) = index.get_mut(id) {
-                    keys.push(key.clone());
-                } else {
-                    // A live `dvdi run` process the agent does not know.
-                    index.insert(id.clone(), Some(vec![key.clone()]));
-                }
-            }
+            add_users(index, &record, key);
         }
         report.kept.push(key.clone());
         Ok(())
+    }
+}
+
+/// Records in `index` that the users of `record` hold `key`.
+fn add_users(index: &mut Index, record: &VolumeRecord, key: &VolumeKey) {
+    for id in record.users.keys() {
+        if let Some(Some(keys)) = index.get_mut(id) {
+            keys.push(key.clone());
+        } else {
+            // A live `dvdi run` process the agent does not know.
+            index.insert(id.clone(), Some(vec![key.clone()]));
+        }
     }
 }
 
@@ -885,8 +907,22 @@ type Index = HashMap<ContainerId, Option<Vec<VolumeKey>>>;
 /// What one reconciliation pass judges by.
 struct Reconcile<'a> {
     alive: &'a (dyn Fn(&ContainerId, Owner) -> bool + Sync),
-    table: &'a [mount::MountInfoEntry],
+    /// The host's mount points (a set: an agent may hold thousands of mounts).
+    mounted: &'a HashSet<&'a Path>,
     dry_run: bool,
+}
+
+impl Reconcile<'_> {
+    /// Whether a volume recorded as mounted on a mount point of its own lost that mount (someone
+    /// unmounted it by hand, or the host rebooted under a persistent work_dir).
+    fn vanished(&self, record: &VolumeRecord) -> bool {
+        record.phase == Phase::Mounted
+            && record.is_mount_point
+            && record
+                .host_path
+                .as_deref()
+                .is_some_and(|p| !self.mounted.contains(p))
+    }
 }
 
 /// A backend error about `record`'s volume: errors of the driver as a whole (discovery,

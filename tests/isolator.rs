@@ -356,6 +356,69 @@ fn recover_drops_orphans_and_keeps_live_users() {
     });
 }
 
+/// Whether some process waits in flock(2) on the file with inode `ino` (a blocked request shows
+/// in /proc/locks as a `->` line).
+fn flock_waiter_on(ino: u64) -> bool {
+    fs::read_to_string("/proc/locks").unwrap().lines().any(|l| {
+        l.contains("-> FLOCK")
+            && l.split_whitespace()
+                .any(|f| f.ends_with(&format!(":{ino}")))
+    })
+}
+
+#[test]
+fn recover_reads_settled_volumes_without_waiting_for_their_locks() {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::mpsc;
+    let fx = Fixture::new();
+    let env = [
+        ("DVDI_VOLUME_DRIVER", "local"),
+        ("DVDI_VOLUME_NAME", "busy"),
+    ];
+    fx.isolator()
+        .prepare("live", Owner::Mesos, &fx.input("live", &env, false))
+        .unwrap();
+    // Another holder (a `dvdi` process adding itself, say) has the volume's lock.
+    let iso = fx.isolator();
+    let key = mesos_dvdi::spec::VolumeKey {
+        driver: mesos_dvdi::spec::DriverName::new("local").unwrap(),
+        name: mesos_dvdi::spec::VolumeName::new("busy").unwrap(),
+    };
+    let held = iso.store().lock(&key).unwrap();
+    let lock_file = fx.config.work_dir.join("volumes/local/busy.lock");
+    let ino = fs::metadata(&lock_file).unwrap().ino();
+
+    let (done, finished) = mpsc::channel();
+    std::thread::scope(|s| {
+        let iso = &iso;
+        s.spawn(move || {
+            let report = iso.recover(&known(&["live"]), &[]).unwrap();
+            done.send(report).unwrap();
+        });
+        // Either recovery finishes, or it is seen waiting for the lock (then let it go on, so
+        // the test ends, and fail).
+        let report = loop {
+            match finished.try_recv() {
+                Ok(report) => break Ok(report),
+                Err(mpsc::TryRecvError::Disconnected) => break Err("recovery failed"),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if flock_waiter_on(ino) {
+                break Err("recovery waited for the lock of a volume it need not change");
+            }
+            std::thread::yield_now();
+        };
+        drop(held);
+        let report = report.unwrap();
+        assert_eq!(report.kept.len(), 1, "{report:?}");
+        assert!(report.dropped.is_empty() && report.unmounted.is_empty());
+    });
+    // What recovery learned without the lock is complete: the live container's cleanup releases
+    // the volume.
+    iso.cleanup("live").unwrap();
+    assert!(!fx.recorded("local", "busy"));
+}
+
 #[test]
 fn recover_unmounts_volumes_no_known_container_uses() {
     in_private_mount_ns(|| {

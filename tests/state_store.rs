@@ -224,3 +224,54 @@ fn fsync_is_skipped_only_on_tmpfs() {
         assert_eq!(Store::open(shm.path()).unwrap().durable(), !is_tmpfs);
     }
 }
+
+#[test]
+fn survey_lists_each_record_once_with_its_volume_and_an_unlocked_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let plain = key("rexray", "pgdata");
+    let long = key("rexray", &format!("{}z", "n".repeat(254)));
+    let other = key("local", "cache");
+    for k in [&plain, &long, &other] {
+        store.lock(k).unwrap().save(&record(k, &["c"])).unwrap();
+    }
+    // A corrupt record: listed (so recovery reports it under the lock), with no snapshot.
+    let broken = key("rexray", "broken");
+    let g = store.lock(&broken).unwrap();
+    fs::write(g.path(), b"{\"version\":").unwrap();
+    // A record copied under another volume's name: no snapshot either.
+    let copy = key("rexray", "copy");
+    let gc = store.lock(&copy).unwrap();
+    fs::copy(store.lock(&plain).unwrap().path(), gc.path()).unwrap();
+    // Set-aside records and temp files are not records.
+    let rexray = dir.path().join("volumes/rexray");
+    fs::write(rexray.join("old.json.corrupt.1"), b"x").unwrap();
+    fs::write(rexray.join(".pgdata.json.tmp"), b"x").unwrap();
+
+    let surveyed: Vec<_> = store
+        .survey()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.unwrap())
+        .collect();
+    let keys: Vec<String> = surveyed.iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            other.to_string(),
+            broken.to_string(),
+            copy.to_string(),
+            long.to_string(),
+            plain.to_string()
+        ],
+        "driver order, then file name order"
+    );
+    let snapshot = |k: &VolumeKey| surveyed.iter().find(|s| &s.key == k).unwrap().snapshot();
+    assert_eq!(snapshot(&plain), Some(record(&plain, &["c"])));
+    assert_eq!(snapshot(&long), Some(record(&long, &["c"])));
+    assert_eq!(snapshot(&broken), None);
+    assert_eq!(snapshot(&copy), None);
+    // The snapshot is read when asked for: a record removed since the survey has none.
+    store.lock(&other).unwrap().remove().unwrap();
+    assert_eq!(snapshot(&other), None);
+}

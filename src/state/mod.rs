@@ -11,4 +11,4 @@ pub use record::{
     ContainerId, ContainerIdError, Owner, Phase, Use, VolumeRecord, CHECKPOINT_VERSION,
     MAX_CONTAINER_ID_LEN,
 };
-pub use store::{ScannedVolume, StateError, Store, VolumeGuard};
+pub use store::{ScannedVolume, StateError, Store, Surveyed, VolumeGuard};

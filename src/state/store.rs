@@ -12,11 +12,12 @@
 //! other through the same flock, and never wait on a volume they do not use. Lock files are never
 //! deleted, since deleting a lock file another process is about to lock would split the lock.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -201,12 +202,12 @@ impl Store {
         }))
     }
 
-    /// The volume of every checkpoint file, without reading records where the file name tells
-    /// (recovery then reads each record once, under its lock). Files whose volume cannot be
-    /// told come back as errors naming them.
-    pub fn keys(&self) -> Result<Vec<Result<VolumeKey, StateError>>, StateError> {
+    /// Every checkpoint file, with the volume it stands for, without reading records where the
+    /// file name tells (see [`Surveyed::snapshot`]). Files whose volume cannot be told come back
+    /// as errors naming them. Ordered by driver, then file name.
+    pub fn survey(&self) -> Result<Vec<Result<Surveyed, StateError>>, StateError> {
         let mut out = Vec::new();
-        for driver_dir in read_dir_sorted(&self.volumes)? {
+        for driver_dir in read_dir_sorted(&self.volumes, Listing::All)? {
             let Some(driver) = driver_dir
                 .file_name()
                 .and_then(|d| d.to_str())
@@ -217,16 +218,24 @@ impl Store {
             if !driver_dir.is_dir() {
                 continue;
             }
-            for file in read_dir_sorted(&driver_dir)? {
-                if file.extension() != Some(OsStr::new("json")) {
+            // Records are opened relative to their directory: one path walk for them all.
+            let dir = Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(&driver_dir)
+                    .map_err(io_err("opening", &driver_dir))?,
+            );
+            for file in read_dir_sorted(&driver_dir, Listing::Records)? {
+                let Some(file_name) = file.file_name().map(OsStr::to_owned) else {
                     continue;
-                }
-                let plain = file
-                    .file_stem()
-                    .and_then(|s| s.to_str())
+                };
+                let plain = file_name
+                    .to_str()
+                    .and_then(|s| s.strip_suffix(".json"))
                     .filter(|s| !s.contains('~'))
                     .and_then(|s| crate::spec::VolumeName::new(s).ok());
-                out.push(match plain {
+                let key = match plain {
                     Some(name) => Ok(VolumeKey {
                         driver: driver.clone(),
                         name,
@@ -239,7 +248,13 @@ impl Store {
                             source: io::ErrorKind::NotFound.into(),
                         })
                     }),
-                });
+                };
+                out.push(key.map(|key| Surveyed {
+                    key,
+                    dir: Arc::clone(&dir),
+                    file_name,
+                    path: file,
+                }));
             }
         }
         Ok(out)
@@ -249,14 +264,11 @@ impl Store {
     /// recovery; act on a volume only after [`Store::lock`]).
     pub fn scan(&self) -> Result<Vec<ScannedVolume>, StateError> {
         let mut out = Vec::new();
-        for driver_dir in read_dir_sorted(&self.volumes)? {
+        for driver_dir in read_dir_sorted(&self.volumes, Listing::All)? {
             if !driver_dir.is_dir() {
                 continue;
             }
-            for file in read_dir_sorted(&driver_dir)? {
-                if file.extension() != Some(OsStr::new("json")) {
-                    continue;
-                }
+            for file in read_dir_sorted(&driver_dir, Listing::Records)? {
                 let record = read_record(&file).and_then(|r| {
                     r.ok_or_else(|| StateError::Io {
                         op: "reading",
@@ -271,6 +283,33 @@ impl Store {
     }
 }
 
+/// One checkpoint file found by [`Store::survey`].
+#[derive(Debug)]
+pub struct Surveyed {
+    /// The volume it stands for.
+    pub key: VolumeKey,
+    dir: Arc<File>,
+    file_name: OsString,
+    path: PathBuf,
+}
+
+impl Surveyed {
+    /// The record as it is now, read without the lock: a consistent snapshot, since records are
+    /// only ever replaced whole (by rename) or removed. Good for deciding that a volume needs
+    /// nothing; anything that changes it must [`Store::lock`] and load again. `None` when the
+    /// record is gone, cannot be read or is not the volume's (loading it under the lock tells
+    /// why).
+    pub fn snapshot(&self) -> Option<VolumeRecord> {
+        read_record_at(&self.dir, &self.file_name, &self.path)
+            .ok()
+            .flatten()
+            .filter(|r| {
+                r.key() == self.key
+                    && self.file_name.to_str() == Some(&format!("{}.json", stem(r.name.as_str())))
+            })
+    }
+}
+
 /// One checkpoint file found by [`Store::scan`].
 #[derive(Debug)]
 pub struct ScannedVolume {
@@ -280,40 +319,113 @@ pub struct ScannedVolume {
     pub record: Result<VolumeRecord, StateError>,
 }
 
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, StateError> {
-    let mut paths = fs::read_dir(dir)
-        .map_err(io_err("listing", dir))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io_err("listing", dir))?;
-    paths.sort();
-    Ok(paths)
+/// What to list of a directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Everything (the volumes directory: driver directories).
+    All,
+    /// Record files, `*.json`: not lock files, temp files or set-aside records.
+    Records,
+}
+
+/// The entries of `dir`, sorted by name. Names are compared as bytes, which is far cheaper than
+/// comparing paths component by component.
+fn read_dir_sorted(dir: &Path, listing: Listing) -> Result<Vec<PathBuf>, StateError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
+        let name = entry.map_err(io_err("listing", dir))?.file_name();
+        let bytes = name.as_bytes();
+        if listing == Listing::Records && !(bytes.len() > 5 && bytes.ends_with(b".json")) {
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
 }
 
 fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
-    let bytes = match fs::read(path) {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path);
+    parse_record(file.and_then(read_all), path)
+}
+
+/// [`read_record`] of `name` in the directory `dir` (`path` names it in errors).
+fn read_record_at(
+    dir: &File,
+    name: &OsStr,
+    path: &Path,
+) -> Result<Option<VolumeRecord>, StateError> {
+    let file = nix::fcntl::openat(
+        dir,
+        name,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(io::Error::from);
+    parse_record(file.and_then(read_all), path)
+}
+
+/// A record from the bytes read from `path`; `None` when the file does not exist.
+fn parse_record(
+    read: io::Result<Vec<u8>>,
+    path: &Path,
+) -> Result<Option<VolumeRecord>, StateError> {
+    let bytes = match read {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("reading", path)(e)),
     };
-    // Check the version before the shape, so a newer format is reported as such, not as corrupt.
-    // (Peek with a struct, not serde_json::Value, which would reorder the options.)
-    #[derive(serde::Deserialize)]
-    struct Version {
-        version: Option<u64>,
-    }
-    let corrupt = |source| StateError::Corrupt {
+    let unknown = |found| StateError::UnknownVersion {
         path: path.to_owned(),
-        source,
+        found,
     };
-    let Version { version } = serde_json::from_slice(&bytes).map_err(corrupt)?;
-    if let Some(found) = version.filter(|&v| v != u64::from(CHECKPOINT_VERSION)) {
-        return Err(StateError::UnknownVersion {
-            path: path.to_owned(),
-            found,
-        });
+    match serde_json::from_slice::<VolumeRecord>(&bytes) {
+        Ok(r) if r.version == CHECKPOINT_VERSION => Ok(Some(r)),
+        Ok(r) => Err(unknown(u64::from(r.version))),
+        Err(source) => {
+            // A newer format is reported as such, not as corrupt. (Peek with a struct, not
+            // serde_json::Value, which would accept anything.)
+            #[derive(serde::Deserialize)]
+            struct Version {
+                version: Option<u64>,
+            }
+            match serde_json::from_slice::<Version>(&bytes) {
+                Ok(Version {
+                    version: Some(found),
+                }) if found != u64::from(CHECKPOINT_VERSION) => Err(unknown(found)),
+                _ => Err(StateError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                }),
+            }
+        }
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
+}
+
+/// Reads a whole (small) file. Not `File::read_to_end`, which stats the file first for a size
+/// hint that a record a few hundred bytes long does not need (recovery reads thousands).
+fn read_all(mut f: File) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = vec![0; 4096];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match f.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
 }
 
 /// Exclusive access to one volume's checkpoint; the lock is released on drop.
