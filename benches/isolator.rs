@@ -3,6 +3,7 @@
 //! - `prepare+cleanup (1 volume)`: one container, one volume, with an instant backend (a test
 //!   double that returns a directory at once), so the figure is the core's overhead: resolution,
 //!   target verification, four atomic checkpoint writes, flocks.
+//! - `floor: ...`: the file system operations prepare+cleanup is made of, alone, on the same tmpfs.
 //! - `recover`: a fresh isolator recovering N checkpointed references (N volumes, one user each,
 //!   all alive, the worst case for per-volume files).
 //! - `concurrent prepares vs 100 ms plugin`: N containers, each with its own volume, prepared at
@@ -45,6 +46,31 @@ fn prepare_cleanup(c: &mut Criterion) {
             iso.prepare(&id, Owner::Mesos, &input).unwrap();
             iso.cleanup(&id).unwrap();
         })
+    });
+}
+
+/// What the file system itself costs for the steps prepare+cleanup is made of, on the same tmpfs:
+/// the floor under the first figure.
+fn floors(c: &mut Criterion) {
+    use std::io::Write;
+    let dir = scratch();
+    let record = dir.path().join("v.json");
+    let tmp = dir.path().join(".v.json.tmp");
+    let body = vec![b'x'; 400];
+    std::fs::write(&record, &body).unwrap();
+    c.bench_function(
+        "floor: replace a record (create temp, write, close, rename)",
+        |b| {
+            b.iter(|| {
+                let mut f = std::fs::File::create(&tmp).unwrap();
+                f.write_all(&body).unwrap();
+                drop(f);
+                std::fs::rename(&tmp, &record).unwrap();
+            })
+        },
+    );
+    c.bench_function("floor: open and close an existing file", |b| {
+        b.iter(|| drop(std::fs::File::open(&record).unwrap()))
     });
 }
 
@@ -142,5 +168,11 @@ fn concurrent_slow_plugin(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, prepare_cleanup, recover, concurrent_slow_plugin);
+criterion_group!(
+    benches,
+    prepare_cleanup,
+    floors,
+    recover,
+    concurrent_slow_plugin
+);
 criterion_main!(benches);

@@ -2,10 +2,10 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use support::isolator::Fixture;
+use support::isolator::{text, Fixture};
 use support::plugin::{memory_plugin, TestPlugin};
 
 fn dvdi(fx: &Fixture, plugins: &std::path::Path) -> Command {
@@ -15,14 +15,6 @@ fn dvdi(fx: &Fixture, plugins: &std::path::Path) -> Command {
         .arg("--plugin-dir")
         .arg(plugins);
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

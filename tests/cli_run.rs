@@ -4,31 +4,18 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
-use support::isolator::{in_private_mount_ns, is_mounted, Fixture};
+use support::host::in_private_mount_ns;
+use support::isolator::{is_mounted, text, Fixture};
 
 fn dvdi(fx: &Fixture) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dvdi"));
-    c.arg("--work-dir")
-        .arg(&fx.config.work_dir)
-        .arg("--local-root")
-        .arg(&fx.config.local_root)
-        .arg("--loop-root")
-        .arg(&fx.config.loop_root)
-        .arg("--plugin-dir")
+    let mut c = fx.dvdi();
+    c.arg("--plugin-dir")
         .arg(fx.root().join("plugins"))
         .arg("--default-driver")
         .arg("local");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Starts `dvdi run` with a command that prints "ready" and then waits for a line on stdin.

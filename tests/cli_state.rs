@@ -6,27 +6,10 @@ use std::process::{Command, Output, Stdio};
 
 use mesos_dvdi::isolator::process_start_time;
 use mesos_dvdi::state::Owner;
-use support::isolator::Fixture;
+use support::isolator::{text, Fixture};
 
 fn dvdi(fx: &Fixture, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dvdi"))
-        .arg("--work-dir")
-        .arg(&fx.config.work_dir)
-        .arg("--local-root")
-        .arg(&fx.config.local_root)
-        .arg("--loop-root")
-        .arg(&fx.config.loop_root)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    fx.dvdi().args(args).output().unwrap()
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::isolator::in_private_mount_ns;
+use support::host::in_private_mount_ns;
 
 /// Builds the library's C artifacts (`cargo test` makes only the rlib) into a target directory of
 /// this test's own, so it never waits on the outer cargo's lock. Returns that target directory.

@@ -13,7 +13,8 @@ use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{IsolatorError, KnownContainer, LaunchPlan};
 use mesos_dvdi::mount::{self, Host};
 use mesos_dvdi::state::{ContainerId, Owner};
-use support::isolator::{in_private_mount_ns, is_mounted, Counting, Fixture};
+use support::host::in_private_mount_ns;
+use support::isolator::{is_mounted, Counting, Fixture};
 
 fn known(ids: &[&str]) -> Vec<KnownContainer> {
     ids.iter()

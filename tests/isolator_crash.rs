@@ -23,8 +23,9 @@ use std::process::Command;
 use mesos_dvdi::isolator::{KnownContainer, CRASH_POINTS};
 use mesos_dvdi::state::{ContainerId, Owner, Store};
 use serde_json::json;
+use support::host::in_private_mount_ns;
 use support::host::loop_devices_under;
-use support::isolator::{in_private_mount_ns, is_mounted, Fixture};
+use support::isolator::{is_mounted, Fixture};
 
 const VOLUME: &str = "crashvol";
 

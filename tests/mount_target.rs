@@ -411,7 +411,7 @@ fn crosses_mount_points_inside_rootfs() {
     // does not leave the root.
     // Made outside the namespace, so it is removed where nothing is mounted on it.
     let root = tempfile::tempdir().unwrap();
-    support::isolator::in_private_mount_ns(|| {
+    support::host::in_private_mount_ns(|| {
         let mnt = root.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         nix::mount::mount(
@@ -436,7 +436,7 @@ fn crosses_mount_points_inside_rootfs() {
 fn statx_tells_a_mount_root_from_a_plain_directory() {
     use mesos_dvdi::mount::{bind, is_mount_root};
     let dir = tempfile::tempdir().unwrap();
-    support::isolator::in_private_mount_ns(|| {
+    support::host::in_private_mount_ns(|| {
         let (src, dst): (PathBuf, PathBuf) = (dir.path().join("src"), dir.path().join("dst"));
         fs::create_dir(&src).unwrap();
         fs::create_dir(&dst).unwrap();

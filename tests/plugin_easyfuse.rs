@@ -16,8 +16,8 @@ use mesos_dvdi::backend::{
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::{read_mountinfo, MountInfoEntry};
 use mesos_dvdi::spec::{DriverName, VolumeName, VolumeOpts};
-use support::easyfuse::{wait_ready, Easyfuse, THREAD_MOUNTINFO};
-use support::isolator::in_private_mount_ns;
+use support::easyfuse::{wait_ready, Easyfuse};
+use support::host::{in_private_mount_ns, THREAD_MOUNTINFO};
 
 fn mounts_under(dir: &Path) -> Vec<MountInfoEntry> {
     read_mountinfo(Path::new(THREAD_MOUNTINFO))

@@ -6,7 +6,8 @@ mod support;
 
 use mesos_dvdi::state::Owner;
 use support::host::loop_devices_under;
-use support::isolator::{in_private_mount_ns, Fixture, THREAD_MOUNTINFO};
+use support::host::{in_private_mount_ns, THREAD_MOUNTINFO};
+use support::isolator::Fixture;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

@@ -17,8 +17,7 @@ use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::read_mountinfo;
 use mesos_dvdi::spec::DriverName;
 
-/// The mount table of the calling thread's mount namespace (tests may run in a private one).
-pub const THREAD_MOUNTINFO: &str = "/proc/thread-self/mountinfo";
+use super::host::THREAD_MOUNTINFO;
 
 /// A python that can `import easyfuse`: `$DVDI_EASYFUSE`, else the repository's `.venv`. Fails
 /// the test, naming `.ci/setup`, when there is none: a missing plugin must not pass as a skip.

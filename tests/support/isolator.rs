@@ -13,9 +13,7 @@ use mesos_dvdi::isolator::{ContainerInput, Isolator};
 use mesos_dvdi::mount::Host;
 use mesos_dvdi::spec::{DriverName, VolumeName, VolumeOpts};
 
-/// The mount table of the calling thread, which may have a mount namespace of its own
-/// (`/proc/self` would show the main thread's).
-pub const THREAD_MOUNTINFO: &str = "/proc/thread-self/mountinfo";
+use super::host::THREAD_MOUNTINFO;
 
 /// Temp directories for one isolator: work dir, local and loop roots, a stand-in host `/tmp`.
 pub struct Fixture {
@@ -110,34 +108,33 @@ impl Fixture {
             .join(format!("volumes/{driver}/{name}.json"))
             .exists()
     }
+
+    /// The `dvdi` binary on this fixture's work dir, local and loop roots, with no plugin dir.
+    pub fn dvdi(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"));
+        c.arg("--work-dir")
+            .arg(&self.config.work_dir)
+            .arg("--local-root")
+            .arg(&self.config.local_root)
+            .arg("--loop-root")
+            .arg(&self.config.loop_root);
+        c
+    }
+}
+
+/// A command's stdout and stderr, for assertions and failure messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Whether `path` is a mount point in the calling thread's mount namespace.
 pub fn is_mounted(path: &Path) -> bool {
     let table = mesos_dvdi::mount::read_mountinfo(Path::new(THREAD_MOUNTINFO)).unwrap();
     mesos_dvdi::mount::is_mount_point(&table, path)
-}
-
-/// Runs `f` on a thread with a private mount namespace (mounts made there vanish with it), and
-/// returns its result. CLONE_NEWNS implies CLONE_FS, so only that thread (and threads it spawns)
-/// see the new namespace.
-pub fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .expect("make / rprivate");
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
 }
 
 /// Wraps a provider's backends so tests can count mount and unmount calls (the backends below
