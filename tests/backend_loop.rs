@@ -8,9 +8,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesos_dvdi::backend::loopdev::{LoopBackend, LoopPaths};
-use mesos_dvdi::backend::{Backend, BackendErrorKind, MountId, MountRequest, Scope};
+use mesos_dvdi::backend::{Backend, BackendErrorKind, MountId, MountRequest, Scope, Timeouts};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::{FakeMounter, Host, Mounter};
 use mesos_dvdi::spec::{VolumeName, VolumeOpts};
@@ -308,6 +309,57 @@ fn a_failing_mkfs_is_reported_with_its_status_and_stderr_and_the_device_detached
         "{text}"
     );
     assert!(text.contains(&mkfs.display().to_string()), "{text}");
+    t.assert_released();
+}
+
+#[test]
+fn a_hanging_mkfs_is_killed_with_what_it_started_at_the_mount_timeout() {
+    let t = TestDir::new();
+    let tools = t.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    // A test double standing in for mkfs.ext4 that never finishes, with a child of its own.
+    let pids = t.path().join("pids");
+    let mkfs = tools.join("mkfs.ext4");
+    fs::write(
+        &mkfs,
+        format!(
+            "#!/bin/sh\nsleep 1000 &\necho $$ $! > {}\nwait\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&mkfs, fs::Permissions::from_mode(0o755)).unwrap();
+    let b = LoopBackend::with_paths(
+        root(&t),
+        Arc::new(Host),
+        LoopPaths {
+            tool_dirs: vec![tools],
+            ..LoopPaths::default()
+        },
+    )
+    .with_timeouts(Timeouts {
+        mount: Duration::from_secs(1),
+        unmount: Duration::from_secs(600),
+    });
+    let text = mount_err(&b, &name("v"), &VolumeOpts::empty(), false);
+    assert!(
+        text.contains(&mkfs.display().to_string())
+            && text.contains("did not finish within 1s")
+            && text.contains("mount_timeout_secs"),
+        "{text}"
+    );
+    // mkfs itself is reaped, and what it started is dead too (at most a zombie its new parent
+    // has yet to reap). No file: it was killed before it started anything.
+    let pids = fs::read_to_string(&pids).unwrap_or_default();
+    for pid in pids.split_whitespace() {
+        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()));
+        assert!(
+            matches!(state, None | Some('Z')),
+            "process {pid} of the killed mkfs is still there ({state:?})"
+        );
+    }
     t.assert_released();
 }
 

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use super::{
-    tail_text, Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, VolumeInfo,
+    tail_text, Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, Timeouts,
+    VolumeInfo,
 };
 use crate::mount::{MntFlags, MountError, Mounter, MsFlags};
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
@@ -238,6 +239,16 @@ pub enum LoopError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// mkfs did not finish in time; it was killed (with anything it started).
+    #[error("{program} {device} did not finish within {after:?} and was killed; check the device and the host's load, or raise mount_timeout_secs")]
+    MkfsTimeout {
+        /// The program.
+        program: PathBuf,
+        /// The device.
+        device: PathBuf,
+        /// The time it had.
+        after: Duration,
     },
     /// mkfs failed.
     #[error("{program} {device} exited with {status}: {stderr_tail}")]
@@ -503,6 +514,8 @@ pub struct LoopBackend {
     root: PathBuf,
     mounter: Arc<dyn Mounter>,
     paths: LoopPaths,
+    /// How long mkfs may take.
+    mkfs_timeout: Duration,
 }
 
 impl std::fmt::Debug for LoopBackend {
@@ -527,7 +540,14 @@ impl LoopBackend {
             root,
             mounter,
             paths,
+            mkfs_timeout: Timeouts::default().mount,
         }
+    }
+
+    /// Bounds mkfs by the mount timeout of `timeouts` (the default is [`Timeouts::default`]'s).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.mkfs_timeout = timeouts.mount;
+        self
     }
 
     /// The image file of a volume.
@@ -756,24 +776,79 @@ impl LoopBackend {
         })
     }
 
-    fn mkfs(program: &Path, device: &Path, fstype: FsType) -> Result<(), LoopError> {
-        let out = Command::new(program)
+    /// Runs mkfs on `device`, killing it (and anything it started: it runs in a process group of
+    /// its own) when it has not finished within `timeout`.
+    fn mkfs(
+        program: &Path,
+        device: &Path,
+        fstype: FsType,
+        timeout: Duration,
+    ) -> Result<(), LoopError> {
+        use std::os::unix::process::CommandExt;
+        use std::sync::mpsc;
+        let mut child = Command::new(program)
             .args(fstype.mkfs_flags())
             .arg(device)
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
             .map_err(|source| LoopError::MkfsSpawn {
                 program: program.to_owned(),
                 source,
             })?;
-        if out.status.success() {
+        // pid_t from the kernel: it fits.
+        let pid = nix::unistd::Pid::from_raw(child.id() as libc::pid_t);
+        // Read stderr on the side, so a chatty mkfs never blocks on a full pipe.
+        let mut stderr = child.stderr.take();
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(pipe) = stderr.as_mut() {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        });
+        // Wait for the exit without reaping, so the pid stays this child's until it is reaped
+        // below and signalling its group can never hit a stranger.
+        let (exited_tx, exited_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use nix::sys::wait::{waitid, Id, WaitPidFlag};
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+            // Only a real answer counts: an interrupted wait is no exit.
+            let exited = loop {
+                match waitid(Id::Pid(pid), flags) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            let _ = exited_tx.send(exited);
+        });
+        let in_time = exited_rx.recv_timeout(timeout).is_ok();
+        // End the whole group, stragglers included, so nothing holds stderr open; done before
+        // reaping, while the pid (and with it the group id) is still this child's.
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let status = child.wait().map_err(|source| LoopError::MkfsSpawn {
+            program: program.to_owned(),
+            source,
+        });
+        let stderr = reader.join().unwrap_or_default();
+        if !in_time {
+            return Err(LoopError::MkfsTimeout {
+                program: program.to_owned(),
+                device: device.to_owned(),
+                after: timeout,
+            });
+        }
+        let status = status?;
+        if status.success() {
             return Ok(());
         }
         Err(LoopError::MkfsFailed {
             program: program.to_owned(),
             device: device.to_owned(),
-            status: out.status,
-            stderr_tail: tail_text(&out.stderr, MKFS_STDERR_TAIL),
+            status,
+            stderr_tail: tail_text(&stderr, MKFS_STDERR_TAIL),
         })
     }
 
@@ -796,7 +871,7 @@ impl LoopBackend {
         let fstype = match existing {
             Some(found) if !opts.overwrite => found,
             _ => {
-                Self::mkfs(mkfs, &attached.device, opts.fstype)?;
+                Self::mkfs(mkfs, &attached.device, opts.fstype, self.mkfs_timeout)?;
                 opts.fstype
             }
         };

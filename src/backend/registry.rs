@@ -55,10 +55,10 @@ impl Registry {
         let timeouts = self.config.timeouts();
         Ok(match (driver.as_str(), dvdcli) {
             (LOCAL_DRIVER, _) => Arc::new(LocalBackend::new(self.config.local_root.clone())),
-            (LOOP_DRIVER, _) => Arc::new(LoopBackend::new(
-                self.config.loop_root.clone(),
-                Arc::clone(&self.mounter),
-            )),
+            (LOOP_DRIVER, _) => Arc::new(
+                LoopBackend::new(self.config.loop_root.clone(), Arc::clone(&self.mounter))
+                    .with_timeouts(timeouts),
+            ),
             (_, Some(program)) => Arc::new(DvdcliBackend::new(
                 program.to_owned(),
                 driver.clone(),
