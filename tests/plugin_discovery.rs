@@ -230,20 +230,26 @@ fn a_json_described_plugin_serves_a_mount() {
 
 #[test]
 fn spec_file_pointing_at_tcp_loopback_serves_a_mount() {
-    let dir = tempfile::tempdir().unwrap();
-    let plugin = TestPlugin::tcp(memory_plugin(dir.path().join("vols")));
-    fs::write(
-        dir.path().join("test.spec"),
-        format!("tcp://{}\n", plugin.tcp_addr()),
-    )
-    .unwrap();
-    let b = PluginBackend::discover(
-        &driver("test"),
-        &[dir.path().to_owned()],
-        Timeouts::default(),
-    )
-    .unwrap();
-    assert_eq!(b.addr(), &PluginAddr::Tcp(plugin.tcp_addr()));
+    // The literal address, and a host name (looked up on the side, within the call's deadline;
+    // `localhost` may come first as ::1, where nothing listens, then as 127.0.0.1).
+    for by_name in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = TestPlugin::tcp(memory_plugin(dir.path().join("vols")));
+        let hostport = if by_name {
+            let port = plugin.tcp_addr().rsplit(':').next().unwrap().to_owned();
+            format!("localhost:{port}")
+        } else {
+            plugin.tcp_addr()
+        };
+        fs::write(dir.path().join("test.spec"), format!("tcp://{hostport}\n")).unwrap();
+        tcp_plugin_serves_a_mount(dir.path(), &hostport, &plugin);
+    }
+}
+
+fn tcp_plugin_serves_a_mount(dir: &Path, hostport: &str, plugin: &TestPlugin) {
+    let b =
+        PluginBackend::discover(&driver("test"), &[dir.to_owned()], Timeouts::default()).unwrap();
+    assert_eq!(b.addr(), &PluginAddr::Tcp(hostport.to_owned()));
     let name = VolumeName::new("v").unwrap();
     let id = MountId("i".into());
     let mp = b
@@ -254,7 +260,7 @@ fn spec_file_pointing_at_tcp_loopback_serves_a_mount() {
             id: &id,
         })
         .unwrap();
-    assert_eq!(mp, dir.path().join("vols/v"));
+    assert_eq!(mp, dir.join("vols/v"));
     b.unmount(&name, &id).unwrap();
     assert_eq!(
         plugin.paths(),

@@ -267,6 +267,35 @@ fn plugin_that_never_accepts_times_out_connecting() {
 }
 
 #[test]
+fn host_name_whose_name_server_never_answers_times_out_within_the_call() {
+    // A name server (test double) that takes queries and never answers, made this thread's only
+    // one with a resolv.conf bound over /etc/resolv.conf in a private mount namespace.
+    let dir = tempfile::tempdir().unwrap();
+    let server = std::net::UdpSocket::bind("127.77.0.53:53").expect("bind a UDP port 53");
+    let conf = dir.path().join("resolv.conf");
+    std::fs::write(&conf, "nameserver 127.77.0.53\n").unwrap();
+    let e = support::host::in_private_mount_ns(|| {
+        nix::mount::mount(
+            Some(&conf),
+            "/etc/resolv.conf",
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind resolv.conf");
+        let client = http::Client::new(PluginAddr::Tcp("plugin.unanswered.test:8080".into()));
+        client
+            .post("/Plugin.Activate", b"{}", SHORT)
+            .expect_err("no name server answered")
+    });
+    assert!(
+        matches!(e, HttpError::Timeout { after } if after == SHORT),
+        "{e:?}"
+    );
+    drop(server);
+}
+
+#[test]
 fn http_500_with_err_is_the_plugins_message() {
     let dir = tempfile::tempdir().unwrap();
     let _p = plugin(dir.path(), |_| {

@@ -7,12 +7,12 @@
 //! capped at [`MAX_BODY`], heads at 64 KiB.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::discovery::PluginAddr;
@@ -222,8 +222,34 @@ fn connect_unix(path: &Path, d: &Deadline) -> Result<UnixStream, HttpError> {
     }
 }
 
+/// The addresses of `host:port`. A literal address is parsed on the spot; a host name is looked
+/// up on a thread of its own, waited for no longer than the call may take: getaddrinfo has no
+/// timeout of its own, and a name server that does not answer would hold the call through all
+/// of the resolver's retries. A late answer is dropped with its thread.
+fn resolve(hostport: &str, d: &Deadline) -> Result<Vec<SocketAddr>, HttpError> {
+    if let Ok(addr) = hostport.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = hostport.to_owned();
+    std::thread::Builder::new()
+        .name("dvdi-resolve".into())
+        .spawn(move || {
+            let found = name.to_socket_addrs().map(Iterator::collect);
+            let _ = tx.send(found);
+        })
+        .map_err(HttpError::Connect)?;
+    match rx.recv_timeout(d.left()?) {
+        Ok(found) => found.map_err(HttpError::Connect),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(d.expired()),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(HttpError::Connect(io::Error::other(
+            format!("looking up {hostport} ended without an answer"),
+        ))),
+    }
+}
+
 fn connect_tcp(hostport: &str, d: &Deadline) -> Result<TcpStream, HttpError> {
-    let addrs = std::net::ToSocketAddrs::to_socket_addrs(hostport).map_err(HttpError::Connect)?;
+    let addrs = resolve(hostport, d)?;
     let mut last = io::Error::new(
         io::ErrorKind::AddrNotAvailable,
         format!("{hostport} resolves to no address"),
