@@ -5,7 +5,6 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +16,8 @@ use mesos_dvdi::mount::{FakeMounter, Host, Mounter};
 use mesos_dvdi::spec::{VolumeName, VolumeOpts};
 use nix::errno::Errno;
 use support::host::{
-    attach_by_hand, in_private_mount_ns, loop_devices_under, mount_at, parse_mountinfo, TestDir,
-    PROCESS_MOUNTINFO, THREAD_MOUNTINFO,
+    attach_by_hand, in_private_mount_ns, loop_devices_under, mount_at, parse_mountinfo,
+    write_script, TestDir, PROCESS_MOUNTINFO, THREAD_MOUNTINFO,
 };
 
 fn name(n: &str) -> VolumeName {
@@ -281,26 +280,28 @@ fn a_failed_mount_after_attach_detaches_the_device_and_keeps_the_error() {
     t.assert_released();
 }
 
+/// A loop backend whose only mkfs.ext4 is a test double running `script`; and that double's path.
+fn with_stand_in_mkfs(t: &TestDir, script: &str) -> (LoopBackend, PathBuf) {
+    let tools = t.path().join("tools");
+    fs::create_dir(&tools).unwrap();
+    let mkfs = tools.join("mkfs.ext4");
+    write_script(&mkfs, script);
+    let paths = LoopPaths {
+        tool_dirs: vec![tools],
+        ..LoopPaths::default()
+    };
+    (
+        LoopBackend::with_paths(root(t), Arc::new(Host), paths),
+        mkfs,
+    )
+}
+
 #[test]
 fn a_failing_mkfs_is_reported_with_its_status_and_stderr_and_the_device_detached() {
     let t = TestDir::new();
-    let tools = t.path().join("tools");
-    fs::create_dir(&tools).unwrap();
-    // A test double standing in for mkfs.ext4.
-    let mkfs = tools.join("mkfs.ext4");
-    fs::write(
-        &mkfs,
-        "#!/bin/sh\necho 'mkfs.ext4: noise' >&2\necho \"mkfs.ext4: cannot format $3\" >&2\nexit 7\n",
-    )
-    .unwrap();
-    fs::set_permissions(&mkfs, fs::Permissions::from_mode(0o755)).unwrap();
-    let b = LoopBackend::with_paths(
-        root(&t),
-        Arc::new(Host),
-        LoopPaths {
-            tool_dirs: vec![tools],
-            ..LoopPaths::default()
-        },
+    let (b, mkfs) = with_stand_in_mkfs(
+        &t,
+        "echo 'mkfs.ext4: noise' >&2\necho \"mkfs.ext4: cannot format $3\" >&2\nexit 7",
     );
     let text = mount_err(&b, &name("v"), &VolumeOpts::empty(), false);
     assert!(text.contains("exit status: 7"), "{text}");
@@ -315,29 +316,13 @@ fn a_failing_mkfs_is_reported_with_its_status_and_stderr_and_the_device_detached
 #[test]
 fn a_hanging_mkfs_is_killed_with_what_it_started_at_the_mount_timeout() {
     let t = TestDir::new();
-    let tools = t.path().join("tools");
-    fs::create_dir(&tools).unwrap();
-    // A test double standing in for mkfs.ext4 that never finishes, with a child of its own.
+    // A stand-in mkfs that never finishes, with a child of its own.
     let pids = t.path().join("pids");
-    let mkfs = tools.join("mkfs.ext4");
-    fs::write(
-        &mkfs,
-        format!(
-            "#!/bin/sh\nsleep 1000 &\necho $$ $! > {}\nwait\n",
-            pids.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&mkfs, fs::Permissions::from_mode(0o755)).unwrap();
-    let b = LoopBackend::with_paths(
-        root(&t),
-        Arc::new(Host),
-        LoopPaths {
-            tool_dirs: vec![tools],
-            ..LoopPaths::default()
-        },
-    )
-    .with_timeouts(Timeouts {
+    let (b, mkfs) = with_stand_in_mkfs(
+        &t,
+        &format!("sleep 1000 &\necho $$ $! > {}\nwait", pids.display()),
+    );
+    let b = b.with_timeouts(Timeouts {
         mount: Duration::from_secs(1),
         unmount: Duration::from_secs(600),
     });
