@@ -124,10 +124,10 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
   return request;
 }
 
-class MesosIsolator : public mesos::slave::Isolator {
+class DvdiIsolator : public mesos::slave::Isolator {
 public:
-  explicit MesosIsolator(rust::Box<DvdiIsolator> core)
-    : core(std::make_shared<rust::Box<DvdiIsolator>>(std::move(core))) {}
+  explicit DvdiIsolator(rust::Box<IsolatorCore> core)
+    : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))) {}
 
   bool supportsNesting() override { return true; }
   bool supportsStandalone() override { return true; }
@@ -142,7 +142,7 @@ public:
     for (const mesos::ContainerID& id : orphans) {
       orphaned.push_back(containerName(id));
     }
-    std::shared_ptr<rust::Box<DvdiIsolator>> core = this->core;
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
     return offload<Nothing>([core, known, orphaned]() {
       // The core logs the summary; each problem that did not stop recovery goes here.
       RecoverSummary summary = (*core)->recover(known, orphaned);
@@ -159,7 +159,7 @@ public:
     const std::string id = containerName(containerId);
     std::shared_ptr<ContainerRequest> request =
         std::make_shared<ContainerRequest>(translate(containerConfig));
-    std::shared_ptr<rust::Box<DvdiIsolator>> core = this->core;
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
     return offload<Option<mesos::slave::ContainerLaunchInfo>>(
         [core, id, request]() -> Option<mesos::slave::ContainerLaunchInfo> {
           Launch plan = (*core)->prepare(id, *request);
@@ -185,7 +185,7 @@ public:
 
   process::Future<Nothing> cleanup(const mesos::ContainerID& containerId) override {
     const std::string id = containerName(containerId);
-    std::shared_ptr<rust::Box<DvdiIsolator>> core = this->core;
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
     return offload<Nothing>([core, id]() {
       (*core)->cleanup(id);
       return Nothing();
@@ -194,7 +194,7 @@ public:
 
 private:
   // Shared with the worker threads, which may outlive a call's future.
-  std::shared_ptr<rust::Box<DvdiIsolator>> core;
+  std::shared_ptr<rust::Box<IsolatorCore>> core;
 };
 
 mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {
@@ -207,7 +207,7 @@ mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {
       param.value = p.value();
       params.push_back(std::move(param));
     }
-    return new MesosIsolator(create(params));
+    return new DvdiIsolator(create(params));
   } catch (const std::exception& e) {
     LOG(ERROR) << e.what();
     return nullptr;

@@ -102,24 +102,24 @@ pub mod bridge {
     // --- Rust, called from C++. ---
     extern "Rust" {
         /// The isolator (opaque to C++).
-        type DvdiIsolator;
+        type IsolatorCore;
 
         /// Builds the isolator from the module's parameters (unknown ones are an error).
-        fn create(params: &Vec<Param>) -> Result<Box<DvdiIsolator>>;
+        fn create(params: &Vec<Param>) -> Result<Box<IsolatorCore>>;
         /// Reconciles the checkpoint with the containers the agent knows.
         fn recover(
-            self: &DvdiIsolator,
+            self: &IsolatorCore,
             known: &Vec<String>,
             orphans: &Vec<String>,
         ) -> Result<RecoverSummary>;
         /// Mounts what the container asks for and says what to bind where.
         fn prepare(
-            self: &DvdiIsolator,
+            self: &IsolatorCore,
             container_id: &str,
             request: &ContainerRequest,
         ) -> Result<Launch>;
         /// Releases the container's volumes.
-        fn cleanup(self: &DvdiIsolator, container_id: &str) -> Result<()>;
+        fn cleanup(self: &IsolatorCore, container_id: &str) -> Result<()>;
         /// Routes the core's log records to `sink` (the agent's glog, or stderr).
         fn set_log_sink(sink: UniquePtr<LogSink>);
         /// Always fails: panics inside the bridge's guard, so a caller can check that a Rust
@@ -177,7 +177,7 @@ fn guard<T, E: std::error::Error + 'static>(
 }
 
 /// The isolator behind the bridge.
-pub struct DvdiIsolator {
+pub struct IsolatorCore {
     inner: Isolator,
 }
 
@@ -201,7 +201,7 @@ struct BadId {
 
 // cxx passes `rust::Vec const&` as `&Vec`: the signature must match the bridge's.
 #[allow(clippy::ptr_arg)]
-fn create(params: &Vec<bridge::Param>) -> Result<Box<DvdiIsolator>, BridgeError> {
+fn create(params: &Vec<bridge::Param>) -> Result<Box<IsolatorCore>, BridgeError> {
     guard("create", || {
         let params: Vec<(String, String)> = params
             .iter()
@@ -210,7 +210,7 @@ fn create(params: &Vec<bridge::Param>) -> Result<Box<DvdiIsolator>, BridgeError>
         let config = Config::from_params(&params)?;
         let registry = Registry::new(config.clone(), Arc::new(Host));
         let inner = Isolator::new(config, Arc::new(registry))?;
-        Ok::<_, CreateError>(Box::new(DvdiIsolator { inner }))
+        Ok::<_, CreateError>(Box::new(IsolatorCore { inner }))
     })
 }
 
@@ -234,7 +234,7 @@ enum RecoverError {
     Isolator(#[from] crate::isolator::IsolatorError),
 }
 
-impl DvdiIsolator {
+impl IsolatorCore {
     // cxx passes `rust::Vec const&` as `&Vec`: the signature must match the bridge's.
     #[allow(clippy::ptr_arg)]
     fn recover(

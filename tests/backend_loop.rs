@@ -333,16 +333,26 @@ fn a_hanging_mkfs_is_killed_with_what_it_started_at_the_mount_timeout() {
             && text.contains("mount_timeout_secs"),
         "{text}"
     );
-    // mkfs itself is reaped, and what it started is dead too (at most a zombie its new parent
-    // has yet to reap). No file: it was killed before it started anything.
+    // mkfs itself is reaped, and what it started is dead or on its way out: the backend read its
+    // stderr to the end, so every process holding the pipe has closed its files, which the
+    // kernel does only after marking it exiting (PF_EXITING in /proc/PID/stat's flags). No file:
+    // it was killed before it started anything.
+    const PF_EXITING: u64 = 0x4;
     let pids = fs::read_to_string(&pids).unwrap_or_default();
     for pid in pids.split_whitespace() {
-        let state = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()));
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // reaped
+        };
+        let fields: Vec<&str> = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let flags: u64 = fields[6].parse().unwrap();
         assert!(
-            matches!(state, None | Some('Z')),
-            "process {pid} of the killed mkfs is still there ({state:?})"
+            matches!(fields[0], "Z" | "X") || flags & PF_EXITING != 0,
+            "process {pid} of the killed mkfs lives on: {stat}"
         );
     }
     t.assert_released();

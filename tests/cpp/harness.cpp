@@ -64,7 +64,7 @@ Param param(const std::string& k, const std::string& v) {
   return p;
 }
 
-rust::Box<DvdiIsolator> make(const std::string& dir, const std::string& plugins) {
+rust::Box<IsolatorCore> make(const std::string& dir, const std::string& plugins) {
   rust::Vec<Param> params;
   params.push_back(param("work_dir", dir + "/work"));
   params.push_back(param("local_root", dir + "/local"));
@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   std::string loop_mnt = dir + "/loop/mnt/db";
   std::string loop_mnt3 = dir + "/loop/mnt/scratch";
   {
-    rust::Box<DvdiIsolator> iso = make(dir, plugins);
+    rust::Box<IsolatorCore> iso = make(dir, plugins);
     RecoverSummary first = iso->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
     CHECK(first.kept == 0 && first.errors.empty(), "recover of an empty agent");
 
@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
   }  // the agent "restarts": the isolator is destroyed
 
   {
-    rust::Box<DvdiIsolator> iso = make(dir, plugins);
+    rust::Box<IsolatorCore> iso = make(dir, plugins);
     rust::Vec<rust::String> known, orphans;
     known.push_back("c1");
     known.push_back("c3");
