@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use mesos_dvdi::backend::command::RunError;
 use mesos_dvdi::backend::dvdcli::{DvdcliBackend, DvdcliError};
 use mesos_dvdi::backend::{
     Backend, BackendError, BackendErrorKind, Call, MountId, MountRequest, Timeouts,
@@ -247,7 +248,7 @@ fn slow_dvdcli_is_killed_with_its_process_group_and_reaped_at_the_timeout() {
     };
     let e = &hung.error;
     assert!(
-        matches!(dvdcli_error(e), DvdcliError::Timeout { after, .. } if *after == timeout),
+        matches!(dvdcli_error(e), DvdcliError::Run(RunError::Timeout { after, .. }) if *after == timeout),
         "{e:?}"
     );
     let text = render_chain(e);
@@ -384,7 +385,10 @@ fn garbage_relative_or_empty_output_is_refused() {
 fn missing_program_says_which() {
     let b = backend(PathBuf::from("/nonexistent/dvdcli"), LONG);
     let e = mount(&b, "", false).unwrap_err();
-    assert!(matches!(dvdcli_error(&e), DvdcliError::Spawn { .. }));
+    assert!(matches!(
+        dvdcli_error(&e),
+        DvdcliError::Run(RunError::Spawn { .. })
+    ));
     let text = render_chain(&e);
     assert!(text.contains("could not run /nonexistent/dvdcli"), "{text}");
 }

@@ -5,6 +5,7 @@
 mod support;
 
 use std::fs;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -333,26 +334,27 @@ fn a_hanging_mkfs_is_killed_with_what_it_started_at_the_mount_timeout() {
             && text.contains("mount_timeout_secs"),
         "{text}"
     );
-    // mkfs itself is reaped, and what it started is dead or on its way out: the backend read its
-    // stderr to the end, so every process holding the pipe has closed its files, which the
-    // kernel does only after marking it exiting (PF_EXITING in /proc/PID/stat's flags). No file:
-    // it was killed before it started anything.
-    const PF_EXITING: u64 = 0x4;
+    // mkfs itself is reaped, and what it started was killed with it: wait for each to end (a
+    // pidfd becomes readable when its process exits; one that lived on would hold this test).
+    // No file: it was killed before it started anything.
     let pids = fs::read_to_string(&pids).unwrap_or_default();
     for pid in pids.split_whitespace() {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue; // reaped
-        };
-        let fields: Vec<&str> = stat
-            .rsplit(") ")
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let flags: u64 = fields[6].parse().unwrap();
-        assert!(
-            matches!(fields[0], "Z" | "X") || flags & PF_EXITING != 0,
-            "process {pid} of the killed mkfs lives on: {stat}"
+        let pid: libc::pid_t = pid.parse().unwrap();
+        // SAFETY: pidfd_open(2) takes a pid and flags, no pointers; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            assert_eq!(Errno::last(), Errno::ESRCH, "pidfd_open({pid})");
+            continue; // gone and reaped already
+        }
+        // SAFETY: `fd` is a descriptor pidfd_open just returned, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE),
+            Ok(1)
         );
     }
     t.assert_released();

@@ -17,12 +17,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use super::command::{self, RunError};
 use super::{
     tail_text, Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, Timeouts,
     VolumeInfo,
@@ -231,15 +232,9 @@ pub enum LoopError {
         /// How many were tried.
         attempts: u32,
     },
-    /// mkfs could not be started.
-    #[error("running {program} failed")]
-    MkfsSpawn {
-        /// The program.
-        program: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// mkfs could not be run to an exit status (see [`RunError`]).
+    #[error(transparent)]
+    MkfsRun(RunError),
     /// mkfs did not finish in time; it was killed (with anything it started).
     #[error("{program} {device} did not finish within {after:?} and was killed; check the device and the host's load, or raise mount_timeout_secs")]
     MkfsTimeout {
@@ -776,79 +771,32 @@ impl LoopBackend {
         })
     }
 
-    /// Runs mkfs on `device`, killing it (and anything it started: it runs in a process group of
-    /// its own) when it has not finished within `timeout`.
+    /// Runs mkfs on `device`, killed with anything it started when it has not finished within
+    /// `timeout`.
     fn mkfs(
         program: &Path,
         device: &Path,
         fstype: FsType,
         timeout: Duration,
     ) -> Result<(), LoopError> {
-        use std::os::unix::process::CommandExt;
-        use std::sync::mpsc;
-        let mut child = Command::new(program)
-            .args(fstype.mkfs_flags())
-            .arg(device)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|source| LoopError::MkfsSpawn {
-                program: program.to_owned(),
-                source,
-            })?;
-        // pid_t from the kernel: it fits.
-        let pid = nix::unistd::Pid::from_raw(child.id() as libc::pid_t);
-        // Read stderr on the side, so a chatty mkfs never blocks on a full pipe.
-        let mut stderr = child.stderr.take();
-        let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(pipe) = stderr.as_mut() {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            buf
-        });
-        // Wait for the exit without reaping, so the pid stays this child's until it is reaped
-        // below and signalling its group can never hit a stranger.
-        let (exited_tx, exited_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use nix::sys::wait::{waitid, Id, WaitPidFlag};
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-            // Only a real answer counts: an interrupted wait is no exit.
-            let exited = loop {
-                match waitid(Id::Pid(pid), flags) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other,
-                }
-            };
-            let _ = exited_tx.send(exited);
-        });
-        let in_time = exited_rx.recv_timeout(timeout).is_ok();
-        // End the whole group, stragglers included, so nothing holds stderr open; done before
-        // reaping, while the pid (and with it the group id) is still this child's.
-        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-        let status = child.wait().map_err(|source| LoopError::MkfsSpawn {
-            program: program.to_owned(),
-            source,
-        });
-        let stderr = reader.join().unwrap_or_default();
-        if !in_time {
-            return Err(LoopError::MkfsTimeout {
+        let [quiet, force] = fstype.mkfs_flags();
+        let argv = [OsStr::new(quiet), OsStr::new(force), device.as_os_str()];
+        let done = command::run(program, &argv, timeout).map_err(|e| match e {
+            RunError::Timeout { after, .. } => LoopError::MkfsTimeout {
                 program: program.to_owned(),
                 device: device.to_owned(),
-                after: timeout,
-            });
-        }
-        let status = status?;
-        if status.success() {
+                after,
+            },
+            other => LoopError::MkfsRun(other),
+        })?;
+        if done.status.success() {
             return Ok(());
         }
         Err(LoopError::MkfsFailed {
             program: program.to_owned(),
             device: device.to_owned(),
-            status,
-            stderr_tail: tail_text(&stderr, MKFS_STDERR_TAIL),
+            status: done.status,
+            stderr_tail: tail_text(&done.stderr, MKFS_STDERR_TAIL),
         })
     }
 

@@ -10,6 +10,7 @@
 //! [`Backend::mount`] once per host mount and [`Backend::unmount`] once. They must still be
 //! idempotent: a second mount of a mounted volume returns the same path.
 
+pub mod command;
 pub mod dvdcli;
 pub mod local;
 pub mod loopdev;
