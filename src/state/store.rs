@@ -253,7 +253,6 @@ impl Store {
                     key,
                     dir: Arc::clone(&dir),
                     file_name,
-                    path: file,
                 }));
             }
         }
@@ -290,7 +289,6 @@ pub struct Surveyed {
     pub key: VolumeKey,
     dir: Arc<File>,
     file_name: OsString,
-    path: PathBuf,
 }
 
 impl Surveyed {
@@ -300,7 +298,8 @@ impl Surveyed {
     /// record is gone, cannot be read or is not the volume's (loading it under the lock tells
     /// why).
     pub fn snapshot(&self) -> Option<VolumeRecord> {
-        read_record_at(&self.dir, &self.file_name, &self.path)
+        // Errors are dropped: loading under the lock reports them, with the whole path.
+        read_record_at(&self.dir, &self.file_name)
             .ok()
             .flatten()
             .filter(|r| {
@@ -353,12 +352,8 @@ fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
     parse_record(file.and_then(read_all), path)
 }
 
-/// [`read_record`] of `name` in the directory `dir` (`path` names it in errors).
-fn read_record_at(
-    dir: &File,
-    name: &OsStr,
-    path: &Path,
-) -> Result<Option<VolumeRecord>, StateError> {
+/// [`read_record`] of `name` in the directory `dir` (errors name the file by `name` alone).
+fn read_record_at(dir: &File, name: &OsStr) -> Result<Option<VolumeRecord>, StateError> {
     let file = nix::fcntl::openat(
         dir,
         name,
@@ -367,7 +362,7 @@ fn read_record_at(
     )
     .map(File::from)
     .map_err(io::Error::from);
-    parse_record(file.and_then(read_all), path)
+    parse_record(file.and_then(read_all), Path::new(name))
 }
 
 /// A record from the bytes read from `path`; `None` when the file does not exist.
