@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod coord;
 pub mod error;
 pub mod ffi;
 pub mod isolator;
