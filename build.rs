@@ -18,6 +18,7 @@ const MODULES: [&str; 2] = [
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=cpp/log_sink.h");
+    println!("cargo:rerun-if-changed=cpp/fence_sink.h");
     println!("cargo:rerun-if-changed=cpp/mesos_isolator.cpp");
     for var in ["MESOS_PREFIX", "MESOS_EXTRA_INCLUDES", "PKG_CONFIG_PATH"] {
         println!("cargo:rerun-if-env-changed={var}");

@@ -9,7 +9,9 @@
 #include <sched.h>
 
 #include <exception>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +20,7 @@
 
 #include <mesos/mesos.hpp>
 #include <mesos/module/isolator.hpp>
+#include <mesos/slave/containerizer.hpp>
 #include <mesos/slave/isolator.hpp>
 
 #include <process/future.hpp>
@@ -46,6 +49,68 @@ public:
       LOG(INFO) << text;
     }
   }
+};
+
+// Each container's watch() future, completed only to fence it. The core decides when (a lease
+// its volumes depend on was lost) and says why; this table only keeps the promises. A fence may
+// come before the containerizer asks for the future (recover fences before watch is called for
+// recovered containers), so either side creates the entry.
+class Limitations {
+public:
+  process::Future<mesos::slave::ContainerLimitation> watch(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return promise(id)->future();
+  }
+
+  void fence(const std::string& id, const std::string& message) {
+    mesos::slave::ContainerLimitation limitation;
+    limitation.set_message(message);
+    limitation.set_reason(mesos::TaskStatus::REASON_CONTAINER_LIMITATION);
+    std::lock_guard<std::mutex> lock(mutex);
+    promise(id)->set(limitation);
+  }
+
+  // The container is gone: its promise is dropped, never failed or discarded (a failed watch
+  // future would destroy a container).
+  void forget(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mutex);
+    promises.erase(id);
+  }
+
+private:
+  std::shared_ptr<process::Promise<mesos::slave::ContainerLimitation>> promise(
+      const std::string& id) {
+    std::shared_ptr<process::Promise<mesos::slave::ContainerLimitation>>& p = promises[id];
+    if (!p) p.reset(new process::Promise<mesos::slave::ContainerLimitation>());
+    return p;
+  }
+
+  std::mutex mutex;
+  std::map<std::string, std::shared_ptr<process::Promise<mesos::slave::ContainerLimitation>>>
+      promises;
+};
+
+class PromiseFenceSink : public FenceSink {
+public:
+  explicit PromiseFenceSink(std::shared_ptr<Limitations> limitations)
+    : limitations(std::move(limitations)) {}
+
+  // Called from Rust, which cannot take a C++ exception: nothing may escape.
+  void fence(rust::Str container_id, rust::Str message) const override {
+    try {
+      const std::string id(container_id.data(), container_id.size());
+      const std::string text(message.data(), message.size());
+      LOG(WARNING) << "mesos-dvdi: fencing container " << id << ": " << text;
+      limitations->fence(id, text);
+    } catch (const std::exception& e) {
+      LOG(ERROR) << "mesos-dvdi: fencing failed: " << e.what();
+    } catch (...) {
+      LOG(ERROR) << "mesos-dvdi: fencing failed";
+    }
+  }
+
+private:
+  std::shared_ptr<Limitations> limitations;
 };
 
 // "parent.child" for nested containers, as Mesos prints them.
@@ -127,7 +192,10 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
 class DvdiIsolator : public mesos::slave::Isolator {
 public:
   explicit DvdiIsolator(rust::Box<IsolatorCore> core)
-    : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))) {}
+    : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))),
+      limitations(std::make_shared<Limitations>()) {
+    (*this->core)->set_fence_sink(std::unique_ptr<FenceSink>(new PromiseFenceSink(limitations)));
+  }
 
   bool supportsNesting() override { return true; }
   bool supportsStandalone() override { return true; }
@@ -183,10 +251,19 @@ public:
         });
   }
 
+  // Completes only when the core fences the container (a lease its volumes need was lost).
+  process::Future<mesos::slave::ContainerLimitation> watch(
+      const mesos::ContainerID& containerId) override {
+    return limitations->watch(containerName(containerId));
+  }
+
   process::Future<Nothing> cleanup(const mesos::ContainerID& containerId) override {
     const std::string id = containerName(containerId);
     std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
-    return offload<Nothing>([core, id]() {
+    std::shared_ptr<Limitations> limitations = this->limitations;
+    return offload<Nothing>([core, limitations, id]() {
+      // The container is being destroyed: nothing more to fence, whatever cleanup says.
+      limitations->forget(id);
       (*core)->cleanup(id);
       return Nothing();
     });
@@ -195,6 +272,7 @@ public:
 private:
   // Shared with the worker threads, which may outlive a call's future.
   std::shared_ptr<rust::Box<IsolatorCore>> core;
+  std::shared_ptr<Limitations> limitations;
 };
 
 mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::spec::{DriverName, NameError, ResolveOptions};
 
 /// Every key the module and `--config` files accept, in the order of DESIGN §6.
@@ -19,6 +20,11 @@ pub const KEYS: &[&str] = &[
     "unmount_timeout_secs",
     "allowed_drivers",
     "allow_task_dvdcli",
+    "coordination",
+    "agent_name",
+    "lease_session_timeout_secs",
+    "lease_wait_secs",
+    "lease_drivers",
 ];
 
 /// A setting that could not be used; each names the key and the value and says what is valid.
@@ -85,6 +91,15 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A `coordination` value that is neither `none` nor a ZooKeeper URL.
+    #[error("parameter coordination: {0}")]
+    BadCoordination(#[source] ZkUrlError),
+    /// An `agent_name` that cannot name a lease node.
+    #[error("parameter agent_name: {value:?} must be 1 to 255 bytes of letters, digits, '.', '-' and '_'")]
+    BadAgentName {
+        /// The value.
+        value: String,
+    },
     /// A `--config` file that could not be read.
     #[error("reading configuration file {path} failed")]
     ReadFile {
@@ -147,6 +162,16 @@ pub struct Config {
     pub allowed_drivers: Option<Vec<DriverName>>,
     /// Honour `DVDI_VOLUME_DVDCLI` (`allow_task_dvdcli`).
     pub allow_task_dvdcli: bool,
+    /// Where leases across agents are kept; `None`: no coordination (`coordination`).
+    pub coordination: Option<ZkTarget>,
+    /// How this agent names itself in leases (`agent_name`; default the host name).
+    pub agent_name: String,
+    /// The ZooKeeper session timeout (`lease_session_timeout_secs`).
+    pub lease_session_timeout: Duration,
+    /// How long a prepare waits for a lease held elsewhere (`lease_wait_secs`).
+    pub lease_wait: Duration,
+    /// Drivers whose volumes are leased whatever their plugin's scope (`lease_drivers`).
+    pub lease_drivers: Vec<DriverName>,
 }
 
 impl Default for Config {
@@ -170,8 +195,31 @@ impl Default for Config {
             unmount_timeout: Duration::from_secs(600),
             allowed_drivers: None,
             allow_task_dvdcli: false,
+            coordination: None,
+            agent_name: host_name(),
+            lease_session_timeout: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(30),
+            lease_drivers: Vec::new(),
         }
     }
+}
+
+/// This host's name (`uname -n`), the default `agent_name`.
+pub fn host_name() -> String {
+    nix::sys::utsname::uname()
+        .ok()
+        .and_then(|u| u.nodename().to_str().map(str::to_owned))
+        .filter(|n| valid_agent_name(n))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Whether `name` can stand in a lease node's name (`ro-<agent_name>`).
+fn valid_agent_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 impl ConfigError {
@@ -185,6 +233,8 @@ impl ConfigError {
             | Self::BadDriver { key, .. }
             | Self::EmptyEntry { key, .. } => Some(key),
             Self::BadBackend { .. } => Some("backend"),
+            Self::BadCoordination(_) => Some("coordination"),
+            Self::BadAgentName { .. } => Some("agent_name"),
             Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
         }
     }
@@ -256,6 +306,8 @@ impl Config {
             seen.push(key);
             config.set(key, value)?;
         }
+        // A prepare never waits longer for a lease than it may for its mount.
+        config.lease_wait = config.lease_wait.min(config.mount_timeout);
         Ok(config)
     }
 
@@ -304,6 +356,28 @@ impl Config {
                         })
                     }
                 }
+            }
+            "coordination" => {
+                self.coordination = match value {
+                    "none" => None,
+                    _ => Some(ZkTarget::parse(value).map_err(ConfigError::BadCoordination)?),
+                }
+            }
+            "agent_name" => {
+                if !valid_agent_name(value) {
+                    return Err(ConfigError::BadAgentName {
+                        value: value.to_owned(),
+                    });
+                }
+                self.agent_name = value.to_owned();
+            }
+            "lease_session_timeout_secs" => self.lease_session_timeout = seconds(key, value)?,
+            "lease_wait_secs" => self.lease_wait = seconds(key, value)?,
+            "lease_drivers" => {
+                self.lease_drivers = list(key, value, ',')?
+                    .into_iter()
+                    .map(|d| driver(key, d))
+                    .collect::<Result<_, _>>()?
             }
             _ => unreachable!("every key of KEYS is handled"),
         }

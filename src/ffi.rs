@@ -8,11 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::backend::registry::Registry;
 use crate::config::Config;
 use crate::error::render_chain;
 use crate::isolator::{ContainerInput, Isolator, KnownContainer};
-use crate::mount::Host;
 use crate::spec::DockerVolumeInput;
 use crate::state::{ContainerId, Owner};
 
@@ -95,6 +93,9 @@ pub mod bridge {
         remounted: u64,
         /// Volumes still in use.
         kept: u64,
+        /// Containers fenced because a lease their volumes need is held elsewhere (the shim
+        /// has been told of each through the fence sink).
+        fenced: u64,
         /// Problems that did not stop recovery, each naming its volume or file.
         errors: Vec<String>,
     }
@@ -120,6 +121,8 @@ pub mod bridge {
         ) -> Result<Launch>;
         /// Releases the container's volumes.
         fn cleanup(self: &IsolatorCore, container_id: &str) -> Result<()>;
+        /// Routes fencing (a lost lease: stop this container) to `sink`; set it before recover.
+        fn set_fence_sink(self: &IsolatorCore, sink: UniquePtr<FenceSink>);
         /// Routes the core's log records to `sink` (the agent's glog, or stderr).
         fn set_log_sink(sink: UniquePtr<LogSink>);
         /// Always fails: panics inside the bridge's guard, so a caller can check that a Rust
@@ -135,6 +138,13 @@ pub mod bridge {
         type LogSink;
         /// Records one message.
         fn log(self: &LogSink, level: u8, message: &str);
+
+        include!("mesos-dvdi/cpp/fence_sink.h");
+
+        /// Where fencing goes.
+        type FenceSink;
+        /// The container must be stopped, for the reason `message`.
+        fn fence(self: &FenceSink, container_id: &str, message: &str);
     }
 }
 
@@ -143,6 +153,12 @@ pub mod bridge {
 unsafe impl Send for bridge::LogSink {}
 // SAFETY: as above: `log` takes `&self` and is safe to call concurrently.
 unsafe impl Sync for bridge::LogSink {}
+
+// SAFETY: every FenceSink implementation (the shim's promise table behind a mutex, the harness's
+// recorder behind a mutex) may be called from any thread at once.
+unsafe impl Send for bridge::FenceSink {}
+// SAFETY: as above: `fence` takes `&self` and is safe to call concurrently.
+unsafe impl Sync for bridge::FenceSink {}
 
 /// An error as C++ sees it: the whole chain, rendered once.
 #[derive(Debug)]
@@ -208,8 +224,7 @@ fn create(params: &Vec<bridge::Param>) -> Result<Box<IsolatorCore>, BridgeError>
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
         let config = Config::from_params(&params)?;
-        let registry = Registry::new(config.clone(), Arc::new(Host));
-        let inner = Isolator::new(config, Arc::new(registry))?;
+        let inner = Isolator::open(config)?;
         Ok::<_, CreateError>(Box::new(IsolatorCore { inner }))
     })
 }
@@ -255,6 +270,7 @@ impl IsolatorCore {
                 unmounted: count(r.unmounted.len()),
                 remounted: count(r.remounted.len()),
                 kept: count(r.kept.len()),
+                fenced: count(r.fenced.len()),
                 errors: r.errors,
             })
         })
@@ -310,6 +326,20 @@ impl IsolatorCore {
 
     fn cleanup(&self, container_id: &str) -> Result<(), BridgeError> {
         guard("cleanup", || self.inner.cleanup(container_id))
+    }
+
+    fn set_fence_sink(&self, sink: cxx::UniquePtr<bridge::FenceSink>) {
+        if sink.is_null() {
+            return;
+        }
+        self.inner.set_fence_handler(Arc::new(move |id, message| {
+            // A panic here would unwind into the coordination thread, not into C++; the sink
+            // itself is C++ and does not unwind into Rust (cxx aborts on a C++ exception
+            // without a Result), so it must not throw.
+            if let Some(s) = sink.as_ref() {
+                s.fence(id.as_str(), message);
+            }
+        }));
     }
 }
 

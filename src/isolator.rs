@@ -17,11 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{BackendError, BackendProvider, MountId, MountRequest};
+use crate::backend::registry::{Registry, LOCAL_DRIVER, LOOP_DRIVER};
+use crate::backend::{BackendError, BackendProvider, MountId, MountRequest, Scope};
 use crate::config::Config;
+use crate::coord::zk::ZkCoordinator;
+use crate::coord::{CoordError, Coordinator, LeaseLoss, LeaseMode};
 use crate::error::render_chain;
 use crate::mount::{self, TargetError, TargetPolicy};
-use crate::spec::{self, DockerVolumeInput, SpecError, VolumeKey, VolumeSpec};
+use crate::spec::{self, DockerVolumeInput, DriverName, SpecError, VolumeKey, VolumeSpec};
 use crate::state::{
     ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Surveyed, Use, VolumeRecord,
     CHECKPOINT_VERSION,
@@ -91,6 +94,9 @@ pub struct RecoverReport {
     pub remounted: Vec<VolumeKey>,
     /// Volumes still in use, kept mounted.
     pub kept: Vec<VolumeKey>,
+    /// Containers fenced because a lease their volume needs is held by another agent (or could
+    /// not be vouched for), with the reason given to the agent.
+    pub fenced: Vec<(ContainerId, String)>,
     /// Problems that did not stop recovery, rendered; each names its volume or file.
     pub errors: Vec<String>,
 }
@@ -134,6 +140,9 @@ pub enum IsolatorError {
     /// Reading the host's mount table failed.
     #[error("reading the mount table failed")]
     MountTable(#[source] std::io::Error),
+    /// The volume's cluster-wide lease could not be taken or given back.
+    #[error(transparent)]
+    Lease(#[from] CoordError),
 }
 
 /// `prepare` failed; nothing it did is left behind unless `rollback` says otherwise.
@@ -210,13 +219,16 @@ fn crash_point(_point: &str) {
 /// them.
 pub const CRASH_POINTS: &[&str] = &[
     "prepare:intent-saved",
+    "prepare:lease-acquired",
     "prepare:backend-mounted",
     "prepare:mounted-saved",
     "prepare:user-added",
+    "prepare:upgrade-saved",
     "cleanup:ref-dropped",
     "cleanup:user-removed",
     "cleanup:unmount-intent-saved",
     "cleanup:backend-unmounted",
+    "cleanup:lease-released",
 ];
 
 /// The isolator: prepare, cleanup and recover for any number of threads at once.
@@ -226,8 +238,15 @@ pub struct Isolator {
     backends: Arc<dyn BackendProvider>,
     mountinfo: PathBuf,
     host_tmp: PathBuf,
-    /// Container → the volumes it holds. `None` while its prepare runs.
-    index: Mutex<HashMap<ContainerId, Option<Vec<VolumeKey>>>>,
+    /// Container → the volumes it holds. `None` while its prepare runs. Shared with the
+    /// coordinator's loss handler, which fences the holders of a lost lease.
+    index: Arc<Mutex<Index>>,
+    /// Cluster-wide leases; `None` without coordination.
+    coord: Option<Arc<dyn Coordinator>>,
+    /// Whether a driver's volumes are leased, as learnt from its capabilities.
+    leased: Mutex<HashMap<DriverName, bool>>,
+    /// Told of every container that must be stopped because a lease it depends on is lost.
+    fence: Arc<Mutex<Option<FenceHandler>>>,
     /// Signalled whenever a prepare finishes, for a cleanup waiting on it.
     prepared: Condvar,
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
@@ -254,10 +273,32 @@ impl Isolator {
             // The calling thread's view: correct even where a thread has a namespace of its own.
             mountinfo: PathBuf::from("/proc/thread-self/mountinfo"),
             host_tmp: PathBuf::from("/tmp"),
-            index: Mutex::new(HashMap::new()),
+            index: Arc::new(Mutex::new(HashMap::new())),
+            coord: None,
+            leased: Mutex::new(HashMap::new()),
+            fence: Arc::new(Mutex::new(None)),
             prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
+        })
+    }
+
+    /// The isolator as the module and `dvdi` run it: the configured backends on this host and,
+    /// with `coordination` set, leases in ZooKeeper (connecting in the background, so a
+    /// ZooKeeper that is down never stops it from starting: leased volumes then fail closed).
+    pub fn open(config: Config) -> Result<Self, StateError> {
+        let registry = Registry::new(config.clone(), Arc::new(crate::mount::Host));
+        let coordinator = config.coordination.as_ref().map(|target| {
+            Arc::new(ZkCoordinator::start(
+                target.clone(),
+                config.agent_name.clone(),
+                config.lease_session_timeout,
+            )) as Arc<dyn Coordinator>
+        });
+        let isolator = Self::new(config, Arc::new(registry))?;
+        Ok(match coordinator {
+            Some(c) => isolator.with_coordinator(c),
+            None => isolator,
         })
     }
 
@@ -274,6 +315,41 @@ impl Isolator {
         self
     }
 
+    /// Coordinates through `coord`: volumes of drivers that report `Scope: global`, or that the
+    /// configuration names in `lease_drivers`, are leased cluster-wide. Installs the coordinator's
+    /// loss handler, which fences every container using a volume whose lease is lost.
+    pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> Self {
+        let index = Arc::clone(&self.index);
+        let fence = Arc::clone(&self.fence);
+        coord.set_loss_handler(Box::new(move |loss: LeaseLoss| {
+            let holders: Vec<ContainerId> = lock(&index)
+                .iter()
+                .filter(|(_, keys)| keys.as_ref().is_some_and(|k| k.contains(&loss.volume)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let message = loss.to_string();
+            if holders.is_empty() {
+                log::warn!("{message} (no container uses it now)");
+            }
+            for id in holders {
+                fence_container(&fence, &id, &message);
+            }
+        }));
+        self.coord = Some(coord);
+        self
+    }
+
+    /// Sets the function told of every container that must be stopped (fenced) because a lease
+    /// its volumes depend on was lost; its argument is the reason, for the task's status.
+    pub fn set_fence_handler(&self, handler: FenceHandler) {
+        *lock(&self.fence) = Some(handler);
+    }
+
+    /// The coordinator, when the isolator coordinates.
+    pub fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        self.coord.as_ref()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -284,10 +360,54 @@ impl Isolator {
         &self.store
     }
 
-    fn index(&self) -> MutexGuard<'_, HashMap<ContainerId, Option<Vec<VolumeKey>>>> {
-        // A panic elsewhere while holding the lock leaves the map consistent (single inserts and
-        // removes), so a poisoned lock is still usable.
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.index)
+    }
+
+    /// Whether `driver`'s volumes need a cluster-wide lease: never without coordination or for
+    /// the host-local built-in drivers; always for drivers in `lease_drivers`; otherwise when the
+    /// driver says its scope is global (a driver that cannot say is local, as Docker treats it).
+    fn leased(&self, driver: &DriverName, dvdcli: Option<&Path>) -> bool {
+        if self.coord.is_none() {
+            return false;
+        }
+        if self.config.lease_drivers.contains(driver) {
+            return true;
+        }
+        if matches!(driver.as_str(), LOCAL_DRIVER | LOOP_DRIVER) {
+            return false;
+        }
+        if let Some(known) = lock(&self.leased).get(driver) {
+            return *known;
+        }
+        match self
+            .backends
+            .backend(driver, dvdcli)
+            .and_then(|b| b.capabilities())
+        {
+            Ok(caps) => {
+                let global = caps.scope == Scope::Global;
+                lock(&self.leased).insert(driver.clone(), global);
+                global
+            }
+            Err(e) => {
+                // Not cached: the plugin may not be up yet, and its next answer decides.
+                log::info!(
+                    "driver {:?}: capabilities unknown ({}); its volumes are treated as local",
+                    driver.as_str(),
+                    render_chain(&e)
+                );
+                false
+            }
+        }
+    }
+
+    /// Takes `mode` on `key`'s lease, waiting up to `lease_wait` for another agent to let go.
+    fn take_lease(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
+        match &self.coord {
+            Some(c) => Ok(c.acquire(key, mode, self.config.lease_wait)?),
+            None => Ok(()),
+        }
     }
 
     fn new_mount_id(&self) -> MountId {
@@ -490,8 +610,28 @@ impl Isolator {
         let mut record = match existing {
             Some(mut record) if record.phase == Phase::Mounted && record.host_path.is_some() => {
                 let host = record.host_path.clone().unwrap_or_default();
+                let before = record.clone();
                 record.users.insert(id.clone(), usage);
-                guard.save(&record).map_err(Self::state_err(&key))?;
+                // A writer joining readers: upgrade the lease before the writer gets the volume
+                // (and lease a volume whose driver became leased since it was mounted).
+                let mode = Self::mode_of(&record);
+                let upgrade = match record.lease {
+                    Some(held) => held < mode,
+                    None => self.leased(&record.driver, record.dvdcli.as_deref()),
+                };
+                if upgrade {
+                    record.lease = Some(mode);
+                    guard.save(&record).map_err(Self::state_err(&key))?;
+                    crash_point("prepare:upgrade-saved");
+                    if let Err(e) = self.take_lease(&key, mode) {
+                        if let Err(se) = guard.save(&before) {
+                            log::error!("{}", render_chain(&Self::state_err(&key)(se)));
+                        }
+                        return Err(e);
+                    }
+                } else {
+                    guard.save(&record).map_err(Self::state_err(&key))?;
+                }
                 crash_point("prepare:user-added");
                 return Ok(host);
             }
@@ -511,15 +651,30 @@ impl Isolator {
                 is_mount_point: false,
                 users: Default::default(),
                 last_error: None,
+                lease: None,
             },
         };
         let before = record.clone();
         record.phase = Phase::Mounting;
         record.users.insert(id.clone(), usage);
+        // The lease is recorded before it is taken, so that recovery knows it may be held.
+        if record.lease.is_some() || self.leased(&record.driver, record.dvdcli.as_deref()) {
+            let mode = Self::mode_of(&record);
+            record.lease = Some(record.lease.map_or(mode, |held| held.max(mode)));
+        }
         guard.save(&record).map_err(Self::state_err(&key))?;
         crash_point("prepare:intent-saved");
 
-        match self.mount_record(&record) {
+        let mut took_lease = false;
+        let mounted = match record.lease {
+            Some(mode) => self.take_lease(&key, mode).map(|()| {
+                took_lease = true;
+                crash_point("prepare:lease-acquired");
+            }),
+            None => Ok(()),
+        }
+        .and_then(|()| self.mount_record(&record));
+        match mounted {
             Ok(host) => {
                 crash_point("prepare:backend-mounted");
                 record.is_mount_point = self.is_mount_point(&host);
@@ -533,10 +688,30 @@ impl Isolator {
             }
             Err(e) => {
                 // Leave the record as it was: gone for a volume this call created, the earlier
-                // state (other users, a pending unmount) for one that was recorded already.
+                // state (other users, a pending unmount) for one that was recorded already. A
+                // lease this call took for a volume that held none is given back; an upgraded
+                // one stays, as the restored record says.
+                let mut restored = before;
+                restored.last_error = Some(render_chain(&e));
+                if restored.lease.is_some() {
+                    restored.lease = restored.lease.max(record.lease);
+                } else if took_lease {
+                    if let Err(le) = self.release_lease(&key) {
+                        // Kept recorded with its lease, so the next cleanup or recover gives it
+                        // back.
+                        log::error!("{}", render_chain(&le));
+                        restored.lease = record.lease;
+                        if !existed {
+                            restored.phase = Phase::Unmounting;
+                        }
+                        if let Err(se) = guard.save(&restored) {
+                            log::error!("{}", render_chain(&Self::state_err(&key)(se)));
+                        }
+                        self.pending().insert(key);
+                        return Err(e);
+                    }
+                }
                 let saved = if existed {
-                    let mut restored = before;
-                    restored.last_error = Some(render_chain(&e));
                     guard.save(&restored)
                 } else {
                     guard.remove()
@@ -546,6 +721,31 @@ impl Isolator {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The lease a record's users need: read-write when any of them writes.
+    fn mode_of(record: &VolumeRecord) -> LeaseMode {
+        if record.users.values().any(|u| !u.read_only) {
+            LeaseMode::ReadWrite
+        } else {
+            LeaseMode::ReadOnly
+        }
+    }
+
+    /// Takes `mode` on `key`'s lease without waiting (recovery: the lease is ours, or lost).
+    fn take_lease_now(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
+        match &self.coord {
+            Some(c) => Ok(c.acquire(key, mode, std::time::Duration::ZERO)?),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives `key`'s lease back.
+    fn release_lease(&self, key: &VolumeKey) -> Result<(), IsolatorError> {
+        match &self.coord {
+            Some(c) => Ok(c.release(key)?),
+            None => Ok(()),
         }
     }
 
@@ -614,6 +814,17 @@ impl Isolator {
         match result {
             Ok(()) => {
                 crash_point("cleanup:backend-unmounted");
+                // The lease goes only now that the volume is off this host; the record keeps
+                // saying it is held until it is given back.
+                if record.lease.is_some() {
+                    if let Err(e) = self.release_lease(&key) {
+                        record.last_error = Some(render_chain(&e));
+                        guard.save(&record).map_err(Self::state_err(&key))?;
+                        self.pending().insert(key);
+                        return Err(e);
+                    }
+                    crash_point("cleanup:lease-released");
+                }
                 guard.remove().map_err(Self::state_err(&key))?;
                 log::info!("{key}: unmounted (no container uses it)");
                 self.pending().remove(&key);
@@ -704,6 +915,15 @@ impl Isolator {
             .iter()
             .map(|id| ((*id).clone(), Some(Vec::new())))
             .collect();
+        if let Some(c) = &self.coord {
+            // Give a fresh session the time it needs to come up before judging leases by it.
+            if !c.wait_connected(self.config.lease_session_timeout) {
+                log::warn!(
+                    "not connected to ZooKeeper after {} s: containers using leased volumes will be fenced",
+                    self.config.lease_session_timeout.as_secs()
+                );
+            }
+        }
         let report = self.reconcile(
             &|id, owner| match owner {
                 Owner::Mesos => alive.contains(id),
@@ -714,11 +934,12 @@ impl Isolator {
         )?;
         *self.index() = index;
         log::info!(
-            "recovered: {} volume(s) in use, {} reference(s) dropped, {} unmounted, {} remounted, {} problem(s)",
+            "recovered: {} volume(s) in use, {} reference(s) dropped, {} unmounted, {} remounted, {} container(s) fenced, {} problem(s)",
             report.kept.len(),
             report.dropped.len(),
             report.unmounted.len(),
             report.remounted.len(),
+            report.fenced.len(),
             report.errors.len()
         );
         Ok(report)
@@ -779,6 +1000,7 @@ impl Isolator {
                             };
                             let step = Reconcile {
                                 alive,
+                                leases: track && !dry_run,
                                 mounted,
                                 dry_run,
                             };
@@ -802,6 +1024,7 @@ impl Isolator {
             report.unmounted.extend(part.unmounted);
             report.remounted.extend(part.remounted);
             report.kept.extend(part.kept);
+            report.fenced.extend(part.fenced);
             report.errors.extend(part.errors);
             if let Some(index) = index.as_deref_mut() {
                 for (id, keys) in part_index {
@@ -831,7 +1054,11 @@ impl Isolator {
         // volume only once it has no users left.
         let key = &volume.key;
         if let Some(snapshot) = &volume.snapshot() {
-            if snapshot.phase == Phase::Mounted
+            let lease_to_retake = step.leases
+                && (snapshot.lease.is_some()
+                    || self.leased(&snapshot.driver, snapshot.dvdcli.as_deref()));
+            if !lease_to_retake
+                && snapshot.phase == Phase::Mounted
                 && !snapshot.users.is_empty()
                 && !step.vanished(snapshot)
                 && snapshot
@@ -867,6 +1094,33 @@ impl Isolator {
             }
             report.unmounted.push(key.clone());
             return Ok(());
+        }
+        if step.leases
+            && (record.lease.is_some() || self.leased(&record.driver, record.dvdcli.as_deref()))
+        {
+            // In use here: take the lease again (this process's session is new). Held by
+            // another agent, or not to be had, the volume must not stay in use here: its
+            // containers are fenced, and their cleanup releases it; it is not mounted again.
+            let mode = Self::mode_of(&record);
+            if record.lease != Some(mode) {
+                record.lease = Some(mode);
+                guard.save(&record).map_err(Self::state_err(key))?;
+            }
+            if let Err(e) = self.take_lease_now(key, mode) {
+                let message = format!("{}; the container was fenced at recovery", render_chain(&e));
+                for id in record.users.keys() {
+                    fence_container(&self.fence, id, &message);
+                    report.fenced.push((id.clone(), message.clone()));
+                }
+                if record.users.len() != before {
+                    guard.save(&record).map_err(Self::state_err(key))?;
+                }
+                if let Some(index) = index {
+                    add_users(index, &record, key);
+                }
+                report.kept.push(key.clone());
+                return Ok(());
+            }
         }
         if record.phase != Phase::Mounted || step.vanished(&record) {
             if !step.dry_run {
@@ -904,9 +1158,31 @@ fn add_users(index: &mut Index, record: &VolumeRecord, key: &VolumeKey) {
 /// Container → the volumes it holds; `None` while its prepare runs.
 type Index = HashMap<ContainerId, Option<Vec<VolumeKey>>>;
 
+/// Told of a container to stop (fence), with the reason for the task's status.
+pub type FenceHandler = Arc<dyn Fn(&ContainerId, &str) + Send + Sync>;
+
+/// Locks `m`. A panic elsewhere while holding one of the isolator's locks leaves its data
+/// consistent (single inserts and removes), so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tells the fence handler (when there is one) to stop `id`.
+fn fence_container(fence: &Mutex<Option<FenceHandler>>, id: &ContainerId, message: &str) {
+    log::warn!("fencing container {id}: {message}");
+    let handler = lock(fence).clone();
+    match handler {
+        Some(h) => h(id, message),
+        None => log::error!("container {id} should be stopped, but nothing can stop it here"),
+    }
+}
+
 /// What one reconciliation pass judges by.
 struct Reconcile<'a> {
     alive: &'a (dyn Fn(&ContainerId, Owner) -> bool + Sync),
+    /// Take again the leases of volumes in use (recover, not `dvdi gc`: a lease belongs to the
+    /// process whose session holds it).
+    leases: bool,
     /// The host's mount points (a set: an agent may hold thousands of mounts).
     mounted: &'a HashSet<&'a Path>,
     dry_run: bool,

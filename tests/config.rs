@@ -78,7 +78,7 @@ fn every_key_is_read() {
         .collect();
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
-    assert_eq!(KEYS.len(), 11);
+    assert_eq!(KEYS.len(), 16);
 }
 
 #[test]
@@ -177,4 +177,57 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
     for k in KEYS.iter().filter(|k| **k != "allowed_drivers") {
         assert!(keys.contains(k), "isolator.json lacks {k}");
     }
+}
+
+#[test]
+fn coordination_settings_are_read_and_default_to_none() {
+    let c = Config::from_params(&[]).unwrap();
+    assert_eq!(c.coordination, None);
+    assert_eq!(c.lease_session_timeout, Duration::from_secs(10));
+    assert_eq!(c.lease_wait, Duration::from_secs(30));
+    assert!(c.lease_drivers.is_empty());
+    assert_eq!(c.agent_name, mesos_dvdi::config::host_name());
+
+    let c = Config::from_params(&params(&[
+        ("coordination", "zk://10.0.0.1:2181,zk2:2181/mesos/dvdi"),
+        ("agent_name", "agent-7.example"),
+        ("lease_session_timeout_secs", "4"),
+        ("lease_wait_secs", "9"),
+        ("lease_drivers", "local,nfs"),
+    ]))
+    .unwrap();
+    let target = c.coordination.expect("a ZooKeeper target");
+    assert_eq!(target.hosts, ["10.0.0.1:2181", "zk2:2181"]);
+    assert_eq!(target.path, "/mesos/dvdi");
+    assert_eq!(c.agent_name, "agent-7.example");
+    assert_eq!(c.lease_session_timeout, Duration::from_secs(4));
+    assert_eq!(c.lease_wait, Duration::from_secs(9));
+    let drivers: Vec<&str> = c.lease_drivers.iter().map(|d| d.as_str()).collect();
+    assert_eq!(drivers, ["local", "nfs"]);
+    let c = Config::from_params(&params(&[("coordination", "none")])).unwrap();
+    assert_eq!(c.coordination, None);
+}
+
+#[test]
+fn the_lease_wait_is_bounded_by_the_mount_timeout() {
+    let c = Config::from_params(&params(&[
+        ("lease_wait_secs", "300"),
+        ("mount_timeout_secs", "60"),
+    ]))
+    .unwrap();
+    assert_eq!(c.lease_wait, Duration::from_secs(60));
+}
+
+#[test]
+fn bad_coordination_settings_are_refused_naming_the_parameter() {
+    let (e, text) = refused(&[("coordination", "http://zk:2181/x")]);
+    assert_eq!(e.key(), Some("coordination"));
+    assert!(text.contains("zk://host:port"), "{text}");
+    let (e, text) = refused(&[("agent_name", "a/b")]);
+    assert_eq!(e.key(), Some("agent_name"));
+    assert!(text.contains("\"a/b\""), "{text}");
+    let (e, _) = refused(&[("lease_session_timeout_secs", "0")]);
+    assert_eq!(e.key(), Some("lease_session_timeout_secs"));
+    let (e, _) = refused(&[("lease_drivers", "local,,x")]);
+    assert_eq!(e.key(), Some("lease_drivers"));
 }

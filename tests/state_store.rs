@@ -45,6 +45,7 @@ fn record(k: &VolumeKey, users: &[&str]) -> VolumeRecord {
             })
             .collect::<BTreeMap<_, _>>(),
         last_error: None,
+        lease: None,
     }
 }
 

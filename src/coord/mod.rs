@@ -178,8 +178,8 @@ pub enum CoordError {
         wanted: LeaseMode,
         /// How the other agent holds it.
         held_mode: LeaseMode,
-        /// Who holds it.
-        holder: Holder,
+        /// Who holds it (boxed: errors travel by value).
+        holder: Box<Holder>,
         /// How long the call waited.
         waited: Duration,
     },
@@ -227,8 +227,12 @@ pub trait Coordinator: Send + Sync {
     /// read-write; waits up to `wait` while another agent holds a conflicting lease. Holding it
     /// already in `mode` or a stronger one is success. A stale node of this agent's own (a
     /// previous process of this agent, now dead) is taken over.
-    fn acquire(&self, volume: &VolumeKey, mode: LeaseMode, wait: Duration)
-        -> Result<(), CoordError>;
+    fn acquire(
+        &self,
+        volume: &VolumeKey,
+        mode: LeaseMode,
+        wait: Duration,
+    ) -> Result<(), CoordError>;
 
     /// Gives up this agent's lease on `volume`, whatever its mode; holding none is success.
     fn release(&self, volume: &VolumeKey) -> Result<(), CoordError>;
@@ -241,4 +245,21 @@ pub trait Coordinator: Send + Sync {
 
     /// Every lease in the cluster, sorted by driver and name.
     fn leases(&self) -> Result<Vec<Lease>, CoordError>;
+
+    /// Waits up to `timeout` for a live session; whether there is one.
+    fn wait_connected(&self, timeout: Duration) -> bool {
+        // Coordinators that can wait on their connection's state override this; the default
+        // asks the status at a short interval.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.status().connected {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::MountId;
+use crate::coord::LeaseMode;
 use crate::spec::{DriverName, VolumeKey, VolumeName, VolumeOpts};
 
 /// The checkpoint format this build writes and reads.
@@ -159,6 +160,11 @@ pub struct VolumeRecord {
     /// The last backend failure, kept until a later call succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The cluster-wide lease this agent holds (or is taking) for the volume; `None` for a volume
+    /// that is not leased. Saved before the lease is taken and cleared only after it was given
+    /// back, so recovery knows which leases may be held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseMode>,
 }
 
 impl VolumeRecord {

@@ -145,7 +145,11 @@ pub struct Counting {
     pub mounts: Arc<AtomicUsize>,
     /// Backend unmounts so far.
     pub unmounts: Arc<AtomicUsize>,
+    before_unmount: Option<UnmountHook>,
 }
+
+/// Runs just before each backend unmount, with the volume's name.
+pub type UnmountHook = Arc<dyn Fn(&VolumeName) + Send + Sync>;
 
 impl Counting {
     /// Counts calls to `inner`'s backends.
@@ -154,7 +158,14 @@ impl Counting {
             inner,
             mounts: Arc::default(),
             unmounts: Arc::default(),
+            before_unmount: None,
         }
+    }
+
+    /// Also runs `hook` just before each backend unmount (to observe what holds then).
+    pub fn before_unmount(mut self, hook: UnmountHook) -> Self {
+        self.before_unmount = Some(hook);
+        self
     }
 }
 
@@ -162,6 +173,7 @@ struct CountingBackend {
     inner: Arc<dyn Backend>,
     mounts: Arc<AtomicUsize>,
     unmounts: Arc<AtomicUsize>,
+    before_unmount: Option<UnmountHook>,
 }
 
 impl BackendProvider for Counting {
@@ -174,6 +186,7 @@ impl BackendProvider for Counting {
             inner: self.inner.backend(driver, dvdcli)?,
             mounts: Arc::clone(&self.mounts),
             unmounts: Arc::clone(&self.unmounts),
+            before_unmount: self.before_unmount.clone(),
         }))
     }
 }
@@ -194,6 +207,9 @@ impl Backend for CountingBackend {
     }
     fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<(), BackendError> {
         self.unmounts.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = &self.before_unmount {
+            hook(name);
+        }
         self.inner.unmount(name, id)
     }
     fn path(&self, name: &VolumeName) -> Result<Option<PathBuf>, BackendError> {

@@ -4,6 +4,7 @@
 //! the same parser ([`Config::from_params`]), so the two can never disagree.
 
 mod envfile;
+mod leases;
 mod run;
 mod table;
 
@@ -16,11 +17,8 @@ use mesos_dvdi::config::{Config, ConfigError};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
-use std::sync::Arc;
 
-use mesos_dvdi::backend::registry::Registry;
 use mesos_dvdi::isolator::{Isolator, IsolatorError};
-use mesos_dvdi::mount::Host;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -36,6 +34,9 @@ Examples:
 
   # What is mounted on this agent, for whom, and what failed
   dvdi status
+
+  # Which agent holds which volume across the cluster (with --coordination zk://…)
+  dvdi leases --coordination zk://zk1:2181,zk2:2181/dvdi
 
   # Release what dead `dvdi run` processes held and retry failed unmounts (show first)
   dvdi gc --dry-run && dvdi gc
@@ -89,6 +90,21 @@ struct Global {
     /// A driver tasks may name; repeatable (default: all) [allowed_drivers]
     #[arg(long, global = true, value_name = "DRIVER")]
     allow_driver: Vec<String>,
+    /// Leases across agents: none or zk://host:port[,host:port...]/path [coordination; default none]
+    #[arg(long, global = true, value_name = "URL")]
+    coordination: Option<String>,
+    /// This agent's name in leases [agent_name; default the host name]
+    #[arg(long, global = true, value_name = "NAME")]
+    agent_name: Option<String>,
+    /// ZooKeeper session timeout in seconds [lease_session_timeout_secs; default 10]
+    #[arg(long, global = true, value_name = "SECS")]
+    lease_session_timeout: Option<String>,
+    /// Seconds a prepare waits for a lease held elsewhere [lease_wait_secs; default 30]
+    #[arg(long, global = true, value_name = "SECS")]
+    lease_wait: Option<String>,
+    /// A driver whose volumes are leased whatever its scope; repeatable [lease_drivers]
+    #[arg(long, global = true, value_name = "DRIVER")]
+    lease_driver: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +122,10 @@ enum Command {
     /// Show the mount table: volumes, host mount points, users, errors
     #[command(after_help = EXAMPLES)]
     Status(JsonArg),
+    /// List every volume lease in the cluster (with --coordination): volume, mode, holding
+    /// agent, since when
+    #[command(after_help = EXAMPLES)]
+    Leases(JsonArg),
     /// Release what dead `dvdi run` processes held, retry failed unmounts, remount vanished
     /// mounts still in use (references of Mesos containers are left to the agent)
     #[command(after_help = EXAMPLES)]
@@ -201,6 +221,8 @@ enum CliError {
     State(#[from] StateError),
     #[error(transparent)]
     Isolator(#[from] IsolatorError),
+    #[error(transparent)]
+    Leases(#[from] leases::LeasesError),
     #[error("{0} problem(s) remain; see above")]
     Unresolved(usize),
     #[error("cannot tell the current directory (the default --sandbox)")]
@@ -247,6 +269,19 @@ impl Global {
                 "allowed_drivers",
                 "--allow-driver",
                 (!self.allow_driver.is_empty()).then(|| self.allow_driver.join(",")),
+            ),
+            ("coordination", "--coordination", self.coordination.clone()),
+            ("agent_name", "--agent-name", self.agent_name.clone()),
+            (
+                "lease_session_timeout_secs",
+                "--lease-session-timeout",
+                self.lease_session_timeout.clone(),
+            ),
+            ("lease_wait_secs", "--lease-wait", self.lease_wait.clone()),
+            (
+                "lease_drivers",
+                "--lease-driver",
+                (!self.lease_driver.is_empty()).then(|| self.lease_driver.join(",")),
             ),
         ];
         let mut from_flag = Vec::new();
@@ -376,14 +411,14 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             )
         );
     }
+    for line in leases::status_section(config) {
+        println!("{line}");
+    }
     Ok(())
 }
 
 fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
-    let isolator = Isolator::new(
-        config.clone(),
-        Arc::new(Registry::new(config.clone(), Arc::new(Host))),
-    )?;
+    let isolator = Isolator::open(config.clone())?;
     let report = isolator.gc(args.dry_run)?;
     if args.json {
         println!(
@@ -526,6 +561,7 @@ fn main() -> ExitCode {
         Command::Resolve(args) => resolve(&config, args),
         Command::Status(args) => status(&config, args),
         Command::Gc(args) => gc(&config, args),
+        Command::Leases(args) => leases::leases(&config, args.json).map_err(CliError::from),
         Command::Plugins(args) => plugins(&config, args),
         Command::Run(_) => unreachable!("handled above"),
     });

@@ -8,11 +8,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesos_dvdi::backend::registry::Registry;
 use mesos_dvdi::config::Config;
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{process_start_time, ContainerInput, Isolator, LaunchPlan};
-use mesos_dvdi::mount::{self, Bind, Host};
+use mesos_dvdi::mount::{self, Bind};
 use mesos_dvdi::state::Owner;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
@@ -116,13 +115,11 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         eprintln!("dvdi: error: {msg}");
         ExitCode::from(EXIT_DVDI_FAILED)
     };
-    let isolator = match Isolator::new(
-        config.clone(),
-        Arc::new(Registry::new(config.clone(), Arc::new(Host))),
-    ) {
+    let isolator = match Isolator::open(config.clone()) {
         Ok(i) => i,
         Err(e) => return fail(render_chain(&e)),
     };
+    let fenced = stop_on_fence(&isolator, &signals);
     let pid = std::process::id();
     let Some(start_time) = process_start_time(i32::try_from(pid).expect("pids fit i32")) else {
         return fail("cannot read this process's start time from /proc".to_owned());
@@ -155,6 +152,12 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
     }
     let status = spawn_and_wait(&req, &plan, &signals);
     let cleaned = isolator.cleanup(&id);
+    if let Some(why) = fenced.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Err(e) = cleaned {
+            eprintln!("dvdi: error: {}", render_chain(&e));
+        }
+        return fail(format!("{why}; the command was stopped (SIGKILL)"));
+    }
     let code = match status {
         Ok(code) => code,
         Err(msg) => {
@@ -169,6 +172,32 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         eprintln!("dvdi: error: {}", render_chain(&e));
     }
     ExitCode::from(code)
+}
+
+/// Fencing for `dvdi run`: when a lease the command's volumes depend on is lost, the command is
+/// killed at once (as Mesos kills a fenced container) and the reason kept for the final message.
+fn stop_on_fence(
+    isolator: &Isolator,
+    signals: &Arc<Mutex<SignalState>>,
+) -> Arc<Mutex<Option<String>>> {
+    let fenced = Arc::new(Mutex::new(None));
+    let (why, signals) = (Arc::clone(&fenced), Arc::clone(signals));
+    isolator.set_fence_handler(Arc::new(move |_, message: &str| {
+        eprintln!("dvdi: {message}: stopping the command");
+        why.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| message.to_owned());
+        let mut st = signals.lock().unwrap_or_else(|p| p.into_inner());
+        match st.child {
+            Some(pid) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            }
+            None => {
+                st.early.get_or_insert(Signal::SIGKILL);
+            }
+        }
+    }));
+    fenced
 }
 
 fn spawn_and_wait(
