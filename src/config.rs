@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::spec::{DriverName, NameError, ResolveOptions};
+use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
 /// Every key the module and `--config` files accept, in the order of DESIGN §6.
 pub const KEYS: &[&str] = &[
@@ -19,6 +19,7 @@ pub const KEYS: &[&str] = &[
     "unmount_timeout_secs",
     "allowed_drivers",
     "allow_task_dvdcli",
+    "docker_volumes",
 ];
 
 /// A setting that could not be used; each names the key and the value and says what is valid.
@@ -63,6 +64,12 @@ pub enum ConfigError {
     /// A backend other than `plugin` or `dvdcli`.
     #[error("parameter backend: {value:?} is not a backend; use plugin or dvdcli")]
     BadBackend {
+        /// The value.
+        value: String,
+    },
+    /// A `docker_volumes` other than `handle` or `ignore`.
+    #[error("parameter docker_volumes: {value:?} is not a choice; use handle (this module mounts DOCKER_VOLUME entries) or ignore (another isolator, such as Mesos' docker/volume, does)")]
+    BadDockerVolumes {
         /// The value.
         value: String,
     },
@@ -122,6 +129,17 @@ pub enum BackendKind {
     Dvdcli,
 }
 
+/// Who acts on a task's `DOCKER_VOLUME` entries (`docker_volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerVolumes {
+    /// This module mounts them, beside the `DVDI_VOLUME_*` environment (the default).
+    Handle,
+    /// They are left to another isolator (Mesos' own `docker/volume`, listed in `--isolation`
+    /// beside this module): only the `DVDI_VOLUME_*` environment is acted on. Two isolators
+    /// acting on one entry would mount it twice or fail the task.
+    Ignore,
+}
+
 /// Every setting of the module and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -147,6 +165,8 @@ pub struct Config {
     pub allowed_drivers: Option<Vec<DriverName>>,
     /// Honour `DVDI_VOLUME_DVDCLI` (`allow_task_dvdcli`).
     pub allow_task_dvdcli: bool,
+    /// Who acts on `DOCKER_VOLUME` entries (`docker_volumes`).
+    pub docker_volumes: DockerVolumes,
 }
 
 impl Default for Config {
@@ -170,6 +190,7 @@ impl Default for Config {
             unmount_timeout: Duration::from_secs(600),
             allowed_drivers: None,
             allow_task_dvdcli: false,
+            docker_volumes: DockerVolumes::Handle,
         }
     }
 }
@@ -185,6 +206,7 @@ impl ConfigError {
             | Self::BadDriver { key, .. }
             | Self::EmptyEntry { key, .. } => Some(key),
             Self::BadBackend { .. } => Some("backend"),
+            Self::BadDockerVolumes { .. } => Some("docker_volumes"),
             Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
         }
     }
@@ -305,6 +327,17 @@ impl Config {
                     }
                 }
             }
+            "docker_volumes" => {
+                self.docker_volumes = match value {
+                    "handle" => DockerVolumes::Handle,
+                    "ignore" => DockerVolumes::Ignore,
+                    _ => {
+                        return Err(ConfigError::BadDockerVolumes {
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -355,6 +388,18 @@ impl Config {
             default_driver: self.default_driver.clone(),
             allowed_drivers: self.allowed_drivers.clone(),
             allow_task_dvdcli: self.allow_task_dvdcli,
+        }
+    }
+
+    /// The `DOCKER_VOLUME` entries this isolator acts on: all of `entries`, or none when
+    /// `docker_volumes=ignore` leaves them to another isolator.
+    pub fn docker_volumes_of<'a>(
+        &self,
+        entries: &'a [DockerVolumeInput],
+    ) -> &'a [DockerVolumeInput] {
+        match self.docker_volumes {
+            DockerVolumes::Handle => entries,
+            DockerVolumes::Ignore => &[],
         }
     }
 

@@ -339,9 +339,11 @@ impl Isolator {
         input: &ContainerInput,
     ) -> Result<LaunchPlan, PrepareError> {
         let fail = |cause| PrepareError::new(id.as_str(), cause);
+        // With docker_volumes=ignore another isolator owns DOCKER_VOLUME entries: not even
+        // validated here, as their errors are that isolator's to report.
         let resolved = spec::resolve(
             &input.env,
-            &input.docker_volumes,
+            self.config.docker_volumes_of(&input.docker_volumes),
             &self.config.resolve_options(),
         )
         .map_err(|e| fail(e.into()))?;

@@ -89,6 +89,10 @@ struct Global {
     /// A driver tasks may name; repeatable (default: all) [allowed_drivers]
     #[arg(long, global = true, value_name = "DRIVER")]
     allow_driver: Vec<String>,
+    /// Who mounts DOCKER_VOLUME entries: handle (dvdi) or ignore (another isolator)
+    /// [docker_volumes; default handle]
+    #[arg(long, global = true, value_name = "WHO")]
+    docker_volumes: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +252,11 @@ impl Global {
                 "--allow-driver",
                 (!self.allow_driver.is_empty()).then(|| self.allow_driver.join(",")),
             ),
+            (
+                "docker_volumes",
+                "--docker-volumes",
+                self.docker_volumes.clone(),
+            ),
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
@@ -268,7 +277,11 @@ impl Global {
 
 fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
     let input = args.input.read()?;
-    let resolved = spec::resolve(&input.env, &input.docker_volumes, &config.resolve_options())?;
+    let resolved = spec::resolve(
+        &input.env,
+        config.docker_volumes_of(&input.docker_volumes),
+        &config.resolve_options(),
+    )?;
     for w in &resolved.warnings {
         eprintln!("dvdi: warning: {w}");
     }

@@ -83,7 +83,8 @@ fn with_progress<T>(what: &str, work: impl FnOnce() -> T) -> T {
 }
 
 fn describe(task: &TaskInput, config: &Config) -> String {
-    match mesos_dvdi::spec::resolve(&task.env, &task.docker_volumes, &config.resolve_options()) {
+    let docker_volumes = config.docker_volumes_of(&task.docker_volumes);
+    match mesos_dvdi::spec::resolve(&task.env, docker_volumes, &config.resolve_options()) {
         Ok(r) if !r.volumes.is_empty() => {
             let names: Vec<String> = r
                 .volumes
