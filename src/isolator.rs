@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::backend::{BackendError, BackendProvider, MountId, MountRequest};
 use crate::config::Config;
 use crate::error::render_chain;
-use crate::mount::{self, TargetError, TargetPolicy};
+use crate::mount::{self, CreatedDirs, TargetError, TargetPolicy};
 use crate::spec::{self, DockerVolumeInput, SpecError, VolumeKey, VolumeSpec};
 use crate::state::{
     ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Surveyed, Use, VolumeRecord,
@@ -108,10 +108,13 @@ pub enum IsolatorError {
     #[error("the task's volume request is invalid")]
     Spec(#[from] SpecError),
     /// A container path was refused.
-    #[error("{volume}: container path refused")]
+    #[error("{volume}: {}container path refused", place_prefix(.place))]
     Target {
         /// The volume.
         volume: VolumeKey,
+        /// The variable or field that gave the path (e.g. `DVDI_VOLUME_CONTAINERPATH2`), when
+        /// known.
+        place: Option<String>,
         /// Why.
         #[source]
         source: Box<TargetError>,
@@ -134,6 +137,11 @@ pub enum IsolatorError {
     /// Reading the host's mount table failed.
     #[error("reading the mount table failed")]
     MountTable(#[source] std::io::Error),
+}
+
+/// `PLACE: ` when the place is known.
+fn place_prefix(place: &Option<String>) -> String {
+    place.as_ref().map(|p| format!("{p}: ")).unwrap_or_default()
 }
 
 /// `prepare` failed; nothing it did is left behind unless `rollback` says otherwise.
@@ -349,11 +357,17 @@ impl Isolator {
         .map_err(|e| fail(e.into()))?;
 
         // Verify every target before any backend call: a refused path costs no attach.
+        // Directories made for them are removed again on every way out but success.
+        let mut created = CreatedDirs::new();
         let mut targets = Vec::with_capacity(resolved.volumes.len());
         for spec in &resolved.volumes {
             let target = match &spec.container_path {
                 None => None,
-                Some(path) => Some(self.resolve_target(spec, path, input).map_err(fail)?),
+                Some(path) => {
+                    let (target, made) = self.resolve_target(spec, path, input).map_err(fail)?;
+                    created.append(made);
+                    Some(target)
+                }
             };
             targets.push(target);
         }
@@ -427,6 +441,7 @@ impl Isolator {
             plan.volumes.push((key, host));
         }
         plan.needs_new_mount_ns = !plan.mounts.is_empty();
+        created.disarm();
         Ok(plan)
     }
 
@@ -436,25 +451,53 @@ impl Isolator {
     /// path is inside the rootfs when the container has one, else a host path; a relative path is
     /// in the sandbox, which a container with a rootfs sees at [`SANDBOX_IN_ROOTFS`] — so the
     /// directory is made in the host sandbox and the bind targets the rootfs's view of it.
+    ///
+    /// Also returns the directories it created, armed to be removed again. A refusal names the
+    /// variable and the components as the container sees them; the host path goes to the
+    /// agent's log only.
     fn resolve_target(
         &self,
         spec: &VolumeSpec,
         path: &spec::ContainerPath,
         input: &ContainerInput,
-    ) -> Result<PathBuf, IsolatorError> {
-        let refused = |source| IsolatorError::Target {
-            volume: spec.key(),
-            source: Box::new(source),
+    ) -> Result<(PathBuf, CreatedDirs), IsolatorError> {
+        let refused = |source: TargetError| {
+            log::warn!(
+                "{}: container path {} refused at host path {}: {}",
+                spec.key(),
+                path,
+                source.host_path().display(),
+                render_chain(&source)
+            );
+            IsolatorError::Target {
+                volume: spec.key(),
+                place: spec
+                    .origin
+                    .0
+                    .as_ref()
+                    .map(spec::Origin::container_path_place),
+                source: Box::new(source),
+            }
         };
         if !path.is_absolute() {
-            let verified =
-                mount::resolve_target(&input.sandbox, path, &TargetPolicy::CreateMissing)
+            // How the task names its sandbox: a fixed path inside a rootfs, else its variable
+            // (the host path of a sandbox is the agent's business).
+            let view = Path::new(match input.rootfs {
+                Some(_) => SANDBOX_IN_ROOTFS,
+                None => "$MESOS_SANDBOX",
+            });
+            let mut verified =
+                mount::resolve_target_in(&input.sandbox, view, path, &TargetPolicy::CreateMissing)
                     .map_err(refused)?;
+            let made = verified.take_created();
             return Ok(match &input.rootfs {
-                Some(rootfs) => rootfs
-                    .join(SANDBOX_IN_ROOTFS.trim_start_matches('/'))
-                    .join(path.relative()),
-                None => verified.path().to_owned(),
+                Some(rootfs) => (
+                    rootfs
+                        .join(SANDBOX_IN_ROOTFS.trim_start_matches('/'))
+                        .join(path.relative()),
+                    made,
+                ),
+                None => (verified.path().to_owned(), made),
             });
         }
         let (root, policy) = match &input.rootfs {
@@ -466,9 +509,11 @@ impl Isolator {
                 },
             ),
         };
-        mount::resolve_target(root, path, &policy)
-            .map(|t| t.path().to_owned())
-            .map_err(refused)
+        // A rootfs is the container's `/`; a host path is its own view.
+        let mut verified =
+            mount::resolve_target_in(root, Path::new("/"), path, &policy).map_err(refused)?;
+        let made = verified.take_created();
+        Ok((verified.path().to_owned(), made))
     }
 
     fn state_err(key: &VolumeKey) -> impl FnOnce(StateError) -> IsolatorError + '_ {

@@ -108,7 +108,8 @@ pub use mountinfo::{
     is_mount_point, is_mount_root, parse_mountinfo, read_mountinfo, MountInfoEntry,
 };
 pub use target::{
-    resolve_target, resolve_target_with, ResolvedTarget, Resolver, TargetError, TargetPolicy,
+    resolve_target, resolve_target_in, resolve_target_with, CreatedDirs, ResolvedTarget,
+    Resolver, TargetError, TargetPolicy,
 };
 
 /// Binds `source` onto `target` (`MS_BIND | MS_REC`), then, for read-only, remounts the bind
