@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::coord::zk::{ZkTarget, ZkUrlError};
-use crate::spec::{DriverName, NameError, ResolveOptions};
+use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
 /// Every key the module and `--config` files accept, in the order of DESIGN §6.
 pub const KEYS: &[&str] = &[
@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "lease_session_timeout_secs",
     "lease_wait_secs",
     "lease_drivers",
+    "docker_volumes",
 ];
 
 /// A setting that could not be used; each names the key and the value and says what is valid.
@@ -69,6 +70,12 @@ pub enum ConfigError {
     /// A backend other than `plugin` or `dvdcli`.
     #[error("parameter backend: {value:?} is not a backend; use plugin or dvdcli")]
     BadBackend {
+        /// The value.
+        value: String,
+    },
+    /// A `docker_volumes` other than `handle` or `ignore`.
+    #[error("parameter docker_volumes: {value:?} is not a choice; use handle (this module mounts DOCKER_VOLUME entries) or ignore (another isolator, such as Mesos' docker/volume, does)")]
+    BadDockerVolumes {
         /// The value.
         value: String,
     },
@@ -137,6 +144,17 @@ pub enum BackendKind {
     Dvdcli,
 }
 
+/// Who acts on a task's `DOCKER_VOLUME` entries (`docker_volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerVolumes {
+    /// This module mounts them, beside the `DVDI_VOLUME_*` environment (the default).
+    Handle,
+    /// They are left to another isolator (Mesos' own `docker/volume`, listed in `--isolation`
+    /// beside this module): only the `DVDI_VOLUME_*` environment is acted on. Two isolators
+    /// acting on one entry would mount it twice or fail the task.
+    Ignore,
+}
+
 /// Every setting of the module and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -172,6 +190,8 @@ pub struct Config {
     pub lease_wait: Duration,
     /// Drivers whose volumes are leased whatever their plugin's scope (`lease_drivers`).
     pub lease_drivers: Vec<DriverName>,
+    /// Who acts on `DOCKER_VOLUME` entries (`docker_volumes`).
+    pub docker_volumes: DockerVolumes,
 }
 
 impl Default for Config {
@@ -200,6 +220,7 @@ impl Default for Config {
             lease_session_timeout: Duration::from_secs(10),
             lease_wait: Duration::from_secs(30),
             lease_drivers: Vec::new(),
+            docker_volumes: DockerVolumes::Handle,
         }
     }
 }
@@ -235,6 +256,7 @@ impl ConfigError {
             Self::BadBackend { .. } => Some("backend"),
             Self::BadCoordination(_) => Some("coordination"),
             Self::BadAgentName { .. } => Some("agent_name"),
+            Self::BadDockerVolumes { .. } => Some("docker_volumes"),
             Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
         }
     }
@@ -379,6 +401,17 @@ impl Config {
                     .map(|d| driver(key, d))
                     .collect::<Result<_, _>>()?
             }
+            "docker_volumes" => {
+                self.docker_volumes = match value {
+                    "handle" => DockerVolumes::Handle,
+                    "ignore" => DockerVolumes::Ignore,
+                    _ => {
+                        return Err(ConfigError::BadDockerVolumes {
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -429,6 +462,18 @@ impl Config {
             default_driver: self.default_driver.clone(),
             allowed_drivers: self.allowed_drivers.clone(),
             allow_task_dvdcli: self.allow_task_dvdcli,
+        }
+    }
+
+    /// The `DOCKER_VOLUME` entries this isolator acts on: all of `entries`, or none when
+    /// `docker_volumes=ignore` leaves them to another isolator.
+    pub fn docker_volumes_of<'a>(
+        &self,
+        entries: &'a [DockerVolumeInput],
+    ) -> &'a [DockerVolumeInput] {
+        match self.docker_volumes {
+            DockerVolumes::Handle => entries,
+            DockerVolumes::Ignore => &[],
         }
     }
 

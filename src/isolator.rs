@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{CoordError, Coordinator, LeaseLoss, LeaseMode};
 use crate::error::render_chain;
-use crate::mount::{self, TargetError, TargetPolicy};
+use crate::mount::{self, CreatedDirs, TargetError, TargetPolicy};
 use crate::spec::{self, DockerVolumeInput, DriverName, SpecError, VolumeKey, VolumeSpec};
 use crate::state::{
     ContainerId, ContainerIdError, Owner, Phase, StateError, Store, Surveyed, Use, VolumeRecord,
@@ -114,10 +114,13 @@ pub enum IsolatorError {
     #[error("the task's volume request is invalid")]
     Spec(#[from] SpecError),
     /// A container path was refused.
-    #[error("{volume}: container path refused")]
+    #[error("{volume}: {}container path refused", place_prefix(.place))]
     Target {
         /// The volume.
         volume: VolumeKey,
+        /// The variable or field that gave the path (e.g. `DVDI_VOLUME_CONTAINERPATH2`), when
+        /// known.
+        place: Option<String>,
         /// Why.
         #[source]
         source: Box<TargetError>,
@@ -143,6 +146,11 @@ pub enum IsolatorError {
     /// The volume's cluster-wide lease could not be taken or given back.
     #[error(transparent)]
     Lease(#[from] CoordError),
+}
+
+/// `PLACE: ` when the place is known.
+fn place_prefix(place: &Option<String>) -> String {
+    place.as_ref().map(|p| format!("{p}: ")).unwrap_or_default()
 }
 
 /// `prepare` failed; nothing it did is left behind unless `rollback` says otherwise.
@@ -459,19 +467,27 @@ impl Isolator {
         input: &ContainerInput,
     ) -> Result<LaunchPlan, PrepareError> {
         let fail = |cause| PrepareError::new(id.as_str(), cause);
+        // With docker_volumes=ignore another isolator owns DOCKER_VOLUME entries: not even
+        // validated here, as their errors are that isolator's to report.
         let resolved = spec::resolve(
             &input.env,
-            &input.docker_volumes,
+            self.config.docker_volumes_of(&input.docker_volumes),
             &self.config.resolve_options(),
         )
         .map_err(|e| fail(e.into()))?;
 
         // Verify every target before any backend call: a refused path costs no attach.
+        // Directories made for them are removed again on every way out but success.
+        let mut created = CreatedDirs::new();
         let mut targets = Vec::with_capacity(resolved.volumes.len());
         for spec in &resolved.volumes {
             let target = match &spec.container_path {
                 None => None,
-                Some(path) => Some(self.resolve_target(spec, path, input).map_err(fail)?),
+                Some(path) => {
+                    let (target, made) = self.resolve_target(spec, path, input).map_err(fail)?;
+                    created.append(made);
+                    Some(target)
+                }
             };
             targets.push(target);
         }
@@ -545,6 +561,7 @@ impl Isolator {
             plan.volumes.push((key, host));
         }
         plan.needs_new_mount_ns = !plan.mounts.is_empty();
+        created.disarm();
         Ok(plan)
     }
 
@@ -554,25 +571,53 @@ impl Isolator {
     /// path is inside the rootfs when the container has one, else a host path; a relative path is
     /// in the sandbox, which a container with a rootfs sees at [`SANDBOX_IN_ROOTFS`] — so the
     /// directory is made in the host sandbox and the bind targets the rootfs's view of it.
+    ///
+    /// Also returns the directories it created, armed to be removed again. A refusal names the
+    /// variable and the components as the container sees them; the host path goes to the
+    /// agent's log only.
     fn resolve_target(
         &self,
         spec: &VolumeSpec,
         path: &spec::ContainerPath,
         input: &ContainerInput,
-    ) -> Result<PathBuf, IsolatorError> {
-        let refused = |source| IsolatorError::Target {
-            volume: spec.key(),
-            source: Box::new(source),
+    ) -> Result<(PathBuf, CreatedDirs), IsolatorError> {
+        let refused = |source: TargetError| {
+            log::warn!(
+                "{}: container path {} refused at host path {}: {}",
+                spec.key(),
+                path,
+                source.host_path().display(),
+                render_chain(&source)
+            );
+            IsolatorError::Target {
+                volume: spec.key(),
+                place: spec
+                    .origin
+                    .0
+                    .as_ref()
+                    .map(spec::Origin::container_path_place),
+                source: Box::new(source),
+            }
         };
         if !path.is_absolute() {
-            let verified =
-                mount::resolve_target(&input.sandbox, path, &TargetPolicy::CreateMissing)
+            // How the task names its sandbox: a fixed path inside a rootfs, else its variable
+            // (the host path of a sandbox is the agent's business).
+            let view = Path::new(match input.rootfs {
+                Some(_) => SANDBOX_IN_ROOTFS,
+                None => "$MESOS_SANDBOX",
+            });
+            let mut verified =
+                mount::resolve_target_in(&input.sandbox, view, path, &TargetPolicy::CreateMissing)
                     .map_err(refused)?;
+            let made = verified.take_created();
             return Ok(match &input.rootfs {
-                Some(rootfs) => rootfs
-                    .join(SANDBOX_IN_ROOTFS.trim_start_matches('/'))
-                    .join(path.relative()),
-                None => verified.path().to_owned(),
+                Some(rootfs) => (
+                    rootfs
+                        .join(SANDBOX_IN_ROOTFS.trim_start_matches('/'))
+                        .join(path.relative()),
+                    made,
+                ),
+                None => (verified.path().to_owned(), made),
             });
         }
         let (root, policy) = match &input.rootfs {
@@ -584,9 +629,11 @@ impl Isolator {
                 },
             ),
         };
-        mount::resolve_target(root, path, &policy)
-            .map(|t| t.path().to_owned())
-            .map_err(refused)
+        // A rootfs is the container's `/`; a host path is its own view.
+        let mut verified =
+            mount::resolve_target_in(root, Path::new("/"), path, &policy).map_err(refused)?;
+        let made = verified.take_created();
+        Ok((verified.path().to_owned(), made))
     }
 
     fn state_err(key: &VolumeKey) -> impl FnOnce(StateError) -> IsolatorError + '_ {

@@ -341,3 +341,99 @@ fn rootfs_symlink_to_host_etc_is_refused() {
     assert!(text(&out).contains("symbolic link"), "{}", text(&out));
     assert!(!std::path::Path::new("/etc/x").exists());
 }
+
+/// `dvdi run` fails in a setup step of the command's child, with one message naming the step
+/// and its paths and the OS error, exit status 125, and nothing recorded.
+fn assert_setup_fails(fx: &Fixture, args: &[&str], parts: &[&str]) {
+    let out = dvdi(fx).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for p in parts {
+        assert!(err.contains(p), "{err:?} does not mention {p:?}");
+    }
+    assert!(!err.contains("Invalid argument"), "{err}");
+    let status = dvdi(fx).arg("status").output().unwrap();
+    assert!(
+        text(&status).contains("no volumes recorded"),
+        "{}",
+        text(&status)
+    );
+}
+
+#[test]
+fn a_bind_onto_a_target_gone_from_view_names_the_step_and_both_paths() {
+    let fx = Fixture::new();
+    // Two volumes, the second's target inside the first's: once the first (empty) volume is
+    // bound, the second's target — made by prepare in the directory now covered — is gone from
+    // the command's view, and its bind fails for real with ENOENT.
+    let outer = fx.root().join("tmp/outer");
+    let inner = outer.join("inner");
+    let args = [
+        "run".to_owned(),
+        "-e".to_owned(),
+        "DVDI_VOLUME_NAME=outer".to_owned(),
+        "-e".to_owned(),
+        format!("DVDI_VOLUME_CONTAINERPATH={}", outer.display()),
+        "-e".to_owned(),
+        "DVDI_VOLUME_NAME1=inner".to_owned(),
+        "-e".to_owned(),
+        format!("DVDI_VOLUME_CONTAINERPATH1={}", inner.display()),
+        "--".to_owned(),
+        "true".to_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let source = fx.config.local_root.join("inner");
+    assert_setup_fails(
+        &fx,
+        &args,
+        &[
+            "dvdi: error: setting up \"true\": binding the volume at ",
+            &format!("{} onto {} failed", source.display(), inner.display()),
+            "No such file or directory",
+        ],
+    );
+}
+
+#[test]
+fn a_rootfs_without_the_command_names_the_command_and_the_rootfs() {
+    let fx = Fixture::new();
+    let root = busybox_rootfs(&fx);
+    let root_arg = root.to_str().unwrap();
+    assert_setup_fails(
+        &fx,
+        &[
+            "run",
+            "--rootfs",
+            root_arg,
+            "-e",
+            "DVDI_VOLUME_NAME=v",
+            "-e",
+            "DVDI_VOLUME_CONTAINERPATH=/data",
+            "--",
+            "/bin/not-in-this-rootfs",
+        ],
+        &[
+            &format!(
+                "executing \"/bin/not-in-this-rootfs\" in the root file system {root_arg} failed"
+            ),
+            "No such file or directory",
+        ],
+    );
+}
+
+#[test]
+fn a_rootfs_that_is_no_directory_names_the_chroot_step() {
+    let fx = Fixture::new();
+    let not_a_dir = fx.root().join("rootfs-file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let root_arg = not_a_dir.to_str().unwrap();
+    assert_setup_fails(
+        &fx,
+        &["run", "--rootfs", root_arg, "--", "/bin/true"],
+        &[
+            &format!("changing the root to {root_arg} (chroot) failed"),
+            "Not a directory",
+        ],
+    );
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesos_dvdi::config::{BackendKind, Config, ConfigError, KEYS};
+use mesos_dvdi::config::{BackendKind, Config, ConfigError, DockerVolumes, KEYS};
 use mesos_dvdi::error::render_chain;
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -42,6 +42,7 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.unmount_timeout, Duration::from_secs(600));
     assert_eq!(c.allowed_drivers, None);
     assert!(!c.allow_task_dvdcli);
+    assert_eq!(c.docker_volumes, DockerVolumes::Handle);
 }
 
 #[test]
@@ -58,6 +59,7 @@ fn every_key_is_read() {
         ("unmount_timeout_secs", "6"),
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
+        ("docker_volumes", "ignore"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -78,7 +80,8 @@ fn every_key_is_read() {
         .collect();
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
-    assert_eq!(KEYS.len(), 16);
+    assert_eq!(c.docker_volumes, DockerVolumes::Ignore);
+    assert_eq!(KEYS.len(), 17);
 }
 
 #[test]
@@ -114,6 +117,8 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("default_driver", "../x", "driver"),
         ("allowed_drivers", "local,", "empty entry"),
         ("allowed_drivers", "lo cal", "driver"),
+        ("docker_volumes", "Ignore", "handle"),
+        ("docker_volumes", "", "ignore"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -172,9 +177,11 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         })
         .collect();
     assert_eq!(Config::from_params(&params).unwrap(), Config::default());
-    // allowed_drivers has no "all" value: leaving it out is the default.
+    // allowed_drivers has no "all" value, agent_name's default is the host's name and
+    // lease_drivers has no "none": leaving them out is the default.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    for k in KEYS.iter().filter(|k| **k != "allowed_drivers") {
+    let unwritten = ["allowed_drivers", "agent_name", "lease_drivers"];
+    for k in KEYS.iter().filter(|k| !unwritten.contains(k)) {
         assert!(keys.contains(k), "isolator.json lacks {k}");
     }
 }
@@ -230,4 +237,33 @@ fn bad_coordination_settings_are_refused_naming_the_parameter() {
     assert_eq!(e.key(), Some("lease_session_timeout_secs"));
     let (e, _) = refused(&[("lease_drivers", "local,,x")]);
     assert_eq!(e.key(), Some("lease_drivers"));
+}
+
+#[test]
+fn docker_volumes_ignore_leaves_docker_volume_entries_to_another_isolator() {
+    let entry = mesos_dvdi::spec::DockerVolumeInput {
+        driver: "rexray".into(),
+        name: "pg".into(),
+        container_path: "/data".into(),
+        ..Default::default()
+    };
+    let entries = [entry];
+    let handle = Config::from_params(&params(&[("docker_volumes", "handle")])).unwrap();
+    assert_eq!(handle.docker_volumes_of(&entries), &entries[..]);
+    let ignore = Config::from_params(&params(&[("docker_volumes", "ignore")])).unwrap();
+    assert!(ignore.docker_volumes_of(&entries).is_empty());
+}
+
+#[test]
+fn docker_volumes_flag_reaches_the_same_parser() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(["--docker-volumes", "sometimes", "resolve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--docker-volumes") && err.contains("\"sometimes\""),
+        "{err}"
+    );
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::mount::{
-    resolve_target, resolve_target_with, Host, ResolvedTarget, Resolver, TargetError, TargetPolicy,
-    UnmountGuard,
+    resolve_target, resolve_target_in, resolve_target_with, Host, ResolvedTarget, Resolver,
+    TargetError, TargetPolicy, UnmountGuard,
 };
 use mesos_dvdi::spec::ContainerPath;
 
@@ -114,7 +114,9 @@ fn refuses_symlink_to_etc_in_rootfs() {
         for p in ["/data", "/data/passwd"] {
             let e = resolve(root.path(), &abs(p), r).unwrap_err();
             match &e {
-                TargetError::Symlink { path, component } => {
+                TargetError::Symlink {
+                    path, component, ..
+                } => {
                     assert_eq!(path, Path::new(p));
                     assert_eq!(component, &root.path().join("data"));
                 }
@@ -561,4 +563,125 @@ mod agreement {
             prop_assert_eq!(&verdicts[0], &verdicts[1]);
         }
     }
+}
+
+#[test]
+fn errors_seen_from_the_containers_view_hold_no_host_path() {
+    let root = tempfile::tempdir().unwrap();
+    symlink("/etc", root.path().join("data")).unwrap();
+    fs::create_dir(root.path().join("srv")).unwrap();
+    fs::write(root.path().join("srv/file"), b"").unwrap();
+    let view = Path::new("/");
+    let e = resolve_target_in(
+        root.path(),
+        view,
+        &abs("/data/x"),
+        &TargetPolicy::CreateMissing,
+    )
+    .unwrap_err();
+    match &e {
+        TargetError::Symlink {
+            path,
+            component,
+            link,
+            host,
+        } => {
+            assert_eq!(path, Path::new("/data/x"));
+            assert_eq!(component, Path::new("/data"));
+            assert_eq!(link.as_deref(), Some(Path::new("/etc")));
+            assert_eq!(host, &root.path().join("data"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = render_chain(&e);
+    assert!(
+        text.contains("/data is a symbolic link to \"/etc\""),
+        "{text}"
+    );
+    assert!(!text.contains(root.path().to_str().unwrap()), "{text}");
+    assert_eq!(e.host_path(), root.path().join("data"));
+
+    // A sandbox seen at another path inside the container.
+    let e = resolve_target_in(
+        root.path(),
+        Path::new("/mnt/mesos/sandbox"),
+        &ContainerPath::any("srv/file/x").unwrap(),
+        &TargetPolicy::CreateMissing,
+    )
+    .unwrap_err();
+    let text = render_chain(&e);
+    assert!(matches!(e, TargetError::NotDirectory { .. }), "{e:?}");
+    assert!(
+        text.contains("/mnt/mesos/sandbox/srv/file is not a directory"),
+        "{text}"
+    );
+    assert!(!text.contains(root.path().to_str().unwrap()), "{text}");
+}
+
+#[test]
+fn created_dirs_are_removed_only_while_empty_and_unchanged() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    fs::create_dir(r.join("kept")).unwrap();
+    let mut t = resolve_target(r, &abs("/kept/a/b/c"), &TargetPolicy::CreateMissing).unwrap();
+    let created = t.take_created();
+    let paths: Vec<PathBuf> = created.paths().map(Path::to_owned).collect();
+    assert_eq!(
+        paths,
+        ["kept/a", "kept/a/b", "kept/a/b/c"].map(|p| r.join(p)),
+        "an existing directory is not reported"
+    );
+    // Something else gives b an entry: b (and so a) stay, c goes.
+    fs::write(r.join("kept/a/b/note"), b"mine").unwrap();
+    drop(created);
+    assert!(!r.join("kept/a/b/c").exists());
+    assert!(r.join("kept/a/b/note").exists());
+
+    // A directory replaced by another of the same name is not the one made: it stays.
+    let mut t2 = resolve_target(r, &abs("/x/y"), &TargetPolicy::CreateMissing).unwrap();
+    let created = t2.take_created();
+    fs::remove_dir(r.join("x/y")).unwrap();
+    fs::create_dir(r.join("x/y")).unwrap();
+    drop(created);
+    assert!(
+        r.join("x/y").is_dir(),
+        "removed a directory it did not make"
+    );
+
+    // Left in the resolved target, or disarmed, nothing is removed.
+    drop(t);
+    let mut t3 = resolve_target(r, &abs("/z/w"), &TargetPolicy::CreateMissing).unwrap();
+    t3.take_created().disarm();
+    assert!(r.join("z/w").is_dir());
+    drop(t3);
+    assert!(r.join("z/w").is_dir());
+
+    // Nothing created, nothing reported.
+    let mut again = resolve_target(r, &abs("/z/w"), &TargetPolicy::CreateMissing).unwrap();
+    assert!(again.take_created().is_empty());
+}
+
+#[test]
+fn removing_created_dirs_follows_no_symlink_planted_meanwhile() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let r = root.path();
+    fs::create_dir(outside.path().join("b")).unwrap();
+    let mut t = resolve_target(r, &abs("/a/b"), &TargetPolicy::CreateMissing).unwrap();
+    let created = t.take_created();
+    // The task moves the made directory away and plants a link to a look-alike elsewhere.
+    fs::rename(r.join("a"), r.join("moved")).unwrap();
+    symlink(outside.path(), r.join("a")).unwrap();
+    drop(created);
+    assert!(
+        outside.path().join("b").is_dir(),
+        "followed the planted link and removed a directory outside the root"
+    );
+    assert!(fs::symlink_metadata(r.join("a")).unwrap().is_symlink());
+    // The directory made (now `moved/b`) was still empty and the same: it went, by its handle.
+    assert!(!r.join("moved/b").exists());
+    assert!(
+        r.join("moved").is_dir(),
+        "`moved` is not the directory named a"
+    );
 }

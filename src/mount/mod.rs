@@ -108,7 +108,8 @@ pub use mountinfo::{
     is_mount_point, is_mount_root, parse_mountinfo, read_mountinfo, MountInfoEntry,
 };
 pub use target::{
-    resolve_target, resolve_target_with, ResolvedTarget, Resolver, TargetError, TargetPolicy,
+    resolve_target, resolve_target_in, resolve_target_with, CreatedDirs, ResolvedTarget, Resolver,
+    TargetError, TargetPolicy,
 };
 
 /// Binds `source` onto `target` (`MS_BIND | MS_REC`), then, for read-only, remounts the bind
@@ -216,18 +217,50 @@ pub struct Bind {
     pub read_only: bool,
 }
 
-/// A failed step of entering a container's mount namespace.
+/// A failed step of entering a container's mount namespace; each names the step and its paths,
+/// with the OS error as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum EnterError {
     /// unshare(CLONE_NEWNS) failed.
-    #[error("creating a mount namespace failed")]
+    #[error("creating a mount namespace (unshare CLONE_NEWNS) failed")]
     Unshare(#[source] nix::Error),
-    /// A mount step failed.
-    #[error(transparent)]
-    Mount(#[from] MountError),
-    /// chroot or chdir into the rootfs failed.
-    #[error("entering the root file system {path} failed")]
+    /// Making `/` a slave mount, so the binds do not propagate back to the host, failed.
+    #[error("making / a slave mount in the new namespace failed")]
+    Propagation(#[source] MountError),
+    /// A volume's bind failed.
+    #[error("binding the volume at {source_path} onto {target} failed")]
+    Bind {
+        /// The volume's host mount point.
+        source_path: PathBuf,
+        /// The target.
+        target: PathBuf,
+        /// The errno of mount(2).
+        #[source]
+        errno: nix::Error,
+    },
+    /// The read-only remount of a volume's bind failed (the bind was detached again).
+    #[error("making the bind of {source_path} on {target} read-only failed")]
+    ReadOnly {
+        /// The volume's host mount point.
+        source_path: PathBuf,
+        /// The target.
+        target: PathBuf,
+        /// The errno of the remount.
+        #[source]
+        errno: nix::Error,
+    },
+    /// chroot into the rootfs failed.
+    #[error("changing the root to {path} (chroot) failed")]
     Chroot {
+        /// The rootfs.
+        path: PathBuf,
+        /// The errno.
+        #[source]
+        errno: nix::Error,
+    },
+    /// chdir to `/` inside the new root failed.
+    #[error("changing to / inside the root file system {path} failed")]
+    Chdir {
         /// The rootfs.
         path: PathBuf,
         /// The errno.
@@ -242,17 +275,33 @@ pub enum EnterError {
 /// only for this process and its children.
 pub fn enter_container(binds: &[Bind], rootfs: Option<&Path>) -> Result<(), EnterError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(EnterError::Unshare)?;
-    make_rslave(&Host, Path::new("/"))?;
+    make_rslave(&Host, Path::new("/")).map_err(EnterError::Propagation)?;
     for b in binds {
-        bind(&Host, &b.source, &b.target, b.read_only)?;
+        // The step's own error names both paths; only the errno is kept from the mount layer.
+        bind(&Host, &b.source, &b.target, b.read_only).map_err(|e| match e {
+            MountError::ReadOnly { errno, .. } => EnterError::ReadOnly {
+                source_path: b.source.clone(),
+                target: b.target.clone(),
+                errno,
+            },
+            MountError::Mount { errno, .. } | MountError::Unmount { errno, .. } => {
+                EnterError::Bind {
+                    source_path: b.source.clone(),
+                    target: b.target.clone(),
+                    errno,
+                }
+            }
+        })?;
     }
     if let Some(root) = rootfs {
-        let chroot = |errno| EnterError::Chroot {
+        nix::unistd::chroot(root).map_err(|errno| EnterError::Chroot {
             path: root.to_owned(),
             errno,
-        };
-        nix::unistd::chroot(root).map_err(chroot)?;
-        nix::unistd::chdir("/").map_err(chroot)?;
+        })?;
+        nix::unistd::chdir("/").map_err(|errno| EnterError::Chdir {
+            path: root.to_owned(),
+            errno,
+        })?;
     }
     Ok(())
 }

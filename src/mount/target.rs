@@ -20,15 +20,23 @@
 //!
 //! Every step works relative to the file descriptor of the verified parent, so a task that swaps
 //! a directory for a link while we resolve cannot redirect us: the swapped component is refused.
+//!
+//! Errors speak the container's terms: a root is resolved as the container sees it (`view`: `/`
+//! for a rootfs, the sandbox's path inside the container), so a refusal names the component as
+//! the task would look for it and never hands the framework the agent's internal host paths;
+//! those stay in the error for the agent's log ([`TargetError::host_path`]).
+//!
+//! What a resolution creates is reported ([`ResolvedTarget::take_created`]) so a failed prepare
+//! can remove it again ([`CreatedDirs`]).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat, openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::geteuid;
+use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
 
 use crate::spec::ContainerPath;
 
@@ -59,19 +67,27 @@ pub enum Resolver {
 }
 
 /// A container path refused or not resolvable. Each names the container path (`path`) and the
-/// offending component as a host path (`component`).
+/// offending component as the container sees it (`component`: below the root's `view`); the
+/// component's host path (`host`) is kept for the agent's log and never shown in `Display`,
+/// which reaches the task's framework.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// A component below the root is a symbolic link.
     #[error(
-        "{path}: {component} is a symbolic link; volumes are never bound through symbolic links \
-         (use the real path instead)"
+        "{path}: {component} is a symbolic link{}; volumes are never bound through symbolic \
+         links (use the real path instead)",
+        link_to(.link)
     )]
     Symlink {
         /// The container path.
         path: PathBuf,
-        /// The link.
+        /// The link, as the container sees it.
         component: PathBuf,
+        /// What the link holds (its target as the container would read it), when it could be
+        /// read.
+        link: Option<PathBuf>,
+        /// The link on the host.
+        host: PathBuf,
     },
     /// A component is not a directory (a volume is a directory, so the target must be one too:
     /// binding a directory onto a file is refused).
@@ -79,16 +95,20 @@ pub enum TargetError {
     NotDirectory {
         /// The container path.
         path: PathBuf,
-        /// The component that is not a directory.
+        /// The component that is not a directory, as the container sees it.
         component: PathBuf,
+        /// It on the host.
+        host: PathBuf,
     },
     /// A component is missing and the policy creates nothing.
     #[error("{path}: {component} does not exist; create it first")]
     Missing {
         /// The container path.
         path: PathBuf,
-        /// The first missing component.
+        /// The first missing component, as the container sees it.
         component: PathBuf,
+        /// It on the host.
+        host: PathBuf,
     },
     /// A host container path that does not exist and does not lie under the host's `/tmp`.
     #[error(
@@ -98,7 +118,7 @@ pub enum TargetError {
     OutsideTmp {
         /// The container path.
         path: PathBuf,
-        /// The first missing component.
+        /// The first missing component (a host path: this container sees the host's paths).
         component: PathBuf,
         /// The host's `/tmp`.
         tmp: PathBuf,
@@ -108,8 +128,10 @@ pub enum TargetError {
     Changed {
         /// The container path.
         path: PathBuf,
-        /// The target, on the host.
+        /// The target, as the container sees it.
         component: PathBuf,
+        /// The target on the host.
+        host: PathBuf,
     },
     /// The root given is not an absolute path (a caller's mistake: the target's path would
     /// depend on the working directory).
@@ -127,11 +149,143 @@ pub enum TargetError {
         path: PathBuf,
         /// What was being done.
         op: &'static str,
-        /// The component, on the host.
+        /// The component, as the container sees it.
         component: PathBuf,
+        /// It on the host.
+        host: PathBuf,
         /// The errno.
         source: Errno,
     },
+}
+
+impl TargetError {
+    /// The component at fault on the host, for the agent's log (the message shows it only as
+    /// the container sees it).
+    pub fn host_path(&self) -> &Path {
+        match self {
+            Self::Symlink { host, .. }
+            | Self::NotDirectory { host, .. }
+            | Self::Missing { host, .. }
+            | Self::Changed { host, .. }
+            | Self::Io { host, .. } => host,
+            Self::OutsideTmp { component, .. } => component,
+            Self::RelativeRoot { root, .. } => root,
+        }
+    }
+}
+
+/// ` to "TARGET"` for a link whose target was read, quoted: a task chose that text.
+fn link_to(link: &Option<PathBuf>) -> String {
+    link.as_ref()
+        .map(|l| format!(" to {:?}", l.as_os_str()))
+        .unwrap_or_default()
+}
+
+/// One directory a resolution created: its verified parent (a handle, never a path), its name
+/// there, and its identity when made.
+#[derive(Debug)]
+struct CreatedDir {
+    parent: OwnedFd,
+    name: std::ffi::OsString,
+    dev: libc::dev_t,
+    ino: libc::ino_t,
+    /// A handle of the directory made, held so its inode cannot be freed and reused: a
+    /// directory removed and made again under the name would otherwise often get the same
+    /// inode number and pass for the one made.
+    _held: OwnedFd,
+    /// For the log.
+    host: PathBuf,
+}
+
+impl CreatedDir {
+    /// Removes the directory if it is still the one made (same device and inode) and still
+    /// empty; leaves it alone otherwise. Works relative to the parent's handle with one name, so
+    /// no symlink a task plants (at the name or above it) is followed. Returns whether it was
+    /// removed.
+    ///
+    /// Between the identity check and rmdir a task could swap in another *empty* directory of
+    /// the same name; that one is removed instead — nothing of value is lost, and rmdir never
+    /// removes a directory that holds anything.
+    fn remove(&self) -> nix::Result<bool> {
+        let fd = match openat(
+            self.parent.as_fd(),
+            self.name.as_os_str(),
+            STEP_FLAGS,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let st = fstat(fd.as_fd())?;
+        let same = kind(&st) == SFlag::S_IFDIR && (st.st_dev, st.st_ino) == (self.dev, self.ino);
+        if !same {
+            return Ok(false);
+        }
+        match unlinkat(
+            self.parent.as_fd(),
+            self.name.as_os_str(),
+            UnlinkatFlags::RemoveDir,
+        ) {
+            Ok(()) => Ok(true),
+            // It gained an entry, was removed meanwhile, or something is mounted on it: it is
+            // not ours to remove any more.
+            Err(Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT | Errno::EBUSY) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Directories a resolution created, in the order made. Dropped, it removes them again, deepest
+/// first, each only while it is still empty and still the same directory (a directory that
+/// anything else touched — gained an entry, was replaced — is left alone); [`CreatedDirs::disarm`]
+/// keeps them. Drop cannot return an error, so a failed removal is logged (`log::warn!`), here.
+#[derive(Debug, Default)]
+pub struct CreatedDirs {
+    dirs: Vec<CreatedDir>,
+}
+
+impl CreatedDirs {
+    /// Nothing created yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes over what `other` created, which was created after everything here (so it is
+    /// removed first).
+    pub fn append(&mut self, mut other: CreatedDirs) {
+        self.dirs.append(&mut other.dirs);
+    }
+
+    /// The directories, on the host, in the order created.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|d| d.host.as_path())
+    }
+
+    /// Whether nothing was created.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// Keeps every directory: nothing is removed on drop.
+    pub fn disarm(mut self) {
+        self.dirs.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in self.dirs.drain(..).rev() {
+            match dir.remove() {
+                Ok(true) => log::debug!("removed {} again", dir.host.display()),
+                Ok(false) => log::info!(
+                    "kept {}: it is no longer the empty directory made for the volume",
+                    dir.host.display()
+                ),
+                Err(e) => log::warn!("removing {} again failed: {e}", dir.host.display()),
+            }
+        }
+    }
 }
 
 /// A verified target: its host path, and an `O_PATH` handle of the directory so callers can check
@@ -141,8 +295,10 @@ pub struct ResolvedTarget {
     path: PathBuf,
     fd: OwnedFd,
     root: PathBuf,
+    view: PathBuf,
     container: ContainerPath,
     resolver: Resolver,
+    created: CreatedDirs,
 }
 
 impl ResolvedTarget {
@@ -156,20 +312,30 @@ impl ResolvedTarget {
         &self.fd
     }
 
+    /// The directories this resolution created, as a guard that removes them again when dropped
+    /// (disarm it once they are to stay). Left here, they stay: dropping a `ResolvedTarget`
+    /// removes nothing.
+    pub fn take_created(&mut self) -> CreatedDirs {
+        std::mem::take(&mut self.created)
+    }
+
     /// Resolves the path again, creating nothing, and checks that it still names the directory
     /// that was verified (same device and inode) through no symlink: the check to make right
     /// before binding onto [`ResolvedTarget::path`].
     pub fn verify(&self) -> Result<(), TargetError> {
-        let again = resolve_target_with(
+        let again = resolve(
             &self.root,
+            &self.view,
             &self.container,
             &TargetPolicy::MustExist,
             self.resolver,
         )?;
+        let shown = self.view.join(self.container.relative());
         let io = |e| TargetError::Io {
             path: self.container.as_path().to_owned(),
             op: "inspecting",
-            component: self.path.clone(),
+            component: shown.clone(),
+            host: self.path.clone(),
             source: e,
         };
         let then = fstat(self.fd.as_fd()).map_err(io)?;
@@ -179,7 +345,8 @@ impl ResolvedTarget {
         } else {
             Err(TargetError::Changed {
                 path: self.container.as_path().to_owned(),
-                component: self.path.clone(),
+                component: shown,
+                host: self.path.clone(),
             })
         }
     }
@@ -212,12 +379,25 @@ fn openat2_unavailable(e: Errno) -> bool {
 
 /// Resolves `path` under `root` (the rootfs, the sandbox for a relative path, or `/` for a host
 /// path) without following any symlink, creating missing directories where `policy` allows.
+/// Errors name components by their host paths; [`resolve_target_in`] names them as a container
+/// sees them.
 pub fn resolve_target(
     root: &Path,
     path: &ContainerPath,
     policy: &TargetPolicy,
 ) -> Result<ResolvedTarget, TargetError> {
-    resolve_target_with(root, path, policy, Resolver::Auto)
+    resolve(root, root, path, policy, Resolver::Auto)
+}
+
+/// [`resolve_target`] for a container that sees `root` at `view` (`/` for its rootfs, its
+/// sandbox's path inside it): errors name components below `view`, never the host's `root`.
+pub fn resolve_target_in(
+    root: &Path,
+    view: &Path,
+    path: &ContainerPath,
+    policy: &TargetPolicy,
+) -> Result<ResolvedTarget, TargetError> {
+    resolve(root, view, path, policy, Resolver::Auto)
 }
 
 /// [`resolve_target`] with the resolver chosen (tests force each).
@@ -227,7 +407,17 @@ pub fn resolve_target_with(
     policy: &TargetPolicy,
     resolver: Resolver,
 ) -> Result<ResolvedTarget, TargetError> {
-    let cx = Context { path };
+    resolve(root, root, path, policy, resolver)
+}
+
+fn resolve(
+    root: &Path,
+    view: &Path,
+    path: &ContainerPath,
+    policy: &TargetPolicy,
+    resolver: Resolver,
+) -> Result<ResolvedTarget, TargetError> {
+    let cx = Context { path, root, view };
     if !root.is_absolute() {
         return Err(TargetError::RelativeRoot {
             path: cx.shown(),
@@ -241,14 +431,16 @@ pub fn resolve_target_with(
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(cx.io("opening the root", root))?;
+    .map_err(cx.io("opening the root", Path::new("")))?;
     let rel = path.relative();
-    let done = |fd| ResolvedTarget {
+    let done = |fd, created| ResolvedTarget {
         path: root.join(rel),
         fd,
         root: root.to_owned(),
+        view: view.to_owned(),
         container: path.clone(),
         resolver,
+        created,
     };
 
     let step = match resolver {
@@ -259,9 +451,9 @@ pub fn resolve_target_with(
                 .resolve(BENEATH);
             match openat2(root_fd.as_fd(), rel, how) {
                 // The common case, an existing target: one system call.
-                Ok(fd) => return Ok(done(fd)),
+                Ok(fd) => return Ok(done(fd, CreatedDirs::new())),
                 Err(e) if openat2_unavailable(e) => match resolver {
-                    Resolver::Openat2 => return Err(cx.io("openat2 under", root)(e)),
+                    Resolver::Openat2 => return Err(cx.io("openat2 under", Path::new(""))(e)),
                     _ => Step::Openat,
                 },
                 // Missing, a link, a file: the steps below name the component, or create it.
@@ -270,8 +462,10 @@ pub fn resolve_target_with(
         }
     };
 
+    // Removes what this call made should a later step fail.
+    let mut created_dirs = CreatedDirs::new();
     let mut dir = root_fd;
-    let mut here = root.to_owned();
+    let mut here = PathBuf::new();
     for name in rel.iter() {
         here.push(name);
         let mut created = false;
@@ -286,15 +480,31 @@ pub fn resolve_target_with(
                     Err(e) => return Err(cx.io("creating", &here)(e)),
                 }
                 step.open(dir.as_fd(), name)
-                    .map_err(|e| cx.step_error(e, &here))?
+                    .map_err(|e| cx.step_error(e, dir.as_fd(), name, &here))?
             }
-            Err(e) => return Err(cx.step_error(e, &here)),
+            Err(e) => return Err(cx.step_error(e, dir.as_fd(), name, &here)),
         };
         let st = fstat(fd.as_fd()).map_err(cx.io("inspecting", &here))?;
         match kind(&st) {
             SFlag::S_IFDIR => {}
-            SFlag::S_IFLNK => return Err(cx.symlink(&here)),
+            SFlag::S_IFLNK => return Err(cx.symlink(dir.as_fd(), name, &here)),
             _ => return Err(cx.not_directory(&here)),
+        }
+        if created {
+            // What is recorded is what was verified just now: the directory this handle holds.
+            let keep = |fd: &OwnedFd, rel: &Path| {
+                fd.try_clone()
+                    .map_err(|e| cx.io("keeping a handle of", rel)(io_errno(&e)))
+            };
+            let parent_rel = here.parent().unwrap_or(Path::new(""));
+            created_dirs.dirs.push(CreatedDir {
+                parent: keep(&dir, parent_rel)?,
+                name: name.to_owned(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                _held: keep(&fd, &here)?,
+                host: root.join(&here),
+            });
         }
         // Only a directory that is still ours: one swapped in by someone else keeps its mode.
         if created && st.st_uid == geteuid().as_raw() && st.st_mode & 0o7777 != DIR_MODE.bits() {
@@ -302,7 +512,12 @@ pub fn resolve_target_with(
         }
         dir = fd;
     }
-    Ok(done(dir))
+    Ok(done(dir, created_dirs))
+}
+
+/// The errno of an I/O error from the standard library (EIO when it carries none).
+fn io_errno(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
 /// One component opened relative to its verified parent.
@@ -339,9 +554,12 @@ fn set_dir_mode(dir: BorrowedFd<'_>) -> nix::Result<()> {
     fchmod(rd.as_fd(), DIR_MODE)
 }
 
-/// Builds errors that name the container path.
+/// Builds errors that name the container path, and each component as the container sees it
+/// (below `view`) with its host path (below `root`) kept for the log.
 struct Context<'a> {
     path: &'a ContainerPath,
+    root: &'a Path,
+    view: &'a Path,
 }
 
 impl Context<'_> {
@@ -349,55 +567,74 @@ impl Context<'_> {
         self.path.as_path().to_owned()
     }
 
-    fn io(&self, op: &'static str, component: &Path) -> impl FnOnce(Errno) -> TargetError {
-        let (path, component) = (self.shown(), component.to_owned());
+    /// `rel` (a path below the root, empty for the root itself) as the container sees it and on
+    /// the host.
+    fn both(&self, rel: &Path) -> (PathBuf, PathBuf) {
+        if rel.as_os_str().is_empty() {
+            // `join("")` would add a trailing slash.
+            return (self.view.to_owned(), self.root.to_owned());
+        }
+        (self.view.join(rel), self.root.join(rel))
+    }
+
+    fn io(&self, op: &'static str, rel: &Path) -> impl FnOnce(Errno) -> TargetError {
+        let path = self.shown();
+        let (component, host) = self.both(rel);
         move |source| TargetError::Io {
             path,
             op,
             component,
+            host,
             source,
         }
     }
 
-    fn symlink(&self, component: &Path) -> TargetError {
+    /// The component `name` of `dir` is a link: the error says what it holds.
+    fn symlink(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> TargetError {
+        let (component, host) = self.both(rel);
         TargetError::Symlink {
             path: self.shown(),
-            component: component.to_owned(),
+            component,
+            // Read relative to the verified parent: the very link that was refused.
+            link: readlinkat(dir, name).ok().map(PathBuf::from),
+            host,
         }
     }
 
-    fn not_directory(&self, component: &Path) -> TargetError {
+    fn not_directory(&self, rel: &Path) -> TargetError {
+        let (component, host) = self.both(rel);
         TargetError::NotDirectory {
             path: self.shown(),
-            component: component.to_owned(),
+            component,
+            host,
         }
     }
 
-    /// A failed step: what the errno says about the component.
-    fn step_error(&self, e: Errno, component: &Path) -> TargetError {
+    /// A failed step of opening `name` in `dir`: what the errno says about the component.
+    fn step_error(&self, e: Errno, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> TargetError {
         match e {
             // openat2 refusing a link (or an escape, which only a link could cause).
-            Errno::ELOOP | Errno::EXDEV => self.symlink(component),
-            Errno::ENOTDIR => self.not_directory(component),
-            e => self.io("opening", component)(e),
+            Errno::ELOOP | Errno::EXDEV => self.symlink(dir, name, rel),
+            Errno::ENOTDIR => self.not_directory(rel),
+            e => self.io("opening", rel)(e),
         }
     }
 
-    /// Whether `policy` lets the missing `component` be created.
-    fn may_create(&self, policy: &TargetPolicy, component: &Path) -> Result<(), TargetError> {
+    /// Whether `policy` lets the missing component `rel` be created.
+    fn may_create(&self, policy: &TargetPolicy, rel: &Path) -> Result<(), TargetError> {
+        let (component, host) = self.both(rel);
         match policy {
             TargetPolicy::CreateMissing => Ok(()),
-            TargetPolicy::HostPath { tmp } if component.starts_with(tmp) && component != tmp => {
-                Ok(())
-            }
+            TargetPolicy::HostPath { tmp } if host.starts_with(tmp) && host != *tmp => Ok(()),
             TargetPolicy::HostPath { tmp } => Err(TargetError::OutsideTmp {
                 path: self.shown(),
-                component: component.to_owned(),
+                component: host,
                 tmp: tmp.clone(),
             }),
             TargetPolicy::MustExist => Err(TargetError::Missing {
                 path: self.shown(),
-                component: component.to_owned(),
+                component,
+                host,
             }),
         }
     }
@@ -417,19 +654,25 @@ mod tests {
     }
 
     #[test]
-    fn step_errors_name_the_component() {
+    fn step_errors_name_the_component_as_the_container_sees_it() {
         let p = ContainerPath::absolute("/a/b").unwrap();
-        let cx = Context { path: &p };
-        let c = Path::new("/root/a");
+        let cx = Context {
+            path: &p,
+            root: Path::new("/var/lib/rootfs"),
+            view: Path::new("/"),
+        };
+        let dir = nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+        let (d, n, c) = (dir.as_fd(), OsStr::new("a"), Path::new("a"));
         assert!(matches!(
-            cx.step_error(Errno::ELOOP, c),
+            cx.step_error(Errno::ELOOP, d, n, c),
             TargetError::Symlink { .. }
         ));
         assert!(matches!(
-            cx.step_error(Errno::ENOTDIR, c),
+            cx.step_error(Errno::ENOTDIR, d, n, c),
             TargetError::NotDirectory { .. }
         ));
-        let e = cx.step_error(Errno::EACCES, c);
-        assert_eq!(e.to_string(), "/a/b: opening /root/a failed");
+        let e = cx.step_error(Errno::EACCES, d, n, c);
+        assert_eq!(e.to_string(), "/a/b: opening /a failed");
+        assert_eq!(e.host_path(), Path::new("/var/lib/rootfs/a"));
     }
 }

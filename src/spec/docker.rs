@@ -16,8 +16,8 @@
 
 use super::resolve::{check_allowed, Origin, SpecError};
 use super::{
-    shown, ContainerPath, DockerVolumeInput, DriverName, ResolveOptions, VolumeName, VolumeOpts,
-    VolumeSpec,
+    shown, Asked, ContainerPath, DockerVolumeInput, DriverName, ResolveOptions, VolumeName,
+    VolumeOpts, VolumeSpec,
 };
 
 /// Validates `ContainerInfo.volumes[index]`.
@@ -71,11 +71,12 @@ pub(super) fn resolve_docker_volume(
             source,
         }
     })?;
+    let origin = Origin::DockerVolume {
+        index,
+        name: input.name.clone(),
+    };
     Ok((
-        Origin::DockerVolume {
-            index,
-            name: input.name.clone(),
-        },
+        origin.clone(),
         VolumeSpec {
             driver,
             name,
@@ -85,6 +86,7 @@ pub(super) fn resolve_docker_volume(
             // Mesos has no such notion for DOCKER_VOLUME: a missing volume is created.
             explicit_create: false,
             dvdcli: None,
+            origin: Asked(Some(origin)),
         },
     ))
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::resolve::{check_allowed, Origin, SpecError, SpecWarning, PREFIX};
-use super::{shown, ContainerPath, DriverName, ResolveOptions, VolumeName, VolumeOpts, VolumeSpec};
+use super::{
+    shown, Asked, ContainerPath, DriverName, ResolveOptions, VolumeName, VolumeOpts, VolumeSpec,
+};
 
 /// One field of the environment form. The order is the order checks run and report in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -251,6 +253,7 @@ fn env_volume(
         read_only,
         explicit_create,
         dvdcli,
+        origin: Asked(Some(Origin::Env(index))),
     })
 }
 

@@ -74,7 +74,26 @@ pub struct VolumeSpec {
         deserialize_with = "deserialize_dvdcli"
     )]
     pub dvdcli: Option<PathBuf>,
+    /// Where the task asked for this volume, for messages in the task's terms (see [`Asked`]).
+    #[serde(skip)]
+    pub origin: Asked,
 }
+
+/// Where a task asked for a volume: set by [`resolve`], `None` for a spec read from JSON.
+///
+/// It names the volume in messages only: it is not part of the JSON form, and it takes no part
+/// in comparisons (one volume asked for twice in the same way is the same request, and a spec
+/// round-trips through JSON unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct Asked(pub Option<Origin>);
+
+impl PartialEq for Asked {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Asked {}
 
 /// Holds a deserialised `dvdcli` to the rule `DVDI_VOLUME_DVDCLI` is held to: absolute, no `..`,
 /// no NUL. The agent runs it as root, so a hand-edited spec gets no more freedom than a task.

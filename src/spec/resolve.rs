@@ -68,6 +68,21 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// The variable or field that gives this volume's container path, as a task author would
+    /// look for it: `DVDI_VOLUME_CONTAINERPATH3`, or `ContainerInfo.volumes[2].container_path
+    /// (DOCKER_VOLUME "pgdata")`.
+    pub fn container_path_place(&self) -> String {
+        match self {
+            Origin::Env(index) => env::variable_name("CONTAINERPATH", *index),
+            Origin::DockerVolume { index, name } => format!(
+                "ContainerInfo.volumes[{index}].container_path (DOCKER_VOLUME {:?})",
+                shown(name)
+            ),
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -4,7 +4,11 @@
 // rslave, the binds, exec a command that writes into the volume), clean up, restart (a new
 // isolator) and recover with one container live and one orphaned.
 //
-// Usage: harness DIR PLUGIN_DIR SOURCE
+// With a ZooKeeper address, it then plays two agents leasing one volume: agent A prepares it, is
+// restarted while agent B takes the volume, and A's recover fences A's container through the
+// fence sink (the shim's watch() future) with a message naming B.
+//
+// Usage: harness DIR PLUGIN_DIR SOURCE [ZK_HOST:PORT]
 //   DIR: an empty scratch directory; PLUGIN_DIR: where a running docker-volume-easyfuse plugin
 //   has its easyfuse.sock; SOURCE: a directory that plugin's bindfs volume mirrors.
 // Run as root in a private mount namespace. Exits 0 when every check passes; prints the failed
@@ -21,6 +25,8 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
+#include <utility>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -48,6 +54,24 @@ public:
   void log(uint8_t level, rust::Str message) const override {
     std::cerr << "[log " << int(level) << "] " << std::string(message) << std::endl;
   }
+};
+
+// Records what the core fences, as the shim's promise table would complete watch() futures.
+struct Fenced {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, std::string>> calls;
+};
+
+class RecordingFenceSink : public FenceSink {
+public:
+  explicit RecordingFenceSink(std::shared_ptr<Fenced> fenced) : fenced(std::move(fenced)) {}
+  void fence(rust::Str container_id, rust::Str message) const override {
+    std::lock_guard<std::mutex> lock(fenced->mutex);
+    fenced->calls.emplace_back(std::string(container_id), std::string(message));
+  }
+
+private:
+  std::shared_ptr<Fenced> fenced;
 };
 
 EnvVar env(const std::string& name, const std::string& value) {
@@ -114,11 +138,69 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
+// One agent of the fencing scenario: a leased `local` volume on storage both agents see.
+rust::Box<IsolatorCore> agent(const std::string& dir, const std::string& name,
+                              const std::string& zk) {
+  rust::Vec<Param> params;
+  params.push_back(param("work_dir", dir + "/" + name + "-work"));
+  params.push_back(param("local_root", dir + "/shared"));
+  params.push_back(param("loop_root", dir + "/loop"));
+  params.push_back(param("plugin_dirs", dir + "/no-plugins"));
+  params.push_back(param("default_driver", "local"));
+  params.push_back(param("coordination", "zk://" + zk + "/harness"));
+  params.push_back(param("agent_name", name));
+  params.push_back(param("lease_drivers", "local"));
+  params.push_back(param("lease_wait_secs", "1"));
+  return create(params);
+}
+
+ContainerRequest leased(const std::string& dir, const std::string& sandbox) {
+  ContainerRequest c;
+  c.env.push_back(env("DVDI_VOLUME_NAME", "ledger"));
+  mkdir((dir + "/" + sandbox).c_str(), 0755);
+  c.sandbox = dir + "/" + sandbox;
+  return c;
+}
+
+void fencing(const std::string& dir, const std::string& zk) {
+  std::shared_ptr<Fenced> fenced = std::make_shared<Fenced>();
+  {
+    rust::Box<IsolatorCore> a = agent(dir, "harness-a", zk);
+    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced)));
+    a->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
+    a->prepare("fa1", leased(dir, "fa1"));
+  }  // agent A stops (its session closes; its container lives on)
+
+  rust::Box<IsolatorCore> b = agent(dir, "harness-b", zk);
+  b->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
+  b->prepare("fb1", leased(dir, "fb1"));
+
+  {
+    rust::Box<IsolatorCore> a = agent(dir, "harness-a", zk);
+    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced)));
+    rust::Vec<rust::String> known;
+    known.push_back("fa1");
+    RecoverSummary r = a->recover(known, rust::Vec<rust::String>());
+    CHECK(r.fenced == 1, "A's recover fenced its container");
+    {
+      std::lock_guard<std::mutex> lock(fenced->mutex);
+      CHECK(fenced->calls.size() == 1 && fenced->calls[0].first == "fa1",
+            "the fence sink was told to stop fa1");
+      const std::string message = fenced->calls.empty() ? "" : fenced->calls[0].second;
+      CHECK(message.find("volume \"ledger\" (driver \"local\")") != std::string::npos &&
+                message.find("agent \"harness-b\"") != std::string::npos,
+            "the limitation names the volume and the holder: " + message);
+    }
+    a->cleanup("fa1");
+  }
+  b->cleanup("fb1");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::cerr << "usage: harness DIR PLUGIN_DIR SOURCE" << std::endl;
+  if (argc != 4 && argc != 5) {
+    std::cerr << "usage: harness DIR PLUGIN_DIR SOURCE [ZK_HOST:PORT]" << std::endl;
     return 2;
   }
   const std::string dir = argv[1];
@@ -231,6 +313,14 @@ int main(int argc, char** argv) {
     CHECK(is_mount_root(loop_mnt), "the live container's volume stays mounted");
     iso->cleanup("c1");
     CHECK(!is_mount_root(loop_mnt), "c1's volume is unmounted after its cleanup");
+  }
+
+  if (argc == 5) {
+    try {
+      fencing(dir, argv[4]);
+    } catch (const std::exception& e) {
+      CHECK(false, std::string("fencing scenario: ") + e.what());
+    }
   }
 
   if (failures == 0) std::cerr << "harness: all checks passed" << std::endl;

@@ -105,6 +105,10 @@ struct Global {
     /// A driver whose volumes are leased whatever its scope; repeatable [lease_drivers]
     #[arg(long, global = true, value_name = "DRIVER")]
     lease_driver: Vec<String>,
+    /// Who mounts DOCKER_VOLUME entries: handle (dvdi) or ignore (another isolator)
+    /// [docker_volumes; default handle]
+    #[arg(long, global = true, value_name = "WHO")]
+    docker_volumes: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +287,11 @@ impl Global {
                 "--lease-driver",
                 (!self.lease_driver.is_empty()).then(|| self.lease_driver.join(",")),
             ),
+            (
+                "docker_volumes",
+                "--docker-volumes",
+                self.docker_volumes.clone(),
+            ),
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
@@ -303,7 +312,11 @@ impl Global {
 
 fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
     let input = args.input.read()?;
-    let resolved = spec::resolve(&input.env, &input.docker_volumes, &config.resolve_options())?;
+    let resolved = spec::resolve(
+        &input.env,
+        config.docker_volumes_of(&input.docker_volumes),
+        &config.resolve_options(),
+    )?;
     for w in &resolved.warnings {
         eprintln!("dvdi: warning: {w}");
     }

@@ -1,8 +1,10 @@
 //! `dvdi run`: give a plain process the volumes a Mesos task would get, exactly as the module
 //! would, without Mesos.
 
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{process_start_time, ContainerInput, Isolator, LaunchPlan};
 use mesos_dvdi::mount::{self, Bind};
 use mesos_dvdi::state::Owner;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -82,7 +85,8 @@ fn with_progress<T>(what: &str, work: impl FnOnce() -> T) -> T {
 }
 
 fn describe(task: &TaskInput, config: &Config) -> String {
-    match mesos_dvdi::spec::resolve(&task.env, &task.docker_volumes, &config.resolve_options()) {
+    let docker_volumes = config.docker_volumes_of(&task.docker_volumes);
+    match mesos_dvdi::spec::resolve(&task.env, docker_volumes, &config.resolve_options()) {
         Ok(r) if !r.volumes.is_empty() => {
             let names: Vec<String> = r
                 .volumes
@@ -200,6 +204,36 @@ fn stop_on_fence(
     fenced
 }
 
+/// What the child does between fork and exec, each failure rendered with its step and paths.
+fn set_up_child(parent: Pid, binds: &[Bind], rootfs: Option<&Path>) -> Result<(), String> {
+    // The command dies with dvdi, so a killed `dvdi run` never leaves it running on a volume
+    // `dvdi gc` is about to release.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("asking to be killed with dvdi (PR_SET_PDEATHSIG) failed: {e}"))?;
+    if nix::unistd::getppid() != parent {
+        return Err("dvdi exited before the command started".to_owned());
+    }
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| format!("unblocking signals failed: {e}"))?;
+    mount::enter_container(binds, rootfs).map_err(|e| render_chain(&e))
+}
+
+/// The longest message the child writes: what one pipe write delivers whole without blocking.
+const PIPE_BUF: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
 fn spawn_and_wait(
     req: &RunRequest,
     plan: &LaunchPlan,
@@ -217,27 +251,27 @@ fn spawn_and_wait(
     let rootfs = req.rootfs.clone();
     let parent = nix::unistd::getpid();
     let (program, args) = req.argv.split_first().expect("clap requires a command");
+    // The child's setup failures come back as text over this pipe: std's own pipe carries only
+    // an errno (a bare "Invalid argument" for any other error), which names no step and no path.
+    // Both ends are close-on-exec: a successful exec closes the child's end unwritten, and the
+    // command inherits neither.
+    let (report, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the pipe for the command's setup errors failed: {e}"))?;
+    let report_w = File::from(report_w);
     let mut cmd = Command::new(program);
     cmd.args(args).envs(req.task.env.iter().cloned());
     // SAFETY: the closure runs in the child between fork and exec. dvdi is single-threaded at
     // this point apart from the signal thread, which holds no lock the child needs (it blocks in
-    // sigwait), so the allocation in the mount calls cannot deadlock; every call used is a plain
-    // system call wrapper.
+    // sigwait), so the allocation in the mount calls and the message cannot deadlock; every call
+    // used is a plain system call wrapper.
     unsafe {
         cmd.pre_exec(move || {
-            // The command dies with dvdi, so a killed `dvdi run` never leaves it running on a
-            // volume `dvdi gc` is about to release.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "dvdi exited before the command started",
-                ));
-            }
-            SigSet::empty()
-                .thread_set_mask()
-                .map_err(std::io::Error::from)?;
-            mount::enter_container(&binds, rootfs.as_deref())
-                .map_err(|e| std::io::Error::other(render_chain(&e)))
+            set_up_child(parent, &binds, rootfs.as_deref()).map_err(|msg| {
+                // At most PIPE_BUF bytes: the write is atomic and never blocks (the parent
+                // reads only once the child is gone).
+                let _ = (&report_w).write_all(truncated(&msg, PIPE_BUF).as_bytes());
+                std::io::Error::other(msg)
+            })
         });
     }
     // Held across spawn: a signal that arrives while the command starts waits for its pid
@@ -246,9 +280,26 @@ fn spawn_and_wait(
     if let Some(sig) = state.early {
         return Err(format!("interrupted by {sig} before the command started"));
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("starting {program:?} failed: {e}"))?;
+    let spawned = cmd.spawn();
+    // Drops the pre_exec closure and with it this process's copy of the pipe's write end, so
+    // the read below ends.
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let mut step = String::new();
+            let _ = File::from(report).read_to_string(&mut step);
+            return Err(if step.is_empty() {
+                // Every setup step passed: exec itself failed.
+                let inside = req.rootfs.as_ref().map_or_else(String::new, |r| {
+                    format!(" in the root file system {}", r.display())
+                });
+                format!("executing {program:?}{inside} failed: {e}")
+            } else {
+                format!("setting up {program:?}: {step}")
+            });
+        }
+    };
     state.child = Some(Pid::from_raw(
         i32::try_from(child.id()).expect("pids fit i32"),
     ));
