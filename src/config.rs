@@ -113,6 +113,25 @@ pub enum ConfigError {
     },
 }
 
+/// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
+/// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Mount and create, and every call that is neither mount nor unmount.
+    pub mount: Duration,
+    /// Unmount and remove.
+    pub unmount: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            mount: Duration::from_secs(120),
+            unmount: Duration::from_secs(600),
+        }
+    }
+}
+
 /// How drivers other than the built-in ones are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -359,8 +378,8 @@ impl Config {
     }
 
     /// Backend call limits.
-    pub fn timeouts(&self) -> crate::backend::Timeouts {
-        crate::backend::Timeouts {
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
             mount: self.mount_timeout,
             unmount: self.unmount_timeout,
         }

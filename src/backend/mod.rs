@@ -20,10 +20,10 @@ pub mod registry;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::Timeouts;
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
 
 /// The caller-chosen id of one host mount; the matching unmount carries the same id.
@@ -77,24 +77,6 @@ pub enum Scope {
 pub struct Capabilities {
     /// Volume scope.
     pub scope: Scope,
-}
-
-/// Per-call time limits (DESIGN §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Mount and create, and every call that is neither mount nor unmount.
-    pub mount: Duration,
-    /// Unmount and remove.
-    pub unmount: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            mount: Duration::from_secs(120),
-            unmount: Duration::from_secs(600),
-        }
-    }
 }
 
 /// Which backend operation failed.
