@@ -19,6 +19,8 @@ pub const KEYS: &[&str] = &[
     "unmount_timeout_secs",
     "allowed_drivers",
     "allow_task_dvdcli",
+    "plugin_mount_roots",
+    "plugin_connect_secs",
 ];
 
 /// A setting that could not be used; each names the key and the value and says what is valid.
@@ -166,6 +168,12 @@ pub struct Config {
     pub allowed_drivers: Option<Vec<DriverName>>,
     /// Honour `DVDI_VOLUME_DVDCLI` (`allow_task_dvdcli`).
     pub allow_task_dvdcli: bool,
+    /// Where plugin and dvdcli mount points may lie; empty: anywhere outside `/` and the system
+    /// trees (`plugin_mount_roots`).
+    pub plugin_mount_roots: Vec<PathBuf>,
+    /// How long refused connections to a plugin are retried, within the call's own timeout
+    /// (`plugin_connect_secs`).
+    pub plugin_connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -189,6 +197,8 @@ impl Default for Config {
             unmount_timeout: Duration::from_secs(600),
             allowed_drivers: None,
             allow_task_dvdcli: false,
+            plugin_mount_roots: Vec::new(),
+            plugin_connect_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -324,6 +334,13 @@ impl Config {
                     }
                 }
             }
+            "plugin_mount_roots" => {
+                self.plugin_mount_roots = list(key, value, ':')?
+                    .into_iter()
+                    .map(|d| path(key, d))
+                    .collect::<Result<_, _>>()?
+            }
+            "plugin_connect_secs" => self.plugin_connect_timeout = seconds(key, value)?,
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -354,7 +371,11 @@ impl Config {
                     serde_json::Value::Number(n) => n.to_string(),
                     serde_json::Value::Bool(b) => b.to_string(),
                     serde_json::Value::Array(items) => {
-                        let sep = if key == "plugin_dirs" { ":" } else { "," };
+                        let sep = if matches!(key.as_str(), "plugin_dirs" | "plugin_mount_roots") {
+                            ":"
+                        } else {
+                            ","
+                        };
                         items
                             .iter()
                             .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| bad(key)))

@@ -42,6 +42,8 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.unmount_timeout, Duration::from_secs(600));
     assert_eq!(c.allowed_drivers, None);
     assert!(!c.allow_task_dvdcli);
+    assert!(c.plugin_mount_roots.is_empty());
+    assert_eq!(c.plugin_connect_timeout, Duration::from_secs(15));
 }
 
 #[test]
@@ -58,6 +60,8 @@ fn every_key_is_read() {
         ("unmount_timeout_secs", "6"),
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
+        ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
+        ("plugin_connect_secs", "3"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -78,7 +82,15 @@ fn every_key_is_read() {
         .collect();
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
-    assert_eq!(KEYS.len(), 11);
+    assert_eq!(
+        c.plugin_mount_roots,
+        [
+            PathBuf::from("/mnt/plugins"),
+            PathBuf::from("/var/lib/rexray")
+        ]
+    );
+    assert_eq!(c.plugin_connect_timeout, Duration::from_secs(3));
+    assert_eq!(KEYS.len(), 13);
 }
 
 #[test]
@@ -114,6 +126,9 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("default_driver", "../x", "driver"),
         ("allowed_drivers", "local,", "empty entry"),
         ("allowed_drivers", "lo cal", "driver"),
+        ("plugin_mount_roots", "mnt", "absolute"),
+        ("plugin_mount_roots", "/a::/b", "empty entry"),
+        ("plugin_connect_secs", "0", "positive"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -130,7 +145,8 @@ fn json_config_file_accepts_strings_numbers_booleans_and_lists() {
     std::fs::write(
         &file,
         r#"{"mount_timeout_secs": 7, "allow_task_dvdcli": true,
-            "plugin_dirs": ["/p1", "/p2"], "allowed_drivers": ["local"], "work_dir": "/w"}"#,
+            "plugin_dirs": ["/p1", "/p2"], "allowed_drivers": ["local"], "work_dir": "/w",
+            "plugin_mount_roots": ["/m1", "/m2"]}"#,
     )
     .unwrap();
     let c = Config::from_params(&Config::params_from_json_file(&file).unwrap()).unwrap();
@@ -138,6 +154,10 @@ fn json_config_file_accepts_strings_numbers_booleans_and_lists() {
     assert!(c.allow_task_dvdcli);
     assert_eq!(c.plugin_dirs, [PathBuf::from("/p1"), PathBuf::from("/p2")]);
     assert_eq!(c.work_dir, PathBuf::from("/w"));
+    assert_eq!(
+        c.plugin_mount_roots,
+        [PathBuf::from("/m1"), PathBuf::from("/m2")]
+    );
 
     std::fs::write(&file, r#"{"work_dir": {"nested": 1}}"#).unwrap();
     let e = Config::params_from_json_file(&file).unwrap_err();
@@ -172,9 +192,13 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         })
         .collect();
     assert_eq!(Config::from_params(&params).unwrap(), Config::default());
-    // allowed_drivers has no "all" value: leaving it out is the default.
+    // allowed_drivers has no "all" value, plugin_mount_roots no "anywhere" value: leaving them
+    // out is the default.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    for k in KEYS.iter().filter(|k| **k != "allowed_drivers") {
+    for k in KEYS
+        .iter()
+        .filter(|k| !matches!(**k, "allowed_drivers" | "plugin_mount_roots"))
+    {
         assert!(keys.contains(k), "isolator.json lacks {k}");
     }
 }

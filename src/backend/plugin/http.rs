@@ -67,6 +67,16 @@ impl HttpError {
         matches!(self, HttpError::Connect(e)
             if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound))
     }
+
+    /// For a refused connection ([`HttpError::is_refused`]): what the refusal was, in words.
+    pub fn refusal(&self) -> &'static str {
+        match self {
+            HttpError::Connect(e) if e.kind() == io::ErrorKind::NotFound => {
+                "its socket does not exist"
+            }
+            _ => "connection refused",
+        }
+    }
 }
 
 /// A response.
@@ -104,6 +114,19 @@ impl Deadline {
             Err(self.expired())
         } else {
             Ok(left)
+        }
+    }
+
+    /// This deadline, or `limit` from now when that comes first.
+    pub fn within(&self, limit: Duration) -> Self {
+        let sooner = Instant::now() + limit;
+        if sooner < self.at {
+            Self {
+                at: sooner,
+                total: limit,
+            }
+        } else {
+            *self
         }
     }
 

@@ -89,6 +89,13 @@ struct Global {
     /// A driver tasks may name; repeatable (default: all) [allowed_drivers]
     #[arg(long, global = true, value_name = "DRIVER")]
     allow_driver: Vec<String>,
+    /// A directory plugin and dvdcli mount points must lie under; repeatable (default: anywhere
+    /// but / and the system trees) [plugin_mount_roots]
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_mount_root: Vec<String>,
+    /// Seconds a plugin that refuses connections is retried [plugin_connect_secs; default 15]
+    #[arg(long, global = true, value_name = "SECS")]
+    plugin_connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +255,16 @@ impl Global {
                 "--allow-driver",
                 (!self.allow_driver.is_empty()).then(|| self.allow_driver.join(",")),
             ),
+            (
+                "plugin_mount_roots",
+                "--plugin-mount-root",
+                (!self.plugin_mount_root.is_empty()).then(|| self.plugin_mount_root.join(":")),
+            ),
+            (
+                "plugin_connect_secs",
+                "--plugin-connect-timeout",
+                self.plugin_connect_timeout.clone(),
+            ),
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
@@ -310,7 +327,8 @@ fn print_specs(specs: &[VolumeSpec]) {
                 "CREATE",
                 "OPTIONS"
             ],
-            &rows
+            &rows,
+            table::stdout_width()
         )
     );
 }
@@ -372,7 +390,8 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             "{}",
             table::render(
                 &["DRIVER", "NAME", "STATE", "HOST PATH", "USERS", "ERROR"],
-                &rows
+                &rows,
+                table::stdout_width()
             )
         );
     }
@@ -438,6 +457,7 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
                     .map_err(|e| e.to_string())
                     .and_then(|d| {
                         PluginBackend::at(d, p.addr.clone(), probe)
+                            .with_connect_timeout(config.plugin_connect_timeout)
                             .capabilities()
                             .map_err(|e| render_chain(&e))
                     });
@@ -489,7 +509,8 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
         "{}",
         table::render(
             &["NAME", "KIND", "ADDRESS", "ACTIVATION", "SCOPE", "ERROR"],
-            &table_rows
+            &table_rows,
+            table::stdout_width()
         )
     );
     Ok(())
