@@ -196,3 +196,38 @@ fn dvdcli_answers_are_checked_and_undone_too() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "mount\nunmount\n");
     assert!(!fx.recorded("rexray", "v"));
 }
+
+#[test]
+fn dvdi_run_refuses_a_bad_answer_naming_it() {
+    let fx = Fixture::new();
+    let plugins = fx.mkdir("plugins");
+    let plugin = answering(&plugins, "/etc".to_owned());
+    let out = fx
+        .dvdi()
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .args([
+            "run",
+            "-e",
+            "DVDI_VOLUME_NAME=v",
+            "-e",
+            "DVDI_VOLUME_DRIVER=bad",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "{}",
+        support::isolator::text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("volume \"v\" (driver \"bad\"): mount failed: the backend answered the mount point \"/etc\", which is refused: it lies in the system tree /etc"),
+        "{stderr}"
+    );
+    assert_eq!(plugin.count("/VolumeDriver.Unmount"), 1);
+    assert!(!fx.recorded("bad", "v"));
+}

@@ -179,7 +179,7 @@ impl std::fmt::Debug for PluginBackend {
 /// Docker's first second: a plugin started alongside is usually listening within milliseconds.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest wait between connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// How long refused connections are retried unless told otherwise (Docker's 1+2+4+8 s).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -311,7 +311,9 @@ impl PluginBackend {
                     })
                 }
             };
-            let Ok(left) = connect.left() else {
+            // Never sleep into the call's own deadline: the next attempt could only time out.
+            let pause = connect.left().map(|left| backoff.min(left));
+            let Some(pause) = pause.ok().filter(|p| d.allows(*p)) else {
                 return Err(PluginError::NotListening {
                     addr: self.client.addr().clone(),
                     endpoint,
@@ -327,7 +329,7 @@ impl PluginBackend {
             if waiting.as_ref().is_none_or(|(said, _)| *said != reason) {
                 log::warn!(
                     "{reason} for up to {:.0} s more ({})",
-                    left.as_secs_f64(),
+                    connect.left().unwrap_or_default().as_secs_f64(),
                     self.client.addr()
                 );
                 let guard = self.waits.begin(reason.clone());
@@ -338,9 +340,9 @@ impl PluginBackend {
                 self.driver,
                 self.client.addr(),
                 crate::error::render_chain(&source),
-                backoff.min(left),
+                pause,
             );
-            std::thread::sleep(backoff.min(left));
+            std::thread::sleep(pause);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
