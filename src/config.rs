@@ -26,6 +26,8 @@ pub const KEYS: &[&str] = &[
     "lease_wait_secs",
     "lease_drivers",
     "docker_volumes",
+    "plugin_mount_roots",
+    "plugin_connect_secs",
 ];
 
 /// A setting that could not be used; each names the key and the value and says what is valid.
@@ -135,6 +137,25 @@ pub enum ConfigError {
     },
 }
 
+/// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
+/// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Mount and create, and every call that is neither mount nor unmount.
+    pub mount: Duration,
+    /// Unmount and remove.
+    pub unmount: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            mount: Duration::from_secs(120),
+            unmount: Duration::from_secs(600),
+        }
+    }
+}
+
 /// How drivers other than the built-in ones are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -192,6 +213,12 @@ pub struct Config {
     pub lease_drivers: Vec<DriverName>,
     /// Who acts on `DOCKER_VOLUME` entries (`docker_volumes`).
     pub docker_volumes: DockerVolumes,
+    /// Where plugin and dvdcli mount points may lie; empty: anywhere outside `/` and the system
+    /// trees (`plugin_mount_roots`).
+    pub plugin_mount_roots: Vec<PathBuf>,
+    /// How long refused connections to a plugin are retried, within the call's own timeout
+    /// (`plugin_connect_secs`).
+    pub plugin_connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -221,6 +248,8 @@ impl Default for Config {
             lease_wait: Duration::from_secs(30),
             lease_drivers: Vec::new(),
             docker_volumes: DockerVolumes::Handle,
+            plugin_mount_roots: Vec::new(),
+            plugin_connect_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -412,6 +441,13 @@ impl Config {
                     }
                 }
             }
+            "plugin_mount_roots" => {
+                self.plugin_mount_roots = list(key, value, ':')?
+                    .into_iter()
+                    .map(|d| path(key, d))
+                    .collect::<Result<_, _>>()?
+            }
+            "plugin_connect_secs" => self.plugin_connect_timeout = seconds(key, value)?,
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -442,7 +478,11 @@ impl Config {
                     serde_json::Value::Number(n) => n.to_string(),
                     serde_json::Value::Bool(b) => b.to_string(),
                     serde_json::Value::Array(items) => {
-                        let sep = if key == "plugin_dirs" { ":" } else { "," };
+                        let sep = if matches!(key.as_str(), "plugin_dirs" | "plugin_mount_roots") {
+                            ":"
+                        } else {
+                            ","
+                        };
                         items
                             .iter()
                             .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| bad(key)))
@@ -478,8 +518,8 @@ impl Config {
     }
 
     /// Backend call limits.
-    pub fn timeouts(&self) -> crate::backend::Timeouts {
-        crate::backend::Timeouts {
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
             mount: self.mount_timeout,
             unmount: self.unmount_timeout,
         }

@@ -8,9 +8,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::backend::registry::Registry;
 use crate::config::Config;
 use crate::error::render_chain;
 use crate::isolator::{ContainerInput, Isolator, KnownContainer};
+use crate::mount::Host;
 use crate::spec::DockerVolumeInput;
 use crate::state::{ContainerId, Owner};
 
@@ -224,7 +226,8 @@ fn create(params: &Vec<bridge::Param>) -> Result<Box<IsolatorCore>, BridgeError>
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
         let config = Config::from_params(&params)?;
-        let inner = Isolator::open(config)?;
+        let registry = Registry::new(config.clone(), Arc::new(Host));
+        let inner = Isolator::open(config, Arc::new(registry))?;
         Ok::<_, CreateError>(Box::new(IsolatorCore { inner }))
     })
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::registry::{Registry, LOCAL_DRIVER, LOOP_DRIVER};
+use crate::backend::registry::{LOCAL_DRIVER, LOOP_DRIVER};
 use crate::backend::{BackendError, BackendProvider, MountId, MountRequest, Scope};
 use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
@@ -291,11 +291,10 @@ impl Isolator {
         })
     }
 
-    /// The isolator as the module and `dvdi` run it: the configured backends on this host and,
-    /// with `coordination` set, leases in ZooKeeper (connecting in the background, so a
-    /// ZooKeeper that is down never stops it from starting: leased volumes then fail closed).
-    pub fn open(config: Config) -> Result<Self, StateError> {
-        let registry = Registry::new(config.clone(), Arc::new(crate::mount::Host));
+    /// The isolator as the module and `dvdi` run it: over `backends` and, with `coordination`
+    /// set, leases in ZooKeeper (connecting in the background, so a ZooKeeper that is down never
+    /// stops it from starting: leased volumes then fail closed).
+    pub fn open(config: Config, backends: Arc<dyn BackendProvider>) -> Result<Self, StateError> {
         let coordinator = config.coordination.as_ref().map(|target| {
             Arc::new(ZkCoordinator::start(
                 target.clone(),
@@ -303,7 +302,7 @@ impl Isolator {
                 config.lease_session_timeout,
             )) as Arc<dyn Coordinator>
         });
-        let isolator = Self::new(config, Arc::new(registry))?;
+        let isolator = Self::new(config, backends)?;
         Ok(match coordinator {
             Some(c) => isolator.with_coordinator(c),
             None => isolator,

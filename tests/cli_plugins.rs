@@ -60,7 +60,33 @@ fn plugins_lists_what_discovery_finds_and_whether_it_answers() {
         t.starts_with("NAME") && t.contains("up") && t.contains("down"),
         "{t}"
     );
-    assert!(t.lines().all(|l| l.chars().count() <= 100), "{t}");
+}
+
+#[test]
+fn plugins_piped_shows_the_whole_error() {
+    let fx = Fixture::new();
+    let dir = fx.mkdir("plugins");
+    // A plugin that died and left its socket: the error names the address and the cause.
+    drop(std::os::unix::net::UnixListener::bind(dir.join("dead.sock")).unwrap());
+    let json = dvdi(&fx, &dir)
+        .args(["--plugin-connect-timeout", "1", "plugins", "--json"])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let error = rows[0]["error"].as_str().unwrap().to_owned();
+    assert!(error.chars().count() > 100, "{error}");
+
+    // stdout is a pipe here, as in `dvdi plugins | cat`.
+    let table = dvdi(&fx, &dir)
+        .args(["--plugin-connect-timeout", "1", "plugins"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&table.stdout);
+    let row = t
+        .lines()
+        .find(|l| l.starts_with("dead"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(row.ends_with(&error), "{t}");
 }
 
 #[test]

@@ -129,7 +129,7 @@ fn flags_shape_resolution_like_module_parameters() {
 }
 
 #[test]
-fn table_output_lists_every_volume_within_100_columns() {
+fn table_output_piped_lists_every_volume_with_whole_values() {
     let out = dvdi(&["resolve", "--env-file", &example("marathon-app.json")]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -140,7 +140,11 @@ fn table_output_lists_every_volume_within_100_columns() {
         lines[3].contains("shop-backups") && lines[3].contains(" rw "),
         "{text}"
     );
-    assert!(lines.iter().all(|l| l.chars().count() <= 100), "{text}");
+    // stdout is a pipe: nothing is cut, however wide.
+    assert!(
+        lines[1].ends_with(" size=20,volumetype=gp2,newfstype=xfs"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -43,6 +43,8 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.allowed_drivers, None);
     assert!(!c.allow_task_dvdcli);
     assert_eq!(c.docker_volumes, DockerVolumes::Handle);
+    assert!(c.plugin_mount_roots.is_empty());
+    assert_eq!(c.plugin_connect_timeout, Duration::from_secs(15));
 }
 
 #[test]
@@ -60,6 +62,8 @@ fn every_key_is_read() {
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
         ("docker_volumes", "ignore"),
+        ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
+        ("plugin_connect_secs", "3"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -81,7 +85,15 @@ fn every_key_is_read() {
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
     assert_eq!(c.docker_volumes, DockerVolumes::Ignore);
-    assert_eq!(KEYS.len(), 17);
+    assert_eq!(
+        c.plugin_mount_roots,
+        [
+            PathBuf::from("/mnt/plugins"),
+            PathBuf::from("/var/lib/rexray")
+        ]
+    );
+    assert_eq!(c.plugin_connect_timeout, Duration::from_secs(3));
+    assert_eq!(KEYS.len(), 19);
 }
 
 #[test]
@@ -119,6 +131,9 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("allowed_drivers", "lo cal", "driver"),
         ("docker_volumes", "Ignore", "handle"),
         ("docker_volumes", "", "ignore"),
+        ("plugin_mount_roots", "mnt", "absolute"),
+        ("plugin_mount_roots", "/a::/b", "empty entry"),
+        ("plugin_connect_secs", "0", "positive"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -135,7 +150,8 @@ fn json_config_file_accepts_strings_numbers_booleans_and_lists() {
     std::fs::write(
         &file,
         r#"{"mount_timeout_secs": 7, "allow_task_dvdcli": true,
-            "plugin_dirs": ["/p1", "/p2"], "allowed_drivers": ["local"], "work_dir": "/w"}"#,
+            "plugin_dirs": ["/p1", "/p2"], "allowed_drivers": ["local"], "work_dir": "/w",
+            "plugin_mount_roots": ["/m1", "/m2"]}"#,
     )
     .unwrap();
     let c = Config::from_params(&Config::params_from_json_file(&file).unwrap()).unwrap();
@@ -143,6 +159,10 @@ fn json_config_file_accepts_strings_numbers_booleans_and_lists() {
     assert!(c.allow_task_dvdcli);
     assert_eq!(c.plugin_dirs, [PathBuf::from("/p1"), PathBuf::from("/p2")]);
     assert_eq!(c.work_dir, PathBuf::from("/w"));
+    assert_eq!(
+        c.plugin_mount_roots,
+        [PathBuf::from("/m1"), PathBuf::from("/m2")]
+    );
 
     std::fs::write(&file, r#"{"work_dir": {"nested": 1}}"#).unwrap();
     let e = Config::params_from_json_file(&file).unwrap_err();
@@ -177,10 +197,16 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         })
         .collect();
     assert_eq!(Config::from_params(&params).unwrap(), Config::default());
-    // allowed_drivers has no "all" value, agent_name's default is the host's name and
-    // lease_drivers has no "none": leaving them out is the default.
+    // allowed_drivers has no "all" value, plugin_mount_roots no "anywhere" value, agent_name's
+    // default is the host's name and lease_drivers has no "none": leaving them out is the
+    // default.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    let unwritten = ["allowed_drivers", "agent_name", "lease_drivers"];
+    let unwritten = [
+        "allowed_drivers",
+        "plugin_mount_roots",
+        "agent_name",
+        "lease_drivers",
+    ];
     for k in KEYS.iter().filter(|k| !unwritten.contains(k)) {
         assert!(keys.contains(k), "isolator.json lacks {k}");
     }

@@ -10,21 +10,24 @@
 //! [`Backend::mount`] once per host mount and [`Backend::unmount`] once. They must still be
 //! idempotent: a second mount of a mounted volume returns the same path.
 
+pub mod answer;
 pub mod command;
 pub mod dvdcli;
 pub mod local;
 pub mod loopdev;
 pub mod plugin;
 pub mod registry;
+pub mod waits;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::Timeouts;
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
+pub use waits::{WaitGuard, Waits};
 
 /// The caller-chosen id of one host mount; the matching unmount carries the same id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,24 +80,6 @@ pub enum Scope {
 pub struct Capabilities {
     /// Volume scope.
     pub scope: Scope,
-}
-
-/// Per-call time limits (DESIGN §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Mount and create, and every call that is neither mount nor unmount.
-    pub mount: Duration,
-    /// Unmount and remove.
-    pub unmount: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            mount: Duration::from_secs(120),
-            unmount: Duration::from_secs(600),
-        }
-    }
 }
 
 /// Which backend operation failed.
@@ -212,6 +197,27 @@ pub enum BackendErrorKind {
     /// The built-in `loop` driver failed.
     #[error(transparent)]
     Loop(#[from] loopdev::LoopError),
+    /// The mount point the backend answered is refused (see [`answer`]); the backend's mount was
+    /// undone (Unmount with the same id) unless `undo` says otherwise.
+    #[error("the backend answered the mount point {answer:?}, which is refused{}", undo_failed(.undo.as_deref()))]
+    BadMountpoint {
+        /// The answer, as given (shown escaped).
+        answer: PathBuf,
+        /// Why it is refused.
+        #[source]
+        reason: answer::MountpointError,
+        /// The unmount that should have undone the mount, when it failed too.
+        undo: Option<Box<BackendError>>,
+    },
+}
+
+fn undo_failed(undo: Option<&BackendError>) -> String {
+    undo.map_or_else(String::new, |e| {
+        format!(
+            " (and unmounting it again failed, so it stays mounted: {})",
+            crate::error::render_chain(e)
+        )
+    })
 }
 
 /// The end of a program's output for an error message: at most `max` bytes of text, its lines

@@ -1,16 +1,21 @@
 //! Which backend serves a driver: the built-in `local` and `loop` drivers shadow plugins of the
 //! same name (as Docker's own `local` does); every other driver is a Docker volume plugin or,
 //! with `backend=dvdcli`, the dvdcli program.
+//!
+//! Every backend it opens is wrapped in [`Checked`], so no mount point reaches the isolator
+//! unchecked; `plugin_mount_roots` applies to plugins and dvdcli, not to the built-in drivers
+//! (their mount points lie under the roots the operator configured for them).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::answer::{Checked, MountpointPolicy};
 use super::dvdcli::DvdcliBackend;
 use super::local::LocalBackend;
 use super::loopdev::LoopBackend;
 use super::plugin::PluginBackend;
-use super::{Backend, BackendError, BackendProvider};
+use super::{Backend, BackendError, BackendProvider, Waits};
 use crate::config::{BackendKind, Config};
 use crate::mount::Mounter;
 use crate::spec::DriverName;
@@ -29,6 +34,7 @@ pub struct Registry {
     mounter: Arc<dyn Mounter>,
     /// Keyed by driver and, for per-task dvdcli programs, the program.
     cache: Mutex<HashMap<CacheKey, Arc<dyn Backend>>>,
+    waits: Waits,
 }
 
 impl std::fmt::Debug for Registry {
@@ -44,7 +50,14 @@ impl Registry {
             config,
             mounter,
             cache: Mutex::new(HashMap::new()),
+            waits: Waits::default(),
         }
+    }
+
+    /// What its backends are waiting for right now (a plugin that refuses connections), for a
+    /// progress display.
+    pub fn waits(&self) -> &Waits {
+        &self.waits
     }
 
     fn open(
@@ -53,30 +66,49 @@ impl Registry {
         dvdcli: Option<&Path>,
     ) -> Result<Arc<dyn Backend>, BackendError> {
         let timeouts = self.config.timeouts();
-        Ok(match (driver.as_str(), dvdcli) {
-            (LOCAL_DRIVER, _) => Arc::new(LocalBackend::new(self.config.local_root.clone())),
-            (LOOP_DRIVER, _) => Arc::new(
-                LoopBackend::new(self.config.loop_root.clone(), Arc::clone(&self.mounter))
-                    .with_timeouts(timeouts),
+        let external = MountpointPolicy {
+            roots: self.config.plugin_mount_roots.clone(),
+        };
+        let (backend, policy): (Arc<dyn Backend>, _) = match (driver.as_str(), dvdcli) {
+            (LOCAL_DRIVER, _) => (
+                Arc::new(LocalBackend::new(self.config.local_root.clone())),
+                MountpointPolicy::default(),
             ),
-            (_, Some(program)) => Arc::new(DvdcliBackend::new(
-                program.to_owned(),
-                driver.clone(),
-                timeouts,
-            )),
-            _ => match self.config.backend {
-                BackendKind::Dvdcli => Arc::new(DvdcliBackend::new(
-                    self.config.dvdcli_path.clone(),
+            (LOOP_DRIVER, _) => (
+                Arc::new(
+                    LoopBackend::new(self.config.loop_root.clone(), Arc::clone(&self.mounter))
+                        .with_timeouts(timeouts),
+                ),
+                MountpointPolicy::default(),
+            ),
+            (_, Some(program)) => (
+                Arc::new(DvdcliBackend::new(
+                    program.to_owned(),
                     driver.clone(),
                     timeouts,
                 )),
-                BackendKind::Plugin => Arc::new(PluginBackend::discover(
-                    driver,
-                    &self.config.plugin_dirs,
-                    timeouts,
-                )?),
+                external,
+            ),
+            _ => match self.config.backend {
+                BackendKind::Dvdcli => (
+                    Arc::new(DvdcliBackend::new(
+                        self.config.dvdcli_path.clone(),
+                        driver.clone(),
+                        timeouts,
+                    )),
+                    external,
+                ),
+                BackendKind::Plugin => (
+                    Arc::new(
+                        PluginBackend::discover(driver, &self.config.plugin_dirs, timeouts)?
+                            .with_connect_timeout(self.config.plugin_connect_timeout)
+                            .with_waits(self.waits.clone()),
+                    ),
+                    external,
+                ),
             },
-        })
+        };
+        Ok(Arc::new(Checked::new(backend, policy)))
     }
 }
 

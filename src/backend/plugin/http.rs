@@ -8,14 +8,20 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+
 use super::discovery::PluginAddr;
+
+/// The size of `sockaddr_un.sun_path` on Linux.
+const SUN_PATH_LEN: usize = 108;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -61,6 +67,16 @@ impl HttpError {
         matches!(self, HttpError::Connect(e)
             if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound))
     }
+
+    /// For a refused connection ([`HttpError::is_refused`]): what the refusal was, in words.
+    pub fn refusal(&self) -> &'static str {
+        match self {
+            HttpError::Connect(e) if e.kind() == io::ErrorKind::NotFound => {
+                "its socket does not exist"
+            }
+            _ => "connection refused",
+        }
+    }
 }
 
 /// A response.
@@ -98,6 +114,19 @@ impl Deadline {
             Err(self.expired())
         } else {
             Ok(left)
+        }
+    }
+
+    /// This deadline, or `limit` from now when that comes first.
+    pub fn within(&self, limit: Duration) -> Self {
+        let sooner = Instant::now() + limit;
+        if sooner < self.at {
+            Self {
+                at: sooner,
+                total: limit,
+            }
+        } else {
+            *self
         }
     }
 
@@ -171,53 +200,42 @@ impl Write for Stream {
 /// listener's backlog is full (a plugin that stopped accepting): the wait is bounded here by
 /// `SO_SNDTIMEO`, which unix(7) applies to connect, set before connecting.
 fn connect_unix(path: &Path, d: &Deadline) -> Result<UnixStream, HttpError> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data, for which all-zero bytes are a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    // Keep one NUL at the end: the kernel reads the path as a C string.
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(HttpError::Connect(io::Error::new(
+    // UnixAddr refuses a path too long for sun_path (one byte stays for the kernel's NUL); a NUL
+    // inside the path would cut it short, so it is refused as well.
+    let addr = if path.as_os_str().as_bytes().contains(&0) {
+        Err(Errno::EINVAL)
+    } else {
+        UnixAddr::new(path)
+    }
+    .map_err(|e| {
+        HttpError::Connect(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "a unix socket path must be shorter than {} bytes",
-                addr.sun_path.len()
+                "{} cannot be a unix socket address ({e}); a unix socket path must be shorter \
+                 than {} bytes and hold no NUL",
+                path.display(),
+                SUN_PATH_LEN
             ),
-        )));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: socket(2) takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(HttpError::Connect(io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        ))
+    })?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| HttpError::Connect(e.into()))?;
+    let stream = UnixStream::from(fd);
     loop {
         stream
             .set_write_timeout(Some(d.left()?))
             .map_err(HttpError::Connect)?;
-        // SAFETY: `addr` is an initialised sockaddr_un that outlives the call and `len` does not
-        // exceed its size; the descriptor is open (owned by `stream`).
-        let r = unsafe {
-            libc::connect(
-                stream.as_raw_fd(),
-                std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
-                len as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            return Ok(stream);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
+        match connect(stream.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(stream),
+            Err(Errno::EINTR) => continue,
             // The backlog stayed full until SO_SNDTIMEO ran out.
-            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => return Err(d.expired()),
-            _ => return Err(HttpError::Connect(e)),
+            Err(Errno::EAGAIN | Errno::EINPROGRESS) => return Err(d.expired()),
+            Err(e) => return Err(HttpError::Connect(e.into())),
         }
     }
 }

@@ -4,20 +4,27 @@
 //! [`discovery`] finds a plugin's address by driver name, [`http`] carries the calls, and
 //! [`PluginBackend`] speaks the `VolumeDriver` protocol:
 //!
-//! - `Plugin.Activate` once per backend, retried with backoff while the plugin is not listening
-//!   yet (a plugin started alongside the agent); any other failure is final.
+//! - `Plugin.Activate` once per backend; any failure but a refused connection is final.
+//! - A refused connection (a plugin starting alongside the agent, or one that died and left its
+//!   socket file behind) is retried with backoff for at most the connect timeout
+//!   (`plugin_connect_secs`, 15 s as Docker gives it), never past the call's own deadline; the
+//!   wait is named in [`Waits`] while it lasts, and the error at the end says the plugin is not
+//!   listening and for how long it was tried. The plugin never saw a refused request, so every
+//!   request may be retried so.
 //! - Every [`Backend`] call has one deadline for all of its requests: mount and create
 //!   [`Timeouts::mount`], unmount and remove [`Timeouts::unmount`], the rest [`Timeouts::mount`].
 //! - A non-empty `Err` in an answer is a failure whatever the HTTP status.
 //! - Mount reads the volume with Get and creates it only when the plugin does not know it, as
 //!   Docker's volume store does (plugins such as easyfuse refuse to create a volume twice).
+//! - Mount's answer is returned as the plugin gave it: the [`Checked`](super::answer::Checked)
+//!   wrapper judges it, and undoes the mount when it is refused.
 
 pub mod discovery;
 pub mod http;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -26,7 +33,7 @@ use http::{Client, Deadline, HttpError};
 
 use super::{
     Backend, BackendError, BackendErrorKind, Call, Capabilities, MountId, MountRequest, Scope,
-    Timeouts, VolumeInfo,
+    Timeouts, VolumeInfo, WaitGuard, Waits,
 };
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
 
@@ -100,6 +107,23 @@ pub enum PluginError {
         /// What it implements.
         implements: Vec<String>,
     },
+    /// The plugin refused every connection (or its socket did not exist) for as long as
+    /// connecting is retried: it is not running.
+    #[error(
+        "{endpoint}: the plugin is not listening at {addr}; connecting was tried for {:.1} s",
+        tried.as_secs_f64()
+    )]
+    NotListening {
+        /// The plugin.
+        addr: PluginAddr,
+        /// The endpoint.
+        endpoint: &'static str,
+        /// How long connecting was tried.
+        tried: Duration,
+        /// The last refusal.
+        #[source]
+        source: HttpError,
+    },
     /// A mount point that is not an absolute path.
     #[error("{endpoint} at {addr}: mount point {mountpoint:?} is not an absolute path")]
     BadMountpoint {
@@ -117,7 +141,10 @@ impl PluginError {
     /// exchange failing: an answer is the plugin's word, a failed exchange says nothing about
     /// the volume.
     pub fn is_answer(&self) -> bool {
-        !matches!(self, PluginError::Http { .. })
+        !matches!(
+            self,
+            PluginError::Http { .. } | PluginError::NotListening { .. }
+        )
     }
 }
 
@@ -130,6 +157,10 @@ pub struct PluginBackend {
     driver: DriverName,
     client: Client,
     timeouts: Timeouts,
+    /// How long refused connections are retried.
+    connect_timeout: Duration,
+    /// Where a refused connection's wait is named while it lasts.
+    waits: Waits,
     /// Whether `Plugin.Activate` succeeded. Held during activation, so concurrent first calls
     /// activate once.
     activated: Mutex<bool>,
@@ -144,10 +175,13 @@ impl std::fmt::Debug for PluginBackend {
     }
 }
 
-/// First wait between activation attempts; it doubles up to [`MAX_BACKOFF`].
+/// First wait between connection attempts; it doubles up to [`MAX_BACKOFF`]. Shorter than
+/// Docker's first second: a plugin started alongside is usually listening within milliseconds.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-/// Longest wait between activation attempts.
+/// Longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How long refused connections are retried unless told otherwise (Docker's 1+2+4+8 s).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl PluginBackend {
     /// Finds `driver`'s plugin in `plugin_dirs` (see [`discover`]); it is activated on first
@@ -174,8 +208,22 @@ impl PluginBackend {
             driver,
             client: Client::new(addr),
             timeouts,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            waits: Waits::default(),
             activated: Mutex::new(false),
         }
+    }
+
+    /// Retries refused connections for at most `t` (within each call's own timeout).
+    pub fn with_connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Names waits for a refusing plugin in `waits`, for a progress display.
+    pub fn with_waits(mut self, waits: Waits) -> Self {
+        self.waits = waits;
+        self
     }
 
     /// The plugin's address.
@@ -195,14 +243,7 @@ impl PluginBackend {
         d: &Deadline,
     ) -> Result<Value, PluginError> {
         let addr = || self.client.addr().clone();
-        let resp = self
-            .client
-            .post_by(&format!("/{endpoint}"), body.to_string().as_bytes(), d)
-            .map_err(|source| PluginError::Http {
-                addr: addr(),
-                endpoint,
-                source,
-            })?;
+        let resp = self.post(endpoint, body, d)?;
         let parsed: Result<Value, _> = serde_json::from_slice(&resp.body);
         // A non-empty Err is a failure whatever the status.
         if let Some(msg) = parsed
@@ -243,32 +284,78 @@ impl PluginBackend {
         Ok(value)
     }
 
-    /// Activates the plugin once, retrying with backoff while it is not listening yet (its
-    /// socket refuses, or does not exist yet), until `d`.
+    /// POSTs to the plugin, retrying a refused connection (see the module docs) until the
+    /// connect timeout or `d`, whichever comes first.
+    fn post(
+        &self,
+        endpoint: &'static str,
+        body: &Value,
+        d: &Deadline,
+    ) -> Result<http::Response, PluginError> {
+        let path = format!("/{endpoint}");
+        let body = body.to_string();
+        let started = Instant::now();
+        let connect = d.within(self.connect_timeout);
+        let mut backoff = FIRST_BACKOFF;
+        // The wait named for the progress display, while it lasts, and its words.
+        let mut waiting: Option<(String, WaitGuard)> = None;
+        loop {
+            let source = match self.client.post_by(&path, body.as_bytes(), d) {
+                Err(e) if e.is_refused() => e,
+                Ok(resp) => return Ok(resp),
+                Err(source) => {
+                    return Err(PluginError::Http {
+                        addr: self.client.addr().clone(),
+                        endpoint,
+                        source,
+                    })
+                }
+            };
+            // Never sleep into the call's own deadline: the next attempt could only time out.
+            let pause = connect.left().map(|left| backoff.min(left));
+            let Some(pause) = pause.ok().filter(|p| d.allows(*p)) else {
+                return Err(PluginError::NotListening {
+                    addr: self.client.addr().clone(),
+                    endpoint,
+                    tried: started.elapsed(),
+                    source,
+                });
+            };
+            let reason = format!(
+                "plugin {} is not accepting connections ({}); retrying",
+                self.driver,
+                source.refusal()
+            );
+            if waiting.as_ref().is_none_or(|(said, _)| *said != reason) {
+                log::warn!(
+                    "{reason} for up to {:.0} s more ({})",
+                    connect.left().unwrap_or_default().as_secs_f64(),
+                    self.client.addr()
+                );
+                let guard = self.waits.begin(reason.clone());
+                waiting = Some((reason, guard));
+            }
+            log::debug!(
+                "plugin {} at {}: not listening yet ({}); retrying in {:?}",
+                self.driver,
+                self.client.addr(),
+                crate::error::render_chain(&source),
+                pause,
+            );
+            std::thread::sleep(pause);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Activates the plugin once (a refused connection is retried as every request's is).
     fn activate(&self, d: &Deadline) -> Result<(), BackendError> {
         let mut done = self.activated.lock().unwrap_or_else(|p| p.into_inner());
         if *done {
             return Ok(());
         }
-        let mut backoff = FIRST_BACKOFF;
-        let answer = loop {
-            match self.request("Plugin.Activate", &json!({}), d) {
-                Err(PluginError::Http { source, .. })
-                    if source.is_refused() && d.allows(backoff) =>
-                {
-                    log::debug!(
-                        "plugin {} at {}: not listening yet ({}); retrying in {backoff:?}",
-                        self.driver,
-                        self.client.addr(),
-                        crate::error::render_chain(&source),
-                    );
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                other => break other,
-            }
-        }
-        .map_err(|e| self.fail(None, Call::Activate, e))?;
+        let answer = self
+            .request("Plugin.Activate", &json!({}), d)
+            .map_err(|e| self.fail(None, Call::Activate, e))?;
         let implements: Vec<String> = answer
             .get("Implements")
             .and_then(Value::as_array)
@@ -401,7 +488,10 @@ impl Backend for PluginBackend {
         }
         let body = json!({"Name": req.name.as_str(), "ID": req.id.0});
         let v = self.volume_request(req.name, Call::Mount, "VolumeDriver.Mount", body, &d)?;
-        self.mountpoint(req.name, Call::Mount, "VolumeDriver.Mount", &v)
+        // As answered (empty when missing): the Checked wrapper judges it and, refusing it, calls
+        // Unmount, which only a mount that returned can do.
+        let mp = v.get("Mountpoint").and_then(Value::as_str).unwrap_or("");
+        Ok(PathBuf::from(mp))
     }
 
     fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<(), BackendError> {

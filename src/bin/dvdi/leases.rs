@@ -80,7 +80,7 @@ pub fn leases(config: &Config, json: bool) -> Result<(), LeasesError> {
         );
     } else {
         let rows: Vec<Vec<String>> = leases.iter().map(row).collect();
-        print!("{}", table::render(&HEADERS, &rows));
+        print!("{}", table::render(&HEADERS, &rows, table::stdout_width()));
     }
     Ok(())
 }
@@ -106,7 +106,7 @@ pub fn status_section(config: &Config) -> Vec<String> {
             ));
             if !mine.is_empty() {
                 let rows: Vec<Vec<String>> = mine.into_iter().map(row).collect();
-                lines.extend(table::render(&HEADERS, &rows).lines().map(str::to_owned));
+                lines.extend(table::render(&HEADERS, &rows, table::stdout_width()).lines().map(str::to_owned));
             }
         }
         Err(e) => lines.push(format!(

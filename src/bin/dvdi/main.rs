@@ -11,6 +11,7 @@ mod table;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use mesos_dvdi::config::{Config, ConfigError};
@@ -18,7 +19,9 @@ use mesos_dvdi::error::render_chain;
 use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
 
+use mesos_dvdi::backend::registry::Registry;
 use mesos_dvdi::isolator::{Isolator, IsolatorError};
+use mesos_dvdi::mount::Host;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -109,6 +112,13 @@ struct Global {
     /// [docker_volumes; default handle]
     #[arg(long, global = true, value_name = "WHO")]
     docker_volumes: Option<String>,
+    /// A directory plugin and dvdcli mount points must lie under; repeatable (default: anywhere
+    /// but / and the system trees) [plugin_mount_roots]
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_mount_root: Vec<String>,
+    /// Seconds a plugin that refuses connections is retried [plugin_connect_secs; default 15]
+    #[arg(long, global = true, value_name = "SECS")]
+    plugin_connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +302,16 @@ impl Global {
                 "--docker-volumes",
                 self.docker_volumes.clone(),
             ),
+            (
+                "plugin_mount_roots",
+                "--plugin-mount-root",
+                (!self.plugin_mount_root.is_empty()).then(|| self.plugin_mount_root.join(":")),
+            ),
+            (
+                "plugin_connect_secs",
+                "--plugin-connect-timeout",
+                self.plugin_connect_timeout.clone(),
+            ),
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
@@ -358,7 +378,8 @@ fn print_specs(specs: &[VolumeSpec]) {
                 "CREATE",
                 "OPTIONS"
             ],
-            &rows
+            &rows,
+            table::stdout_width()
         )
     );
 }
@@ -420,7 +441,8 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             "{}",
             table::render(
                 &["DRIVER", "NAME", "STATE", "HOST PATH", "USERS", "ERROR"],
-                &rows
+                &rows,
+                table::stdout_width()
             )
         );
     }
@@ -431,7 +453,10 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
 }
 
 fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
-    let isolator = Isolator::open(config.clone())?;
+    let isolator = Isolator::open(
+        config.clone(),
+        Arc::new(Registry::new(config.clone(), Arc::new(Host))),
+    )?;
     let report = isolator.gc(args.dry_run)?;
     if args.json {
         println!(
@@ -486,6 +511,7 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
                     .map_err(|e| e.to_string())
                     .and_then(|d| {
                         PluginBackend::at(d, p.addr.clone(), probe)
+                            .with_connect_timeout(config.plugin_connect_timeout)
                             .capabilities()
                             .map_err(|e| render_chain(&e))
                     });
@@ -537,7 +563,8 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
         "{}",
         table::render(
             &["NAME", "KIND", "ADDRESS", "ACTIVATION", "SCOPE", "ERROR"],
-            &table_rows
+            &table_rows,
+            table::stdout_width()
         )
     );
     Ok(())

@@ -10,10 +10,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::backend::Waits;
 use mesos_dvdi::config::Config;
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{process_start_time, ContainerInput, Isolator, LaunchPlan};
-use mesos_dvdi::mount::{self, Bind};
+use mesos_dvdi::mount::{self, Bind, Host};
 use mesos_dvdi::state::Owner;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
@@ -68,14 +70,22 @@ fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>) {
     });
 }
 
-/// Prints "attaching … N s" every second while `work` runs, so a slow attach is visible.
-fn with_progress<T>(what: &str, work: impl FnOnce() -> T) -> T {
+/// Prints "attaching … N s" every second while `work` runs, so a slow attach is visible, with
+/// what the backends say they wait for (a plugin refusing connections) when they wait.
+fn with_progress<T>(what: &str, waits: &Waits, work: impl FnOnce() -> T) -> T {
     let (done, wait) = mpsc::channel::<()>();
     let start = Instant::now();
     let what = what.to_owned();
+    let waits = waits.clone();
     let ticker = std::thread::spawn(move || {
         while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(1)) {
-            eprintln!("dvdi: {what}… {} s", start.elapsed().as_secs());
+            let reasons = waits.current();
+            let secs = start.elapsed().as_secs();
+            if reasons.is_empty() {
+                eprintln!("dvdi: {what}… {secs} s");
+            } else {
+                eprintln!("dvdi: {what}… {secs} s: {}", reasons.join("; "));
+            }
         }
     });
     let out = work();
@@ -119,7 +129,9 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         eprintln!("dvdi: error: {msg}");
         ExitCode::from(EXIT_DVDI_FAILED)
     };
-    let isolator = match Isolator::open(config.clone()) {
+    let registry = Arc::new(Registry::new(config.clone(), Arc::new(Host)));
+    let waits = registry.waits().clone();
+    let isolator = match Isolator::open(config.clone(), registry) {
         Ok(i) => i,
         Err(e) => return fail(render_chain(&e)),
     };
@@ -145,7 +157,7 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         rootfs: req.rootfs.clone(),
         user: None,
     };
-    let plan = match with_progress(&describe(&req.task, config), || {
+    let plan = match with_progress(&describe(&req.task, config), &waits, || {
         isolator.prepare(&id, owner, &input)
     }) {
         Ok(plan) => plan,
