@@ -251,6 +251,9 @@ pub struct Isolator {
     index: Arc<Mutex<Index>>,
     /// Cluster-wide leases; `None` without coordination.
     coord: Option<Arc<dyn Coordinator>>,
+    /// When the coordinator was installed: its first session may still be coming up until one
+    /// session timeout later.
+    coord_since: std::time::Instant,
     /// Whether a driver's volumes are leased, as learnt from its capabilities.
     leased: Mutex<HashMap<DriverName, bool>>,
     /// Told of every container that must be stopped because a lease it depends on is lost.
@@ -283,6 +286,7 @@ impl Isolator {
             host_tmp: PathBuf::from("/tmp"),
             index: Arc::new(Mutex::new(HashMap::new())),
             coord: None,
+            coord_since: std::time::Instant::now(),
             leased: Mutex::new(HashMap::new()),
             fence: Arc::new(Mutex::new(None)),
             prepared: Condvar::new(),
@@ -343,6 +347,7 @@ impl Isolator {
             }
         }));
         self.coord = Some(coord);
+        self.coord_since = std::time::Instant::now();
         self
     }
 
@@ -412,8 +417,22 @@ impl Isolator {
     /// Takes `mode` on `key`'s lease, waiting up to `lease_wait` for another agent to let go.
     fn take_lease(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
         match &self.coord {
-            Some(c) => Ok(c.acquire(key, mode, self.config.lease_wait)?),
+            Some(c) => {
+                self.await_first_session(c.as_ref());
+                Ok(c.acquire(key, mode, self.config.lease_wait)?)
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Right after start (a `dvdi run`, a module just loaded) the first session may still be
+    /// coming up: give it up to one session timeout from the start. Later, a coordinator without
+    /// a session fails at once (fail closed).
+    fn await_first_session(&self, c: &dyn Coordinator) {
+        let grace = (self.coord_since + self.config.lease_session_timeout)
+            .saturating_duration_since(std::time::Instant::now());
+        if !grace.is_zero() && !c.status().connected {
+            c.wait_connected(grace);
         }
     }
 
@@ -782,7 +801,10 @@ impl Isolator {
     /// Takes `mode` on `key`'s lease without waiting (recovery: the lease is ours, or lost).
     fn take_lease_now(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
         match &self.coord {
-            Some(c) => Ok(c.acquire(key, mode, std::time::Duration::ZERO)?),
+            Some(c) => {
+                self.await_first_session(c.as_ref());
+                Ok(c.acquire(key, mode, std::time::Duration::ZERO)?)
+            }
             None => Ok(()),
         }
     }
@@ -790,7 +812,10 @@ impl Isolator {
     /// Gives `key`'s lease back.
     fn release_lease(&self, key: &VolumeKey) -> Result<(), IsolatorError> {
         match &self.coord {
-            Some(c) => Ok(c.release(key)?),
+            Some(c) => {
+                self.await_first_session(c.as_ref());
+                Ok(c.release(key)?)
+            }
             None => Ok(()),
         }
     }
