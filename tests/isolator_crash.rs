@@ -13,19 +13,31 @@
 //!
 //! Each crash is recovered twice over: with the crashed container still known to the agent, and
 //! with it gone.
+//!
+//! The lease points (`prepare:lease-acquired`, `prepare:upgrade-saved`, `cleanup:lease-released`,
+//! and every point above again on a leased volume) run against a real ZooKeeper: a `local`
+//! volume leased through `lease_drivers`, each child an agent process with its own session.
+//! After recover (checked inside the recovering process, whose session holds the leases) no
+//! volume is in use without its lease and no lease is held for a volume no one uses; after the
+//! final cleanups no lease is left in ZooKeeper at all.
 
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
+use mesos_dvdi::coord::zk::{ZkCoordinator, ZkTarget};
+use mesos_dvdi::coord::Coordinator;
 use mesos_dvdi::isolator::{KnownContainer, CRASH_POINTS};
+use mesos_dvdi::spec::DriverName;
 use mesos_dvdi::state::{ContainerId, Owner, Store};
 use serde_json::json;
 use support::host::in_private_mount_ns;
 use support::host::loop_devices_under;
 use support::isolator::{is_mounted, Fixture};
+use support::zookeeper::ZkServer;
 
 const VOLUME: &str = "crashvol";
 
@@ -41,8 +53,28 @@ fn crash_child() {
         return;
     };
     let job: serde_json::Value = serde_json::from_str(&job).unwrap();
-    let fx = Fixture::at(Path::new(job["dir"].as_str().unwrap()));
-    let iso = fx.isolator();
+    let mut fx = Fixture::at(Path::new(job["dir"].as_str().unwrap()));
+    let leased = job["zk"].as_str().map(|zk| {
+        fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+        fx.config.lease_session_timeout = std::time::Duration::from_secs(2);
+        Arc::new(ZkCoordinator::start(
+            ZkTarget::parse(zk).unwrap(),
+            "crash-agent".to_owned(),
+            fx.config.lease_session_timeout,
+        ))
+    });
+    let iso = match &leased {
+        Some(c) => fx.isolator().with_coordinator(c.clone()),
+        None => fx.isolator(),
+    };
+    let volume: Vec<(&str, &str)> = match &leased {
+        Some(_) => vec![("DVDI_VOLUME_DRIVER", "local"), ("DVDI_VOLUME_NAME", VOLUME)],
+        None => env().to_vec(),
+    };
+    let mut with_mode = volume.clone();
+    if job["read_only"].as_bool() == Some(true) {
+        with_mode.push(("DVDI_VOLUME_READONLY", "true"));
+    }
     let id = job["container"].as_str().unwrap_or("");
     let op = job["op"].as_str().unwrap();
     let known: Vec<KnownContainer> = job["known"]
@@ -58,9 +90,28 @@ fn crash_child() {
     // Every child is a fresh agent: recover first, as Mesos does.
     let report = iso.recover(&known, &[]).unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
+    assert!(report.fenced.is_empty(), "{report:?}");
+    if let Some(c) = &leased {
+        // In use here ⇔ this process holds the lease (once recover has run).
+        let in_use = !users(&fx).is_empty();
+        let held = c.status().held.iter().any(|(v, _)| v.name.as_str() == VOLUME);
+        assert_eq!(
+            in_use,
+            held,
+            "after recover: users {:?}, lease held {held}",
+            users(&fx)
+        );
+        let ours = c
+            .leases()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.holder.agent == "crash-agent")
+            .count();
+        assert_eq!(in_use, ours > 0, "after recover: {ours} lease node(s) of ours");
+    }
     match op {
         "prepare" => {
-            iso.prepare(id, Owner::Mesos, &fx.input(id, &env(), false))
+            iso.prepare(id, Owner::Mesos, &fx.input(id, &with_mode, false))
                 .unwrap();
         }
         "cleanup" => iso.cleanup(id).unwrap(),
@@ -71,8 +122,23 @@ fn crash_child() {
 
 /// Runs one child; returns whether it was killed by SIGKILL (a crash point fired).
 fn child(fx: &Fixture, op: &str, container: &str, known: &[&str], crash_at: Option<&str>) -> bool {
+    leased_child(fx, None, op, container, false, known, crash_at)
+}
+
+/// Runs one child, as an agent leasing its volumes through ZooKeeper at `zk` when given; returns
+/// whether it was killed by SIGKILL (a crash point fired).
+fn leased_child(
+    fx: &Fixture,
+    zk: Option<&str>,
+    op: &str,
+    container: &str,
+    read_only: bool,
+    known: &[&str],
+    crash_at: Option<&str>,
+) -> bool {
     let job = json!({
         "dir": fx.dir.path(), "op": op, "container": container, "known": known,
+        "zk": zk, "read_only": read_only,
     });
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
@@ -139,6 +205,57 @@ struct Case {
     others_alive: &'static [&'static str],
 }
 
+/// The lease cases: every point of a leased volume's life, with the lease steps among them.
+/// `before` users prepare read-only when `before_read_only` is set (so that the crashing
+/// prepare, read-write, upgrades the lease).
+struct LeaseCase {
+    case: Case,
+    before_read_only: bool,
+}
+
+const LEASE_CASES: &[LeaseCase] = &[
+    LeaseCase {
+        case: Case {
+            before: &[],
+            op: "prepare",
+            container: "a",
+            points: &[
+                "prepare:intent-saved",
+                "prepare:lease-acquired",
+                "prepare:backend-mounted",
+                "prepare:mounted-saved",
+            ],
+            others_alive: &[],
+        },
+        before_read_only: false,
+    },
+    LeaseCase {
+        case: Case {
+            before: &["b"],
+            op: "prepare",
+            container: "a",
+            points: &["prepare:upgrade-saved", "prepare:user-added"],
+            others_alive: &["b"],
+        },
+        before_read_only: true,
+    },
+    LeaseCase {
+        case: Case {
+            before: &["a"],
+            op: "cleanup",
+            container: "a",
+            points: &[
+                "cleanup:user-removed",
+                "cleanup:unmount-intent-saved",
+                "cleanup:backend-unmounted",
+                "cleanup:lease-released",
+            ],
+            others_alive: &[],
+        },
+        before_read_only: false,
+    },
+];
+
 const CASES: &[Case] = &[
     Case {
         before: &[],
@@ -182,6 +299,7 @@ const CASES: &[Case] = &[
 fn every_crash_point_is_covered() {
     let covered: Vec<&str> = CASES
         .iter()
+        .chain(LEASE_CASES.iter().map(|l| &l.case))
         .flat_map(|c| c.points.iter().copied())
         .collect();
     for p in CRASH_POINTS {
@@ -263,4 +381,79 @@ fn crash_at_any_point_then_recover_leaks_nothing_and_loses_no_live_user() {
             }
         }
     });
+}
+
+#[test]
+fn crash_around_every_lease_step_then_recover_leaves_no_use_without_lease_and_no_lease_unused() {
+    let zk = ZkServer::start();
+    let observer = ZkCoordinator::start(
+        zk.target("/crash"),
+        "observer".to_owned(),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(observer.wait_connected(std::time::Duration::from_secs(60)));
+    let url = format!("zk://{}/crash", zk.address());
+    for lc in LEASE_CASES {
+        let case = &lc.case;
+        for point in case.points {
+            for crashed_still_known in [true, false] {
+                let what = format!(
+                    "leased {} {} at {point}, known={crashed_still_known}",
+                    case.op, case.container
+                );
+                let fx = Fixture::new();
+                let zk = Some(url.as_str());
+                for (i, c) in case.before.iter().enumerate() {
+                    let known = &case.before[..i];
+                    let ro = lc.before_read_only;
+                    assert!(
+                        !leased_child(&fx, zk, "prepare", c, ro, known, None),
+                        "{what}: setup crashed"
+                    );
+                }
+                let mut known: Vec<&str> = case.before.to_vec();
+                if !known.contains(&case.container) {
+                    known.push(case.container);
+                }
+                let read_only = case.op == "cleanup" && lc.before_read_only;
+                assert!(
+                    leased_child(&fx, zk, case.op, case.container, read_only, &known, Some(point)),
+                    "{what}: the child never reached the crash point"
+                );
+                let mut alive: Vec<&str> = case.others_alive.to_vec();
+                if crashed_still_known {
+                    alive.push(case.container);
+                }
+                // The recovering child checks the lease against the users itself.
+                assert!(
+                    !leased_child(&fx, zk, "recover", "", false, &alive, None),
+                    "{what}: recover crashed"
+                );
+                let recorded = users(&fx);
+                for live in case.others_alive {
+                    assert!(
+                        recorded.contains(&(*live).to_owned()),
+                        "{what}: lost live user {live}: {recorded:?}"
+                    );
+                }
+                for u in &recorded {
+                    assert!(alive.contains(&u.as_str()), "{what}: dead user {u} kept");
+                }
+                for c in &alive {
+                    assert!(
+                        !leased_child(&fx, zk, "cleanup", c, false, &alive, None),
+                        "{what}: cleanup crashed"
+                    );
+                }
+                assert!(users(&fx).is_empty(), "{what}: record left: {:?}", users(&fx));
+                let left: Vec<String> = observer
+                    .leases()
+                    .unwrap()
+                    .into_iter()
+                    .map(|l| format!("{} {:?} by {}", l.volume, l.mode, l.holder.agent))
+                    .collect();
+                assert!(left.is_empty(), "{what}: leases left: {left:?}");
+            }
+        }
+    }
 }
