@@ -67,6 +67,8 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     std::fs::create_dir_all(&source).unwrap();
     let scratch = dir.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
+    // A real ZooKeeper for the fencing scenario (two agents leasing one volume).
+    let zk = support::zookeeper::ZkServer::start();
     let out = in_private_mount_ns(|| {
         // The real third-party plugin, in the same private namespace as the harness.
         let _plugin = support::easyfuse::Easyfuse::start(&plugins, dir.path());
@@ -75,6 +77,7 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
             .arg(&scratch)
             .arg(&plugins)
             .arg(&source)
+            .arg(zk.address())
             .output()
             .unwrap()
     });
@@ -88,6 +91,11 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     );
     assert!(
         log.contains("[log 3] mesos-dvdi: recovered: 1 volume(s) in use"),
+        "{log}"
+    );
+    // The fencing scenario ran: agent A's recover fenced its container (checked in C++ too).
+    assert!(
+        log.contains("mesos-dvdi: fencing container fa1: volume \"ledger\" (driver \"local\")"),
         "{log}"
     );
 }

@@ -63,10 +63,17 @@ pub fn scratch() -> tempfile::TempDir {
 }
 
 pub fn instant_isolator(dir: &Path) -> Isolator {
-    let config = Config {
+    instant_isolator_with(dir, |_| {})
+}
+
+/// [`instant_isolator`] with its configuration changed by `adjust` first (its driver is
+/// `rexray`).
+pub fn instant_isolator_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> Isolator {
+    let mut config = Config {
         work_dir: dir.join("work"),
         ..Config::default()
     };
+    adjust(&mut config);
     std::fs::create_dir_all(dir.join("vol")).unwrap();
     let provider = InstantProvider(Arc::new(Instant0 {
         driver: DriverName::new("rexray").unwrap(),
