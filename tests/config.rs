@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesos_dvdi::config::{BackendKind, Config, ConfigError, KEYS};
+use mesos_dvdi::config::{
+    BackendKind, Config, ConfigError, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
+};
 use mesos_dvdi::error::render_chain;
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -42,6 +44,16 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.unmount_timeout, Duration::from_secs(600));
     assert_eq!(c.allowed_drivers, None);
     assert!(!c.allow_task_dvdcli);
+    assert_eq!(
+        c.legacy_checkpoint,
+        [
+            "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb",
+            "/tmp/mesos/meta/dvdimounts.pb",
+            "/tmp/mesos/meta/dvdimounts.json",
+            "/var/lib/mesos/dvdi/dvdimounts.json"
+        ]
+        .map(PathBuf::from)
+    );
 }
 
 #[test]
@@ -58,6 +70,7 @@ fn every_key_is_read() {
         ("unmount_timeout_secs", "6"),
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
+        ("legacy_checkpoint", "/old/a.pb:/old/b.json"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -78,7 +91,11 @@ fn every_key_is_read() {
         .collect();
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
-    assert_eq!(KEYS.len(), 11);
+    assert_eq!(
+        c.legacy_checkpoint,
+        [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
+    );
+    assert_eq!(KEYS.len(), 13);
 }
 
 #[test]
@@ -114,6 +131,9 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("default_driver", "../x", "driver"),
         ("allowed_drivers", "local,", "empty entry"),
         ("allowed_drivers", "lo cal", "driver"),
+        ("legacy_checkpoint", "/a.pb::/b.pb", "empty entry"),
+        ("legacy_checkpoint", "dvdimounts.pb", "absolute"),
+        ("state_dir", "state", "absolute"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -172,9 +192,93 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         })
         .collect();
     assert_eq!(Config::from_params(&params).unwrap(), Config::default());
-    // allowed_drivers has no "all" value: leaving it out is the default.
+    // allowed_drivers has no "all" value: leaving it out is the default; state_dir is work_dir's
+    // other spelling.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    for k in KEYS.iter().filter(|k| **k != "allowed_drivers") {
+    for k in KEYS
+        .iter()
+        .filter(|k| **k != "allowed_drivers" && **k != "state_dir")
+    {
         assert!(keys.contains(k), "isolator.json lacks {k}");
     }
+}
+
+#[test]
+fn state_dir_is_another_spelling_of_work_dir_under_the_new_name() {
+    let c = Config::from_params(&params(&[("state_dir", "/s")])).unwrap();
+    assert_eq!(c.work_dir, PathBuf::from("/s"));
+    let (e, text) = refused(&[("work_dir", "/w"), ("state_dir", "/s")]);
+    assert!(matches!(e, ConfigError::BothSpellings { .. }), "{e:?}");
+    assert!(
+        text.contains("work_dir") && text.contains("state_dir"),
+        "{text}"
+    );
+}
+
+#[test]
+fn legacy_checkpoint_empty_imports_nothing() {
+    let c = Config::from_params(&params(&[("legacy_checkpoint", "")])).unwrap();
+    assert!(c.legacy_checkpoint.is_empty());
+}
+
+#[test]
+fn an_old_modules_json_loads_under_the_old_name() {
+    // The original's README example and its work_dir parameter (the agent's work directory).
+    let loaded = Config::from_module_params(
+        LEGACY_MODULE_NAME,
+        &params(&[
+            ("isolator_command", "/emc/dvdi_isolator"),
+            ("work_dir", "/var/lib/mesos"),
+        ]),
+    )
+    .unwrap();
+    // Our own directory stays the default; work_dir only locates the original's checkpoint.
+    assert_eq!(loaded.config.work_dir, Config::default().work_dir);
+    assert_eq!(
+        loaded.config.legacy_checkpoint,
+        [
+            "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb",
+            "/var/lib/mesos/meta/dvdimounts.pb",
+            "/var/lib/mesos/meta/dvdimounts.json",
+            "/var/lib/mesos/dvdi/dvdimounts.json"
+        ]
+        .map(PathBuf::from)
+    );
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("isolator_command") && loaded.warnings[0].contains("ignored"),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn under_the_old_name_state_dir_is_the_module_directory_beside_work_dir() {
+    let loaded = Config::from_module_params(
+        LEGACY_MODULE_NAME,
+        &params(&[("work_dir", "/agent"), ("state_dir", "/state")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.work_dir, PathBuf::from("/state"));
+    assert_eq!(
+        loaded.config.legacy_checkpoint[1],
+        PathBuf::from("/agent/meta/dvdimounts.pb")
+    );
+    assert!(loaded.warnings.is_empty());
+    // An explicit legacy_checkpoint wins over the one work_dir implies.
+    let loaded = Config::from_module_params(
+        LEGACY_MODULE_NAME,
+        &params(&[("work_dir", "/agent"), ("legacy_checkpoint", "/x.pb")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.legacy_checkpoint, [PathBuf::from("/x.pb")]);
+}
+
+#[test]
+fn isolator_command_is_unknown_under_the_new_name_and_names_are_checked() {
+    let (e, _) = refused(&[("isolator_command", "/emc/dvdi_isolator")]);
+    assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e:?}");
+    let e = Config::from_module_params("org_apache_mesos_Other", &[]).unwrap_err();
+    assert!(matches!(e, ConfigError::UnknownModule { .. }), "{e:?}");
+    assert!(Config::from_module_params(MODULE_NAME, &[]).is_ok());
 }
