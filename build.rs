@@ -65,8 +65,12 @@ fn main() {
             build.include(prefix.join("lib/mesos/3rdparty/include"));
         }
     }
+    // The shim calls libprocess and stout (the endpoints and metrics): GCC 5's ABI, that of the
+    // Mesos builds it loads into, so conversions returning std::string mangle as libmesos exports
+    // them (DESIGN §3).
     build
         .define("__STDC_FORMAT_MACROS", None)
+        .flag("-fabi-version=9")
         .flag_if_supported("-Wno-deprecated-declarations")
         .file("cpp/mesos_isolator.cpp")
         .compile("mesos_dvdi_bridge");

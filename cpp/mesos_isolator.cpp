@@ -1,9 +1,12 @@
 // The Mesos side of mesos-dvdi: a mesos::slave::Isolator that translates ContainerConfig into the
 // bridge's plain data, runs each bridge call off the libprocess thread (an EBS attach can take
-// minutes), and turns the answer into ContainerLaunchInfo. Translation only: every decision is
-// the Rust core's.
+// minutes), and turns the answer into ContainerLaunchInfo. It also serves the core's state on the
+// agent's own port (a libprocess process `dvdi`: GET /dvdi/volumes and /dvdi/health) and
+// publishes the core's counts as `dvdi/...` metrics. Translation only: every decision, every JSON
+// document and every count is the Rust core's.
 //
-// Built only when MESOS_PREFIX points at an installed Mesos (1.11 API); see build.rs.
+// Built only when MESOS_PREFIX points at an installed Mesos (1.11 API), with -fabi-version=9 since
+// it calls libprocess; see build.rs.
 
 #include <sys/mount.h>
 #include <sched.h>
@@ -21,6 +24,10 @@
 #include <mesos/slave/isolator.hpp>
 
 #include <process/future.hpp>
+#include <process/http.hpp>
+#include <process/metrics/metrics.hpp>
+#include <process/metrics/pull_gauge.hpp>
+#include <process/process.hpp>
 
 #include <stout/hashset.hpp>
 #include <stout/nothing.hpp>
@@ -124,10 +131,113 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
   return request;
 }
 
+// The agent authenticates its read-only endpoints under this realm (defined inside Mesos, not in
+// its public headers); libprocess lets a route through when no authenticator is installed for it,
+// so these endpoints are protected exactly when the agent's read-only ones are.
+const char READONLY_REALM[] = "mesos-agent-readonly";
+
+process::http::Response jsonResponse(process::http::Response response) {
+  response.headers["Content-Type"] = "application/json";
+  return response;
+}
+
+// Serves the core's JSON at /dvdi/volumes and /dvdi/health on the agent's port.
+class DvdiProcess : public process::Process<DvdiProcess> {
+public:
+  explicit DvdiProcess(std::shared_ptr<rust::Box<IsolatorCore>> core)
+    : process::ProcessBase("dvdi"), core(std::move(core)) {}
+
+protected:
+  void initialize() override {
+    route("/volumes",
+          READONLY_REALM,
+          std::string("The volumes mesos-dvdi has mounted on this agent, who uses each, and the "
+                      "records or legacy checkpoints it cannot read: the JSON of `dvdi status "
+                      "--json`."),
+          &DvdiProcess::volumes);
+    route("/health",
+          READONLY_REALM,
+          std::string("mesos-dvdi's health: 200 with {\"ok\": true, ...}, or 503 with the "
+                      "unreadable records and failing volumes (and the recent problems)."),
+          &DvdiProcess::health);
+  }
+
+private:
+  // Both read the checkpoint directory: off the libprocess thread, like every bridge call.
+  process::Future<process::http::Response> volumes(
+      const process::http::Request&,
+      const Option<process::http::authentication::Principal>&) {
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
+    return offload<process::http::Response>([core]() -> process::http::Response {
+      try {
+        return jsonResponse(process::http::OK(std::string((*core)->status_json())));
+      } catch (const std::exception& e) {
+        return process::http::InternalServerError(e.what());
+      }
+    });
+  }
+
+  process::Future<process::http::Response> health(
+      const process::http::Request&,
+      const Option<process::http::authentication::Principal>&) {
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
+    return offload<process::http::Response>([core]() -> process::http::Response {
+      try {
+        Health h = (*core)->health();
+        const std::string body(h.json);
+        return jsonResponse(
+            h.ok ? process::http::Response(process::http::OK(body))
+                 : process::http::Response(process::http::ServiceUnavailable(body)));
+      } catch (const std::exception& e) {
+        return process::http::InternalServerError(e.what());
+      }
+    });
+  }
+
+  std::shared_ptr<rust::Box<IsolatorCore>> core;
+};
+
+// One metric's value, asked of the core when /metrics/snapshot is read (the core owns the count,
+// so there is no second bookkeeping here).
+process::Future<double> metricValue(
+    const std::shared_ptr<rust::Box<IsolatorCore>>& core, const std::string& name) {
+  try {
+    for (const Metric& m : (*core)->metrics()) {
+      if (std::string(m.name) == name) return m.value;
+    }
+    return process::Failure("mesos-dvdi has no metric " + name);
+  } catch (const std::exception& e) {
+    return process::Failure(e.what());
+  }
+}
+
 class DvdiIsolator : public mesos::slave::Isolator {
 public:
   explicit DvdiIsolator(rust::Box<IsolatorCore> core)
-    : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))) {}
+    : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))),
+      endpoints(new DvdiProcess(this->core)) {
+    if (!process::spawn(endpoints.get())) {
+      LOG(WARNING) << "mesos-dvdi: the /dvdi endpoints are not served: a libprocess process "
+                   << "named dvdi exists already (is the module loaded twice?)";
+    }
+    std::shared_ptr<rust::Box<IsolatorCore>> shared = this->core;
+    for (const Metric& m : (*shared)->metrics()) {
+      const std::string name(m.name);
+      process::metrics::PullGauge gauge(
+          name, [shared, name]() { return metricValue(shared, name); });
+      process::metrics::add(gauge);
+      gauges.push_back(gauge);
+    }
+  }
+
+  ~DvdiIsolator() override {
+    // The gauges hold the core themselves, so one read after this returns still finds it.
+    for (const process::metrics::PullGauge& gauge : gauges) {
+      process::metrics::remove(gauge);
+    }
+    process::terminate(endpoints.get());
+    process::wait(endpoints.get());
+  }
 
   bool supportsNesting() override { return true; }
   bool supportsStandalone() override { return true; }
@@ -193,11 +303,14 @@ public:
   }
 
 private:
-  // Shared with the worker threads, which may outlive a call's future.
+  // Shared with the worker threads, which may outlive a call's future, and with the endpoints.
   std::shared_ptr<rust::Box<IsolatorCore>> core;
+  std::unique_ptr<DvdiProcess> endpoints;
+  std::vector<process::metrics::PullGauge> gauges;
 };
 
-mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {
+mesos::slave::Isolator* createIsolator(
+    const char* module, const mesos::Parameters& parameters) {
   try {
     set_log_sink(std::unique_ptr<LogSink>(new GlogSink()));
     rust::Vec<Param> params;
@@ -207,11 +320,21 @@ mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {
       param.value = p.value();
       params.push_back(std::move(param));
     }
-    return new DvdiIsolator(create(params));
+    return new DvdiIsolator(create(module, params));
   } catch (const std::exception& e) {
     LOG(ERROR) << e.what();
     return nullptr;
   }
+}
+
+// The module's two names read their parameters differently (see config.rs): each factory says
+// which one the agent loaded.
+mesos::slave::Isolator* createDvdiIsolator(const mesos::Parameters& parameters) {
+  return createIsolator("org_apache_mesos_DvdiIsolator", parameters);
+}
+
+mesos::slave::Isolator* createLegacyIsolator(const mesos::Parameters& parameters) {
+  return createIsolator("com_emccode_mesos_DockerVolumeDriverIsolator", parameters);
 }
 
 }  // namespace
@@ -227,7 +350,7 @@ mesos::modules::Module<mesos::slave::Isolator> org_apache_mesos_DvdiIsolator(
     "mesos-dvdi@users.noreply.github.com",
     "External persistent volumes through Docker volume plugins, dvdcli, local and loop drivers.",
     nullptr,
-    mesos_dvdi::createIsolator);
+    mesos_dvdi::createDvdiIsolator);
 
 mesos::modules::Module<mesos::slave::Isolator> com_emccode_mesos_DockerVolumeDriverIsolator(
     MESOS_MODULE_API_VERSION,
@@ -236,4 +359,4 @@ mesos::modules::Module<mesos::slave::Isolator> com_emccode_mesos_DockerVolumeDri
     "mesos-dvdi@users.noreply.github.com",
     "mesos-dvdi, under the name of the module it replaces.",
     nullptr,
-    mesos_dvdi::createIsolator);
+    mesos_dvdi::createLegacyIsolator);

@@ -34,7 +34,8 @@ pub const LEGACY_AGENT_WORK_DIR: &str = "/tmp/mesos";
 
 /// Where the original module kept its mount list, whatever the agent's work directory: its
 /// releases from May 2016 on (0.4.3 and later) wrote this fixed path.
-pub const LEGACY_FIXED_CHECKPOINT: &str = "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb";
+pub const LEGACY_FIXED_CHECKPOINT: &str =
+    "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb";
 
 /// Where the original module's first release (0.1.0) kept its mount list, as JSON.
 pub const LEGACY_FIRST_CHECKPOINT: &str = "/var/lib/mesos/dvdi/dvdimounts.json";
@@ -125,7 +126,9 @@ pub enum ConfigError {
         second: &'static str,
     },
     /// A module name this library does not declare.
-    #[error("module name {name:?} is not one of this library's ({MODULE_NAME}, {LEGACY_MODULE_NAME})")]
+    #[error(
+        "module name {name:?} is not one of this library's ({MODULE_NAME}, {LEGACY_MODULE_NAME})"
+    )]
     UnknownModule {
         /// The name.
         name: String,
@@ -363,7 +366,9 @@ impl Config {
             seen.push(key);
             match key {
                 "work_dir" if legacy => agent_work_dir = path(key, value)?,
-                "state_dir" => config.set("work_dir", value).map_err(|e| e.respelled(key))?,
+                "state_dir" => config
+                    .set("work_dir", value)
+                    .map_err(|e| e.respelled(key))?,
                 _ => config.set(key, value)?,
             }
         }

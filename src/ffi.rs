@@ -12,9 +12,9 @@ use crate::backend::registry::Registry;
 use crate::config::{Config, Loaded};
 use crate::error::render_chain;
 use crate::isolator::{ContainerInput, Isolator, KnownContainer};
+use crate::metrics::{Counted, Metrics};
 use crate::mount::Host;
 use crate::spec::DockerVolumeInput;
-use crate::metrics::{Counted, Metrics};
 use crate::state::{ContainerId, Owner, StateError};
 use crate::status;
 
@@ -364,7 +364,9 @@ impl IsolatorCore {
     }
 
     fn status_json(&self) -> Result<String, BridgeError> {
-        guard("status_json", || self.status_rows().map(|r| status::to_json(&r)))
+        guard("status_json", || {
+            self.status_rows().map(|r| status::to_json(&r))
+        })
     }
 
     fn health(&self) -> Result<bridge::Health, BridgeError> {

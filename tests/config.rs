@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesos_dvdi::config::{
-    BackendKind, Config, ConfigError, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
-};
+use mesos_dvdi::config::{BackendKind, Config, ConfigError, KEYS, LEGACY_MODULE_NAME, MODULE_NAME};
 use mesos_dvdi::error::render_chain;
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

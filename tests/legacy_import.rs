@@ -194,11 +194,19 @@ fn recover_imports_the_original_checkpoint_keeps_known_containers_and_releases_g
     // The gone container's volume was released through the backend, once; the live one's not.
     assert_eq!(up.unmounts(), 1);
     assert!(up.record("scratch").is_none());
-    let kept = up.record("pgdata").expect("the live container's volume is recorded");
+    let kept = up
+        .record("pgdata")
+        .expect("the live container's volume is recorded");
     assert_eq!(users(&kept), ["live"]);
-    assert_eq!(kept.users[&ContainerId::new("live").unwrap()].owner, Owner::Mesos);
+    assert_eq!(
+        kept.users[&ContainerId::new("live").unwrap()].owner,
+        Owner::Mesos
+    );
     assert_eq!(kept.phase, Phase::Mounted);
-    assert_eq!(kept.host_path.as_deref(), Some(up.volume("pgdata").as_path()));
+    assert_eq!(
+        kept.host_path.as_deref(),
+        Some(up.volume("pgdata").as_path())
+    );
     assert_eq!(kept.opts.to_string(), "size=20,volumetype=gp2");
     assert!(kept.explicit_create, "a remount must never create");
     // The file is set aside, not deleted, and the next recover finds nothing to import.
@@ -289,7 +297,11 @@ fn a_crash_between_import_and_rename_imports_again_and_changes_nothing() {
     fs::write(&up.legacy, &bytes).unwrap();
     // A record's bytes and its inode (every save renames a new file into place).
     let records = |name: &str| {
-        let path = up.fx.config.work_dir.join(format!("volumes/local/{name}.json"));
+        let path = up
+            .fx
+            .config
+            .work_dir
+            .join(format!("volumes/local/{name}.json"));
         (fs::read(&path).unwrap(), fs::metadata(&path).unwrap().ino())
     };
     let (a, b) = (records("a"), records("b"));

@@ -154,12 +154,10 @@ pub fn read(path: &Path) -> Result<Option<Vec<ExternalMount>>, LegacyError> {
     } else {
         decode_protobuf(&bytes)
     };
-    decoded
-        .map(Some)
-        .map_err(|source| LegacyError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+    decoded.map(Some).map_err(|source| LegacyError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The legacy checkpoints among `paths` that exist but cannot be imported, each with why (for
