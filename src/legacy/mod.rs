@@ -64,7 +64,7 @@ pub enum LegacyError {
         volume: VolumeKey,
         /// Why.
         #[source]
-        source: StateError,
+        source: Box<StateError>,
     },
     /// Renaming the imported file aside failed.
     #[error("legacy checkpoint {path}: imported, but renaming it to {aside} failed (it will be imported again, which changes nothing while its containers run)")]
@@ -240,7 +240,7 @@ pub fn import(store: &Store, paths: &[PathBuf]) -> ImportReport {
                     let e = LegacyError::Record {
                         path: path.clone(),
                         volume: key.clone(),
-                        source,
+                        source: Box::new(source),
                     };
                     log::error!("{}", render_chain(&e));
                     report.errors.push(render_chain(&e));
