@@ -216,22 +216,32 @@ public:
   explicit DvdiIsolator(rust::Box<IsolatorCore> core)
     : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))),
       endpoints(new DvdiProcess(this->core)) {
-    if (!process::spawn(endpoints.get())) {
-      LOG(WARNING) << "mesos-dvdi: the /dvdi endpoints are not served: a libprocess process "
-                   << "named dvdi exists already (is the module loaded twice?)";
-    }
+    // Ask the core for its metrics before spawning: if that throws, nothing is running yet.
     std::shared_ptr<rust::Box<IsolatorCore>> shared = this->core;
+    std::vector<process::metrics::PullGauge> all;
     for (const Metric& m : (*shared)->metrics()) {
       const std::string name(m.name);
-      process::metrics::PullGauge gauge(
-          name, [shared, name]() { return metricValue(shared, name); });
-      process::metrics::add(gauge);
-      gauges.push_back(gauge);
+      all.push_back(process::metrics::PullGauge(
+          name, [shared, name]() { return metricValue(shared, name); }));
     }
+    // The process id and the metric names are the agent's one namespace: a second instance
+    // (the module loaded twice) must neither serve nor add, nor later remove what the first
+    // one added.
+    spawned = static_cast<bool>(process::spawn(endpoints.get()));
+    if (!spawned) {
+      LOG(WARNING) << "mesos-dvdi: the /dvdi endpoints and dvdi/ metrics are not published: a "
+                   << "libprocess process named dvdi exists already (is the module loaded twice?)";
+      return;
+    }
+    for (const process::metrics::PullGauge& gauge : all) {
+      process::metrics::add(gauge);
+    }
+    gauges = all;
   }
 
   ~DvdiIsolator() override {
-    // The gauges hold the core themselves, so one read after this returns still finds it.
+    if (!spawned) return;
+    // The gauges hold the core themselves, so a read racing this still finds it.
     for (const process::metrics::PullGauge& gauge : gauges) {
       process::metrics::remove(gauge);
     }
@@ -306,6 +316,7 @@ private:
   // Shared with the worker threads, which may outlive a call's future, and with the endpoints.
   std::shared_ptr<rust::Box<IsolatorCore>> core;
   std::unique_ptr<DvdiProcess> endpoints;
+  bool spawned = false;
   std::vector<process::metrics::PullGauge> gauges;
 };
 
