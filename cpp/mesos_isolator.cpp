@@ -55,6 +55,11 @@ public:
   }
 };
 
+// A rust::String's text. Never through its conversion operator: compiled with -fabi-version=9
+// (see build.rs) its name carries an [abi:cxx11] tag that the cxx library, built with today's
+// ABI, does not define, and the agent would refuse the module with an undefined symbol.
+std::string text(const rust::String& s) { return std::string(s.data(), s.size()); }
+
 // "parent.child" for nested containers, as Mesos prints them.
 std::string containerName(const mesos::ContainerID& id) {
   return id.has_parent() ? containerName(id.parent()) + "." + id.value() : id.value();
@@ -170,7 +175,7 @@ private:
     std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
     return offload<process::http::Response>([core]() -> process::http::Response {
       try {
-        return jsonResponse(process::http::OK(std::string((*core)->status_json())));
+        return jsonResponse(process::http::OK(text((*core)->status_json())));
       } catch (const std::exception& e) {
         return process::http::InternalServerError(e.what());
       }
@@ -184,7 +189,7 @@ private:
     return offload<process::http::Response>([core]() -> process::http::Response {
       try {
         Health h = (*core)->health();
-        const std::string body(h.json);
+        const std::string body = text(h.json);
         return jsonResponse(
             h.ok ? process::http::Response(process::http::OK(body))
                  : process::http::Response(process::http::ServiceUnavailable(body)));
@@ -203,7 +208,7 @@ process::Future<double> metricValue(
     const std::shared_ptr<rust::Box<IsolatorCore>>& core, const std::string& name) {
   try {
     for (const Metric& m : (*core)->metrics()) {
-      if (std::string(m.name) == name) return m.value;
+      if (text(m.name) == name) return m.value;
     }
     return process::Failure("mesos-dvdi has no metric " + name);
   } catch (const std::exception& e) {
@@ -220,7 +225,7 @@ public:
     std::shared_ptr<rust::Box<IsolatorCore>> shared = this->core;
     std::vector<process::metrics::PullGauge> all;
     for (const Metric& m : (*shared)->metrics()) {
-      const std::string name(m.name);
+      const std::string name = text(m.name);
       all.push_back(process::metrics::PullGauge(
           name, [shared, name]() { return metricValue(shared, name); }));
     }
@@ -267,7 +272,7 @@ public:
       // The core logs the summary; each problem that did not stop recovery goes here.
       RecoverSummary summary = (*core)->recover(known, orphaned);
       for (const rust::String& e : summary.errors) {
-        LOG(WARNING) << "mesos-dvdi: recover: " << std::string(e);
+        LOG(WARNING) << "mesos-dvdi: recover: " << text(e);
       }
       return Nothing();
     });
@@ -284,7 +289,7 @@ public:
         [core, id, request]() -> Option<mesos::slave::ContainerLaunchInfo> {
           Launch plan = (*core)->prepare(id, *request);
           for (const rust::String& w : plan.warnings) {
-            LOG(WARNING) << "mesos-dvdi: container " << id << ": " << std::string(w);
+            LOG(WARNING) << "mesos-dvdi: container " << id << ": " << text(w);
           }
           if (plan.mounts.empty()) {
             return None();
@@ -292,8 +297,8 @@ public:
           mesos::slave::ContainerLaunchInfo launch;
           for (const BindMount& m : plan.mounts) {
             mesos::slave::ContainerMountInfo* mount = launch.add_mounts();
-            mount->set_source(std::string(m.source));
-            mount->set_target(std::string(m.target));
+            mount->set_source(text(m.source));
+            mount->set_target(text(m.target));
             mount->set_flags(MS_BIND | MS_REC | (m.read_only ? MS_RDONLY : 0));
           }
           if (plan.new_mount_namespace) {
