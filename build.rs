@@ -66,8 +66,15 @@ fn main() {
             build.include(prefix.join("lib/mesos/3rdparty/include"));
         }
     }
+    // The shim calls libprocess and stout (the endpoints and metrics): GCC 5's ABI, that of the
+    // Mesos builds it loads into, so conversions returning std::string mangle as libmesos exports
+    // them (DESIGN §3). That ABI version also turns off C++17's inheriting-constructor rules,
+    // which today's libstdc++ needs (its unique_ptr does not compile without them): they change
+    // what a constructor means, not how a symbol is named, so they are turned back on.
     build
         .define("__STDC_FORMAT_MACROS", None)
+        .flag("-fabi-version=9")
+        .flag_if_supported("-fnew-inheriting-ctors")
         .flag_if_supported("-Wno-deprecated-declarations")
         .file("cpp/mesos_isolator.cpp")
         .compile("mesos_dvdi_bridge");

@@ -1,9 +1,12 @@
 // The Mesos side of mesos-dvdi: a mesos::slave::Isolator that translates ContainerConfig into the
 // bridge's plain data, runs each bridge call off the libprocess thread (an EBS attach can take
-// minutes), and turns the answer into ContainerLaunchInfo. Translation only: every decision is
-// the Rust core's.
+// minutes), and turns the answer into ContainerLaunchInfo. It also serves the core's state on the
+// agent's own port (a libprocess process `dvdi`: GET /dvdi/volumes and /dvdi/health) and
+// publishes the core's counts as `dvdi/...` metrics. Translation only: every decision, every JSON
+// document and every count is the Rust core's.
 //
-// Built only when MESOS_PREFIX points at an installed Mesos (1.11 API); see build.rs.
+// Built only when MESOS_PREFIX points at an installed Mesos (1.11 API), with -fabi-version=9 since
+// it calls libprocess; see build.rs.
 
 #include <sys/mount.h>
 #include <sched.h>
@@ -24,6 +27,10 @@
 #include <mesos/slave/isolator.hpp>
 
 #include <process/future.hpp>
+#include <process/http.hpp>
+#include <process/metrics/metrics.hpp>
+#include <process/metrics/pull_gauge.hpp>
+#include <process/process.hpp>
 
 #include <stout/hashset.hpp>
 #include <stout/nothing.hpp>
@@ -99,9 +106,9 @@ public:
   void fence(rust::Str container_id, rust::Str message) const override {
     try {
       const std::string id(container_id.data(), container_id.size());
-      const std::string text(message.data(), message.size());
-      LOG(WARNING) << "mesos-dvdi: fencing container " << id << ": " << text;
-      limitations->fence(id, text);
+      const std::string reason(message.data(), message.size());
+      LOG(WARNING) << "mesos-dvdi: fencing container " << id << ": " << reason;
+      limitations->fence(id, reason);
     } catch (const std::exception& e) {
       LOG(ERROR) << "mesos-dvdi: fencing failed: " << e.what();
     } catch (...) {
@@ -112,6 +119,10 @@ public:
 private:
   std::shared_ptr<Limitations> limitations;
 };
+// A rust::String's text. Never through its conversion operator: compiled with -fabi-version=9
+// (see build.rs) its name carries an [abi:cxx11] tag that the cxx library, built with today's
+// ABI, does not define, and the agent would refuse the module with an undefined symbol.
+std::string text(const rust::String& s) { return std::string(s.data(), s.size()); }
 
 // "parent.child" for nested containers, as Mesos prints them.
 std::string containerName(const mesos::ContainerID& id) {
@@ -189,12 +200,124 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
   return request;
 }
 
+// The agent authenticates its read-only endpoints under this realm (defined inside Mesos, not in
+// its public headers); libprocess lets a route through when no authenticator is installed for it,
+// so these endpoints are protected exactly when the agent's read-only ones are.
+const char READONLY_REALM[] = "mesos-agent-readonly";
+
+process::http::Response jsonResponse(process::http::Response response) {
+  response.headers["Content-Type"] = "application/json";
+  return response;
+}
+
+// Serves the core's JSON at /dvdi/volumes and /dvdi/health on the agent's port.
+class DvdiProcess : public process::Process<DvdiProcess> {
+public:
+  explicit DvdiProcess(std::shared_ptr<rust::Box<IsolatorCore>> core)
+    : process::ProcessBase("dvdi"), core(std::move(core)) {}
+
+protected:
+  void initialize() override {
+    route("/volumes",
+          READONLY_REALM,
+          std::string("The volumes mesos-dvdi has mounted on this agent, who uses each, and the "
+                      "records or legacy checkpoints it cannot read: the JSON of `dvdi status "
+                      "--json`."),
+          &DvdiProcess::volumes);
+    route("/health",
+          READONLY_REALM,
+          std::string("mesos-dvdi's health: 200 with {\"ok\": true, ...}, or 503 with the "
+                      "unreadable records and failing volumes (and the recent problems)."),
+          &DvdiProcess::health);
+  }
+
+private:
+  // Both read the checkpoint directory: off the libprocess thread, like every bridge call.
+  process::Future<process::http::Response> volumes(
+      const process::http::Request&,
+      const Option<process::http::authentication::Principal>&) {
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
+    return offload<process::http::Response>([core]() -> process::http::Response {
+      try {
+        return jsonResponse(process::http::OK(text((*core)->status_json())));
+      } catch (const std::exception& e) {
+        return process::http::InternalServerError(e.what());
+      }
+    });
+  }
+
+  process::Future<process::http::Response> health(
+      const process::http::Request&,
+      const Option<process::http::authentication::Principal>&) {
+    std::shared_ptr<rust::Box<IsolatorCore>> core = this->core;
+    return offload<process::http::Response>([core]() -> process::http::Response {
+      try {
+        Health h = (*core)->health();
+        const std::string body = text(h.json);
+        return jsonResponse(
+            h.ok ? process::http::Response(process::http::OK(body))
+                 : process::http::Response(process::http::ServiceUnavailable(body)));
+      } catch (const std::exception& e) {
+        return process::http::InternalServerError(e.what());
+      }
+    });
+  }
+
+  std::shared_ptr<rust::Box<IsolatorCore>> core;
+};
+
+// One metric's value, asked of the core when /metrics/snapshot is read (the core owns the count,
+// so there is no second bookkeeping here).
+process::Future<double> metricValue(
+    const std::shared_ptr<rust::Box<IsolatorCore>>& core, const std::string& name) {
+  try {
+    for (const Metric& m : (*core)->metrics()) {
+      if (text(m.name) == name) return m.value;
+    }
+    return process::Failure("mesos-dvdi has no metric " + name);
+  } catch (const std::exception& e) {
+    return process::Failure(e.what());
+  }
+}
+
 class DvdiIsolator : public mesos::slave::Isolator {
 public:
   explicit DvdiIsolator(rust::Box<IsolatorCore> core)
     : core(std::make_shared<rust::Box<IsolatorCore>>(std::move(core))),
-      limitations(std::make_shared<Limitations>()) {
+      limitations(std::make_shared<Limitations>()),
+      endpoints(new DvdiProcess(this->core)) {
     (*this->core)->set_fence_sink(std::unique_ptr<FenceSink>(new PromiseFenceSink(limitations)));
+    // Ask the core for its metrics before spawning: if that throws, nothing is running yet.
+    std::shared_ptr<rust::Box<IsolatorCore>> shared = this->core;
+    std::vector<process::metrics::PullGauge> all;
+    for (const Metric& m : (*shared)->metrics()) {
+      const std::string name = text(m.name);
+      all.push_back(process::metrics::PullGauge(
+          name, [shared, name]() { return metricValue(shared, name); }));
+    }
+    // The process id and the metric names are the agent's one namespace: a second instance
+    // (the module loaded twice) must neither serve nor add, nor later remove what the first
+    // one added.
+    spawned = static_cast<bool>(process::spawn(endpoints.get()));
+    if (!spawned) {
+      LOG(WARNING) << "mesos-dvdi: the /dvdi endpoints and dvdi/ metrics are not published: a "
+                   << "libprocess process named dvdi exists already (is the module loaded twice?)";
+      return;
+    }
+    for (const process::metrics::PullGauge& gauge : all) {
+      process::metrics::add(gauge);
+    }
+    gauges = all;
+  }
+
+  ~DvdiIsolator() override {
+    if (!spawned) return;
+    // The gauges hold the core themselves, so a read racing this still finds it.
+    for (const process::metrics::PullGauge& gauge : gauges) {
+      process::metrics::remove(gauge);
+    }
+    process::terminate(endpoints.get());
+    process::wait(endpoints.get());
   }
 
   bool supportsNesting() override { return true; }
@@ -215,7 +338,7 @@ public:
       // The core logs the summary; each problem that did not stop recovery goes here.
       RecoverSummary summary = (*core)->recover(known, orphaned);
       for (const rust::String& e : summary.errors) {
-        LOG(WARNING) << "mesos-dvdi: recover: " << std::string(e);
+        LOG(WARNING) << "mesos-dvdi: recover: " << text(e);
       }
       return Nothing();
     });
@@ -232,7 +355,7 @@ public:
         [core, id, request]() -> Option<mesos::slave::ContainerLaunchInfo> {
           Launch plan = (*core)->prepare(id, *request);
           for (const rust::String& w : plan.warnings) {
-            LOG(WARNING) << "mesos-dvdi: container " << id << ": " << std::string(w);
+            LOG(WARNING) << "mesos-dvdi: container " << id << ": " << text(w);
           }
           if (plan.mounts.empty()) {
             return None();
@@ -240,8 +363,8 @@ public:
           mesos::slave::ContainerLaunchInfo launch;
           for (const BindMount& m : plan.mounts) {
             mesos::slave::ContainerMountInfo* mount = launch.add_mounts();
-            mount->set_source(std::string(m.source));
-            mount->set_target(std::string(m.target));
+            mount->set_source(text(m.source));
+            mount->set_target(text(m.target));
             mount->set_flags(MS_BIND | MS_REC | (m.read_only ? MS_RDONLY : 0));
           }
           if (plan.new_mount_namespace) {
@@ -270,12 +393,16 @@ public:
   }
 
 private:
-  // Shared with the worker threads, which may outlive a call's future.
+  // Shared with the worker threads, which may outlive a call's future, and with the endpoints.
   std::shared_ptr<rust::Box<IsolatorCore>> core;
   std::shared_ptr<Limitations> limitations;
+  std::unique_ptr<DvdiProcess> endpoints;
+  bool spawned = false;
+  std::vector<process::metrics::PullGauge> gauges;
 };
 
-mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {
+mesos::slave::Isolator* createIsolator(
+    const char* module, const mesos::Parameters& parameters) {
   try {
     set_log_sink(std::unique_ptr<LogSink>(new GlogSink()));
     rust::Vec<Param> params;
@@ -285,11 +412,21 @@ mesos::slave::Isolator* createIsolator(const mesos::Parameters& parameters) {
       param.value = p.value();
       params.push_back(std::move(param));
     }
-    return new DvdiIsolator(create(params));
+    return new DvdiIsolator(create(module, params));
   } catch (const std::exception& e) {
     LOG(ERROR) << e.what();
     return nullptr;
   }
+}
+
+// The module's two names read their parameters differently (see config.rs): each factory says
+// which one the agent loaded.
+mesos::slave::Isolator* createDvdiIsolator(const mesos::Parameters& parameters) {
+  return createIsolator("org_apache_mesos_DvdiIsolator", parameters);
+}
+
+mesos::slave::Isolator* createLegacyIsolator(const mesos::Parameters& parameters) {
+  return createIsolator("com_emccode_mesos_DockerVolumeDriverIsolator", parameters);
 }
 
 }  // namespace
@@ -305,7 +442,7 @@ mesos::modules::Module<mesos::slave::Isolator> org_apache_mesos_DvdiIsolator(
     "mesos-dvdi@users.noreply.github.com",
     "External persistent volumes through Docker volume plugins, dvdcli, local and loop drivers.",
     nullptr,
-    mesos_dvdi::createIsolator);
+    mesos_dvdi::createDvdiIsolator);
 
 mesos::modules::Module<mesos::slave::Isolator> com_emccode_mesos_DockerVolumeDriverIsolator(
     MESOS_MODULE_API_VERSION,
@@ -314,4 +451,4 @@ mesos::modules::Module<mesos::slave::Isolator> com_emccode_mesos_DockerVolumeDri
     "mesos-dvdi@users.noreply.github.com",
     "mesos-dvdi, under the name of the module it replaces.",
     nullptr,
-    mesos_dvdi::createIsolator);
+    mesos_dvdi::createLegacyIsolator);

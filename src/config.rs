@@ -28,7 +28,39 @@ pub const KEYS: &[&str] = &[
     "docker_volumes",
     "plugin_mount_roots",
     "plugin_connect_secs",
+    "legacy_checkpoint",
+    "state_dir",
 ];
+
+/// The module's own name (`isolator.json`, `--isolation`).
+pub const MODULE_NAME: &str = "org_apache_mesos_DvdiIsolator";
+
+/// The name of the module this one replaces (mesos-module-dvdi), which it also answers to.
+pub const LEGACY_MODULE_NAME: &str = "com_emccode_mesos_DockerVolumeDriverIsolator";
+
+/// The agent work directory the original module assumed when given no `work_dir`.
+pub const LEGACY_AGENT_WORK_DIR: &str = "/tmp/mesos";
+
+/// Where the original module kept its mount list, whatever the agent's work directory: its
+/// releases from May 2016 on (0.4.3 and later) wrote this fixed path.
+pub const LEGACY_FIXED_CHECKPOINT: &str =
+    "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb";
+
+/// Where the original module's first release (0.1.0) kept its mount list, as JSON.
+pub const LEGACY_FIRST_CHECKPOINT: &str = "/var/lib/mesos/dvdi/dvdimounts.json";
+
+/// The original module's checkpoints, newest release first, given the agent's work directory
+/// (the original's `work_dir`): the fixed path of 0.4.3 and later, `<work_dir>/meta/dvdimounts.pb`
+/// of 0.3.0 to 0.4.2, `<work_dir>/meta/dvdimounts.json` of 0.2.0, and the JSON file of 0.1.0.
+pub fn legacy_checkpoints(agent_work_dir: &Path) -> Vec<PathBuf> {
+    let meta = agent_work_dir.join("meta");
+    vec![
+        PathBuf::from(LEGACY_FIXED_CHECKPOINT),
+        meta.join("dvdimounts.pb"),
+        meta.join("dvdimounts.json"),
+        PathBuf::from(LEGACY_FIRST_CHECKPOINT),
+    ]
+}
 
 /// A setting that could not be used; each names the key and the value and says what is valid.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +140,22 @@ pub enum ConfigError {
     BadAgentName {
         /// The value.
         value: String,
+    },
+    /// Two spellings of one setting given together (`work_dir` and `state_dir`).
+    #[error("parameters {first} and {second} are the same setting; give only one of them")]
+    BothSpellings {
+        /// The first spelling.
+        first: &'static str,
+        /// The second spelling.
+        second: &'static str,
+    },
+    /// A module name this library does not declare.
+    #[error(
+        "module name {name:?} is not one of this library's ({MODULE_NAME}, {LEGACY_MODULE_NAME})"
+    )]
+    UnknownModule {
+        /// The name.
+        name: String,
     },
     /// A `--config` file that could not be read.
     #[error("reading configuration file {path} failed")]
@@ -219,6 +267,17 @@ pub struct Config {
     /// How long refused connections to a plugin are retried, within the call's own timeout
     /// (`plugin_connect_secs`).
     pub plugin_connect_timeout: Duration,
+    /// The original module's checkpoints, imported at recover (`legacy_checkpoint`).
+    pub legacy_checkpoint: Vec<PathBuf>,
+}
+
+/// A configuration read from module parameters, with what was ignored on purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The settings.
+    pub config: Config,
+    /// Parameters accepted but ignored, each saying why (for the agent's log).
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -250,6 +309,7 @@ impl Default for Config {
             docker_volumes: DockerVolumes::Handle,
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
+            legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
         }
     }
 }
@@ -273,6 +333,14 @@ fn valid_agent_name(name: &str) -> bool {
 }
 
 impl ConfigError {
+    /// The same error about `key` (a value of `work_dir` given as `state_dir`).
+    fn respelled(self, key: &'static str) -> Self {
+        match self {
+            Self::NotAbsolute { value, .. } => Self::NotAbsolute { key, value },
+            other => other,
+        }
+    }
+
     /// The parameter the error is about, when it is about one.
     pub fn key(&self) -> Option<&str> {
         match self {
@@ -286,6 +354,8 @@ impl ConfigError {
             Self::BadCoordination(_) => Some("coordination"),
             Self::BadAgentName { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
+            Self::BothSpellings { second, .. } => Some(second),
+            Self::UnknownModule { .. } => None,
             Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
         }
     }
@@ -343,9 +413,49 @@ impl Config {
     /// assert!(Config::from_params(&[("work_dri".into(), "/x".into())]).is_err());
     /// ```
     pub fn from_params(params: &[(String, String)]) -> Result<Self, ConfigError> {
+        Self::from_module_params(MODULE_NAME, params).map(|loaded| loaded.config)
+    }
+
+    /// Parses the parameters of the module loaded under `module` (the name in `isolator.json`).
+    ///
+    /// Under [`MODULE_NAME`], `state_dir` is another spelling of `work_dir` (giving both is an
+    /// error). Under [`LEGACY_MODULE_NAME`], an old `modules.json` starts unchanged: `work_dir` is
+    /// read as the original module read it, as the *agent's* work directory (it locates the
+    /// original's checkpoint for the default `legacy_checkpoint`), the module's own directory is
+    /// `state_dir`, and `isolator_command` (in the original's example configuration, never read
+    /// by it) is ignored with a warning.
+    ///
+    /// ```
+    /// use mesos_dvdi::config::{Config, LEGACY_MODULE_NAME};
+    /// let params = [("work_dir".into(), "/var/lib/mesos".into())];
+    /// let loaded = Config::from_module_params(LEGACY_MODULE_NAME, &params).unwrap();
+    /// assert_eq!(loaded.config.work_dir, Config::default().work_dir);
+    /// assert!(loaded.config.legacy_checkpoint.contains(&"/var/lib/mesos/meta/dvdimounts.pb".into()));
+    /// ```
+    pub fn from_module_params(
+        module: &str,
+        params: &[(String, String)],
+    ) -> Result<Loaded, ConfigError> {
+        let legacy = match module {
+            MODULE_NAME => false,
+            LEGACY_MODULE_NAME => true,
+            _ => {
+                return Err(ConfigError::UnknownModule {
+                    name: module.to_owned(),
+                })
+            }
+        };
         let mut config = Self::default();
+        let mut warnings = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
+        let mut agent_work_dir = PathBuf::from(LEGACY_AGENT_WORK_DIR);
         for (key, value) in params {
+            if legacy && key == "isolator_command" {
+                warnings.push(format!(
+                    "parameter isolator_command ({value:?}) is ignored: {MODULE_NAME} runs no isolator command (nor did the module it replaces)"
+                ));
+                continue;
+            }
             let Some(&key) = KEYS.iter().find(|k| **k == key.as_str()) else {
                 return Err(ConfigError::UnknownKey { key: key.clone() });
             };
@@ -355,11 +465,26 @@ impl Config {
                 });
             }
             seen.push(key);
-            config.set(key, value)?;
+            match key {
+                "work_dir" if legacy => agent_work_dir = path(key, value)?,
+                "state_dir" => config
+                    .set("work_dir", value)
+                    .map_err(|e| e.respelled(key))?,
+                _ => config.set(key, value)?,
+            }
+        }
+        if !legacy && seen.contains(&"work_dir") && seen.contains(&"state_dir") {
+            return Err(ConfigError::BothSpellings {
+                first: "work_dir",
+                second: "state_dir",
+            });
+        }
+        if !seen.contains(&"legacy_checkpoint") {
+            config.legacy_checkpoint = legacy_checkpoints(&agent_work_dir);
         }
         // A prepare never waits longer for a lease than it may for its mount.
         config.lease_wait = config.lease_wait.min(config.mount_timeout);
-        Ok(config)
+        Ok(Loaded { config, warnings })
     }
 
     fn set(&mut self, key: &'static str, value: &str) -> Result<(), ConfigError> {
@@ -448,6 +573,17 @@ impl Config {
                     .collect::<Result<_, _>>()?
             }
             "plugin_connect_secs" => self.plugin_connect_timeout = seconds(key, value)?,
+            "legacy_checkpoint" => {
+                // Empty: import nothing.
+                self.legacy_checkpoint = if value.is_empty() {
+                    Vec::new()
+                } else {
+                    list(key, value, ':')?
+                        .into_iter()
+                        .map(|p| path(key, p))
+                        .collect::<Result<_, _>>()?
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -478,7 +614,10 @@ impl Config {
                     serde_json::Value::Number(n) => n.to_string(),
                     serde_json::Value::Bool(b) => b.to_string(),
                     serde_json::Value::Array(items) => {
-                        let sep = if matches!(key.as_str(), "plugin_dirs" | "plugin_mount_roots") {
+                        let sep = if matches!(
+                            key.as_str(),
+                            "plugin_dirs" | "plugin_mount_roots" | "legacy_checkpoint"
+                        ) {
                             ":"
                         } else {
                             ","

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::registry::Registry;
-use crate::config::Config;
+use crate::config::{Config, Loaded};
 use crate::error::render_chain;
 use crate::isolator::{ContainerInput, Isolator, KnownContainer};
+use crate::metrics::{Counted, Metrics};
 use crate::mount::Host;
 use crate::spec::DockerVolumeInput;
-use crate::state::{ContainerId, Owner};
+use crate::state::{ContainerId, Owner, StateError};
+use crate::status;
 
 /// The types and functions both languages see (C++ namespace `mesos_dvdi`).
 #[cxx::bridge(namespace = "mesos_dvdi")]
@@ -102,13 +104,32 @@ pub mod bridge {
         errors: Vec<String>,
     }
 
+    /// The module's health.
+    struct Health {
+        /// Nothing needs an operator.
+        ok: bool,
+        /// `{"ok", "unreadable", "failing", "recent_errors"}` (see `status::health`).
+        json: String,
+    }
+
+    /// One of the module's metrics, published as `name` in the agent's `/metrics/snapshot`.
+    struct Metric {
+        /// Its name, `dvdi/...`.
+        name: String,
+        /// `"gauge"` or `"counter"`.
+        kind: String,
+        /// Its value now.
+        value: f64,
+    }
+
     // --- Rust, called from C++. ---
     extern "Rust" {
         /// The isolator (opaque to C++).
         type IsolatorCore;
 
-        /// Builds the isolator from the module's parameters (unknown ones are an error).
-        fn create(params: &Vec<Param>) -> Result<Box<IsolatorCore>>;
+        /// Builds the isolator from the parameters of the module loaded under `module` (one of the
+        /// library's two names; unknown parameters are an error).
+        fn create(module: &str, params: &Vec<Param>) -> Result<Box<IsolatorCore>>;
         /// Reconciles the checkpoint with the containers the agent knows.
         fn recover(
             self: &IsolatorCore,
@@ -125,6 +146,12 @@ pub mod bridge {
         fn cleanup(self: &IsolatorCore, container_id: &str) -> Result<()>;
         /// Routes fencing (a lost lease: stop this container) to `sink`; set it before recover.
         fn set_fence_sink(self: &IsolatorCore, sink: UniquePtr<FenceSink>);
+        /// The mount table as JSON, as `dvdi status --json` prints it (`GET /dvdi/volumes`).
+        fn status_json(self: &IsolatorCore) -> Result<String>;
+        /// The module's health (`GET /dvdi/health`).
+        fn health(self: &IsolatorCore) -> Result<Health>;
+        /// Every metric with its value now.
+        fn metrics(self: &IsolatorCore) -> Result<Vec<Metric>>;
         /// Routes the core's log records to `sink` (the agent's glog, or stderr).
         fn set_log_sink(sink: UniquePtr<LogSink>);
         /// Always fails: panics inside the bridge's guard, so a caller can check that a Rust
@@ -194,9 +221,10 @@ fn guard<T, E: std::error::Error + 'static>(
     }
 }
 
-/// The isolator behind the bridge.
+/// The isolator behind the bridge, with the counts it publishes.
 pub struct IsolatorCore {
     inner: Isolator,
+    metrics: Arc<Metrics>,
 }
 
 /// A failure to build the isolator.
@@ -219,16 +247,21 @@ struct BadId {
 
 // cxx passes `rust::Vec const&` as `&Vec`: the signature must match the bridge's.
 #[allow(clippy::ptr_arg)]
-fn create(params: &Vec<bridge::Param>) -> Result<Box<IsolatorCore>, BridgeError> {
+fn create(module: &str, params: &Vec<bridge::Param>) -> Result<Box<IsolatorCore>, BridgeError> {
     guard("create", || {
         let params: Vec<(String, String)> = params
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
-        let config = Config::from_params(&params)?;
+        let Loaded { config, warnings } = Config::from_module_params(module, &params)?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        let metrics = Arc::new(Metrics::default());
         let registry = Registry::new(config.clone(), Arc::new(Host));
-        let inner = Isolator::open(config, Arc::new(registry))?;
-        Ok::<_, CreateError>(Box::new(IsolatorCore { inner }))
+        let counted = Counted::new(Arc::new(registry), Arc::clone(&metrics));
+        let inner = Isolator::open(config, Arc::new(counted))?;
+        Ok::<_, CreateError>(Box::new(IsolatorCore { inner, metrics }))
     })
 }
 
@@ -266,7 +299,14 @@ impl IsolatorCore {
                 .map(|id| KnownContainer { id })
                 .collect();
             let orphans = ids(orphans)?;
-            let r = self.inner.recover(&known, &orphans)?;
+            let r = match self.inner.recover(&known, &orphans) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.recovered(&[render_chain(&e)]);
+                    return Err(e.into());
+                }
+            };
+            self.metrics.recovered(&r.errors);
             let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
             Ok::<_, RecoverError>(bridge::RecoverSummary {
                 dropped: count(r.dropped.len()),
@@ -310,7 +350,9 @@ impl IsolatorCore {
                 rootfs: (!request.rootfs.is_empty()).then(|| PathBuf::from(&request.rootfs)),
                 user: (!request.user.is_empty()).then(|| request.user.clone()),
             };
-            let plan = self.inner.prepare(container_id, Owner::Mesos, &input)?;
+            let plan = self.inner.prepare(container_id, Owner::Mesos, &input);
+            self.metrics.prepared(plan.is_ok());
+            let plan = plan?;
             Ok::<_, crate::isolator::PrepareError>(bridge::Launch {
                 mounts: plan
                     .mounts
@@ -328,7 +370,51 @@ impl IsolatorCore {
     }
 
     fn cleanup(&self, container_id: &str) -> Result<(), BridgeError> {
-        guard("cleanup", || self.inner.cleanup(container_id))
+        guard("cleanup", || {
+            let result = self.inner.cleanup(container_id);
+            self.metrics
+                .cleaned_up(result.as_ref().err().map(|e| render_chain(e)));
+            result
+        })
+    }
+
+    fn status_rows(&self) -> Result<Vec<status::StatusRow>, StateError> {
+        status::rows(self.inner.store(), &self.inner.config().legacy_checkpoint)
+    }
+
+    fn status_json(&self) -> Result<String, BridgeError> {
+        guard("status_json", || {
+            self.status_rows().map(|r| status::to_json(&r))
+        })
+    }
+
+    fn health(&self) -> Result<bridge::Health, BridgeError> {
+        guard("health", || {
+            self.status_rows().map(|r| {
+                let h = status::health(&r, &self.metrics.recent_errors());
+                bridge::Health {
+                    ok: h.ok,
+                    json: h.json,
+                }
+            })
+        })
+    }
+
+    fn metrics(&self) -> Result<Vec<bridge::Metric>, BridgeError> {
+        guard("metrics", || {
+            Ok::<_, std::convert::Infallible>(
+                self.metrics
+                    .snapshot(self.inner.usage())
+                    .into_iter()
+                    .map(|(name, kind, value)| bridge::Metric {
+                        name: name.to_owned(),
+                        kind: kind.as_str().to_owned(),
+                        // Counts stay exact in an f64 up to 2^53.
+                        value: value as f64,
+                    })
+                    .collect(),
+            )
+        })
     }
 
     fn set_fence_sink(&self, sink: cxx::UniquePtr<bridge::FenceSink>) {

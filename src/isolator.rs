@@ -977,6 +977,9 @@ impl Isolator {
         known: &[KnownContainer],
         orphans: &[ContainerId],
     ) -> Result<RecoverReport, IsolatorError> {
+        // The original module's mounts become records first, so the reconcile below keeps or
+        // releases them like any other.
+        let legacy = crate::legacy::import(&self.store, &self.config.legacy_checkpoint);
         let alive: HashSet<&ContainerId> = known
             .iter()
             .map(|k| &k.id)
@@ -995,7 +998,7 @@ impl Isolator {
                 );
             }
         }
-        let report = self.reconcile(
+        let mut report = self.reconcile(
             &|id, owner| match owner {
                 Owner::Mesos => alive.contains(id),
                 Owner::Process { pid, start_time } => process_alive(pid, start_time),
@@ -1003,6 +1006,7 @@ impl Isolator {
             false,
             Some(&mut index),
         )?;
+        report.errors.splice(0..0, legacy.errors);
         *self.index() = index;
         log::info!(
             "recovered: {} volume(s) in use, {} reference(s) dropped, {} unmounted, {} remounted, {} container(s) fenced, {} problem(s)",
@@ -1014,6 +1018,23 @@ impl Isolator {
             report.errors.len()
         );
         Ok(report)
+    }
+
+    /// How many volumes this isolator holds mounted (used by a container it knows, or waiting for
+    /// a retried unmount) and how many containers hold at least one, from its in-memory index.
+    pub fn usage(&self) -> crate::metrics::Levels {
+        let mut volumes: HashSet<VolumeKey> = self.pending().iter().cloned().collect();
+        let mut containers = 0u64;
+        for keys in self.index().values().flatten() {
+            if !keys.is_empty() {
+                containers += 1;
+                volumes.extend(keys.iter().cloned());
+            }
+        }
+        crate::metrics::Levels {
+            volumes_mounted: u64::try_from(volumes.len()).unwrap_or(u64::MAX),
+            containers_using_volumes: containers,
+        }
     }
 
     /// What an operator can repair without the agent (`dvdi gc`): drops references of `dvdi run`

@@ -16,6 +16,9 @@
 //! - [`backend`]: one [`backend::Backend`] trait; the Docker volume plugin client, `dvdcli`, and
 //!   the built-in `local` and `loop` drivers.
 //! - [`state`]: the mount table: who uses which volume, checkpointed under per-volume flocks.
+//! - [`legacy`]: the original module's checkpoint, imported into the mount table at recover.
+//! - [`status`]: what an operator sees: the status and health JSON (`dvdi status`, the endpoints).
+//! - [`metrics`]: the counters and gauges the agent publishes.
 //! - [`isolator`]: prepare / cleanup / recover, composing the layers above; owns the ordering that
 //!   makes crashes safe.
 //!
@@ -27,6 +30,9 @@ pub mod coord;
 pub mod error;
 pub mod ffi;
 pub mod isolator;
+pub mod legacy;
+pub mod metrics;
 pub mod mount;
 pub mod spec;
 pub mod state;
+pub mod status;

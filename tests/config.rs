@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mesos_dvdi::config::{BackendKind, Config, ConfigError, DockerVolumes, KEYS};
+use mesos_dvdi::config::{
+    BackendKind, Config, ConfigError, DockerVolumes, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
+};
 use mesos_dvdi::error::render_chain;
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -45,6 +47,16 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.docker_volumes, DockerVolumes::Handle);
     assert!(c.plugin_mount_roots.is_empty());
     assert_eq!(c.plugin_connect_timeout, Duration::from_secs(15));
+    assert_eq!(
+        c.legacy_checkpoint,
+        [
+            "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb",
+            "/tmp/mesos/meta/dvdimounts.pb",
+            "/tmp/mesos/meta/dvdimounts.json",
+            "/var/lib/mesos/dvdi/dvdimounts.json"
+        ]
+        .map(PathBuf::from)
+    );
 }
 
 #[test]
@@ -64,6 +76,7 @@ fn every_key_is_read() {
         ("docker_volumes", "ignore"),
         ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
         ("plugin_connect_secs", "3"),
+        ("legacy_checkpoint", "/old/a.pb:/old/b.json"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -93,7 +106,11 @@ fn every_key_is_read() {
         ]
     );
     assert_eq!(c.plugin_connect_timeout, Duration::from_secs(3));
-    assert_eq!(KEYS.len(), 19);
+    assert_eq!(
+        c.legacy_checkpoint,
+        [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
+    );
+    assert_eq!(KEYS.len(), 21);
 }
 
 #[test]
@@ -134,6 +151,9 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("plugin_mount_roots", "mnt", "absolute"),
         ("plugin_mount_roots", "/a::/b", "empty entry"),
         ("plugin_connect_secs", "0", "positive"),
+        ("legacy_checkpoint", "/a.pb::/b.pb", "empty entry"),
+        ("legacy_checkpoint", "dvdimounts.pb", "absolute"),
+        ("state_dir", "state", "absolute"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -206,6 +226,8 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         "plugin_mount_roots",
         "agent_name",
         "lease_drivers",
+        // state_dir is work_dir's other spelling.
+        "state_dir",
     ];
     for k in KEYS.iter().filter(|k| !unwritten.contains(k)) {
         assert!(keys.contains(k), "isolator.json lacks {k}");
@@ -292,4 +314,84 @@ fn docker_volumes_flag_reaches_the_same_parser() {
         err.contains("--docker-volumes") && err.contains("\"sometimes\""),
         "{err}"
     );
+}
+
+#[test]
+fn state_dir_is_another_spelling_of_work_dir_under_the_new_name() {
+    let c = Config::from_params(&params(&[("state_dir", "/s")])).unwrap();
+    assert_eq!(c.work_dir, PathBuf::from("/s"));
+    let (e, text) = refused(&[("work_dir", "/w"), ("state_dir", "/s")]);
+    assert!(matches!(e, ConfigError::BothSpellings { .. }), "{e:?}");
+    assert!(
+        text.contains("work_dir") && text.contains("state_dir"),
+        "{text}"
+    );
+}
+
+#[test]
+fn legacy_checkpoint_empty_imports_nothing() {
+    let c = Config::from_params(&params(&[("legacy_checkpoint", "")])).unwrap();
+    assert!(c.legacy_checkpoint.is_empty());
+}
+
+#[test]
+fn an_old_modules_json_loads_under_the_old_name() {
+    // The original's README example and its work_dir parameter (the agent's work directory).
+    let loaded = Config::from_module_params(
+        LEGACY_MODULE_NAME,
+        &params(&[
+            ("isolator_command", "/emc/dvdi_isolator"),
+            ("work_dir", "/var/lib/mesos"),
+        ]),
+    )
+    .unwrap();
+    // Our own directory stays the default; work_dir only locates the original's checkpoint.
+    assert_eq!(loaded.config.work_dir, Config::default().work_dir);
+    assert_eq!(
+        loaded.config.legacy_checkpoint,
+        [
+            "/var/run/mesos/isolators/mesos-module-dvdi/dvdimounts.pb",
+            "/var/lib/mesos/meta/dvdimounts.pb",
+            "/var/lib/mesos/meta/dvdimounts.json",
+            "/var/lib/mesos/dvdi/dvdimounts.json"
+        ]
+        .map(PathBuf::from)
+    );
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings[0].contains("isolator_command") && loaded.warnings[0].contains("ignored"),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn under_the_old_name_state_dir_is_the_module_directory_beside_work_dir() {
+    let loaded = Config::from_module_params(
+        LEGACY_MODULE_NAME,
+        &params(&[("work_dir", "/agent"), ("state_dir", "/state")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.work_dir, PathBuf::from("/state"));
+    assert_eq!(
+        loaded.config.legacy_checkpoint[1],
+        PathBuf::from("/agent/meta/dvdimounts.pb")
+    );
+    assert!(loaded.warnings.is_empty());
+    // An explicit legacy_checkpoint wins over the one work_dir implies.
+    let loaded = Config::from_module_params(
+        LEGACY_MODULE_NAME,
+        &params(&[("work_dir", "/agent"), ("legacy_checkpoint", "/x.pb")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.legacy_checkpoint, [PathBuf::from("/x.pb")]);
+}
+
+#[test]
+fn isolator_command_is_unknown_under_the_new_name_and_names_are_checked() {
+    let (e, _) = refused(&[("isolator_command", "/emc/dvdi_isolator")]);
+    assert!(matches!(e, ConfigError::UnknownKey { .. }), "{e:?}");
+    let e = Config::from_module_params("org_apache_mesos_Other", &[]).unwrap_err();
+    assert!(matches!(e, ConfigError::UnknownModule { .. }), "{e:?}");
+    assert!(Config::from_module_params(MODULE_NAME, &[]).is_ok());
 }

@@ -69,6 +69,7 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     std::fs::create_dir_all(&scratch).unwrap();
     // A real ZooKeeper for the fencing scenario (two agents leasing one volume).
     let zk = support::zookeeper::ZkServer::start();
+    write_original_checkpoint(&scratch);
     let out = in_private_mount_ns(|| {
         // The real third-party plugin, in the same private namespace as the harness.
         let _plugin = support::easyfuse::Easyfuse::start(&plugins, dir.path());
@@ -98,4 +99,63 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
         log.contains("mesos-dvdi: fencing container fa1: volume \"ledger\" (driver \"local\")"),
         "{log}"
     );
+    // Under the original's name, its isolator_command is ignored with a warning.
+    assert!(
+        log.contains("[log 2] mesos-dvdi: parameter isolator_command"),
+        "{log}"
+    );
+    // What GET /dvdi/volumes and /dvdi/health serve: JSON naming the prepared volume, and ok.
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch.join("status.json")).unwrap()).unwrap();
+    let names: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["record"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"db"), "{status}");
+    let health: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch.join("health.json")).unwrap()).unwrap();
+    assert_eq!(health["ok"], true, "{health}");
+}
+
+/// The original module's checkpoint, as its stout `protobuf::write` left it (size, then an
+/// `ExternalMountList`): `old-live` and `old-gone` each use a `local` volume.
+fn write_original_checkpoint(dir: &Path) {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExternalMount {
+        #[prost(string, required, tag = "1")]
+        containerid: String,
+        #[prost(string, required, tag = "2")]
+        volumedriver: String,
+        #[prost(string, required, tag = "3")]
+        volumename: String,
+        #[prost(string, optional, tag = "4")]
+        mountpoint: Option<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExternalMountList {
+        #[prost(message, repeated, tag = "1")]
+        mount: Vec<ExternalMount>,
+    }
+    let mount = |container: &str, volume: &str| {
+        let mp = dir.join("local").join(volume);
+        std::fs::create_dir_all(&mp).unwrap();
+        ExternalMount {
+            containerid: container.to_owned(),
+            volumedriver: "local".to_owned(),
+            volumename: volume.to_owned(),
+            mountpoint: Some(mp.display().to_string()),
+        }
+    };
+    let body = ExternalMountList {
+        mount: vec![mount("old-live", "oldvol"), mount("old-gone", "gonevol")],
+    }
+    .encode_to_vec();
+    let mut bytes = u32::try_from(body.len()).unwrap().to_ne_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    let meta = dir.join("agent/meta");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(meta.join("dvdimounts.pb"), bytes).unwrap();
 }

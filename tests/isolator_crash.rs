@@ -68,7 +68,10 @@ fn crash_child() {
         None => fx.isolator(),
     };
     let volume: Vec<(&str, &str)> = match &leased {
-        Some(_) => vec![("DVDI_VOLUME_DRIVER", "local"), ("DVDI_VOLUME_NAME", VOLUME)],
+        Some(_) => vec![
+            ("DVDI_VOLUME_DRIVER", "local"),
+            ("DVDI_VOLUME_NAME", VOLUME),
+        ],
         None => env().to_vec(),
     };
     let mut with_mode = volume.clone();
@@ -94,7 +97,11 @@ fn crash_child() {
     if let Some(c) = &leased {
         // In use here ⇔ this process holds the lease (once recover has run).
         let in_use = !users(&fx).is_empty();
-        let held = c.status().held.iter().any(|(v, _)| v.name.as_str() == VOLUME);
+        let held = c
+            .status()
+            .held
+            .iter()
+            .any(|(v, _)| v.name.as_str() == VOLUME);
         assert_eq!(
             in_use,
             held,
@@ -107,7 +114,11 @@ fn crash_child() {
             .into_iter()
             .filter(|l| l.holder.agent == "crash-agent")
             .count();
-        assert_eq!(in_use, ours > 0, "after recover: {ours} lease node(s) of ours");
+        assert_eq!(
+            in_use,
+            ours > 0,
+            "after recover: {ours} lease node(s) of ours"
+        );
     }
     match op {
         "prepare" => {
@@ -417,7 +428,15 @@ fn crash_around_every_lease_step_then_recover_leaves_no_use_without_lease_and_no
                 }
                 let read_only = case.op == "cleanup" && lc.before_read_only;
                 assert!(
-                    leased_child(&fx, zk, case.op, case.container, read_only, &known, Some(point)),
+                    leased_child(
+                        &fx,
+                        zk,
+                        case.op,
+                        case.container,
+                        read_only,
+                        &known,
+                        Some(point)
+                    ),
                     "{what}: the child never reached the crash point"
                 );
                 let mut alive: Vec<&str> = case.others_alive.to_vec();
@@ -445,7 +464,11 @@ fn crash_around_every_lease_step_then_recover_leaves_no_use_without_lease_and_no
                         "{what}: cleanup crashed"
                     );
                 }
-                assert!(users(&fx).is_empty(), "{what}: record left: {:?}", users(&fx));
+                assert!(
+                    users(&fx).is_empty(),
+                    "{what}: record left: {:?}",
+                    users(&fx)
+                );
                 let left: Vec<String> = observer
                     .leases()
                     .unwrap()

@@ -137,7 +137,11 @@ impl Cluster {
 
     /// What `dvdi leases --json` says: (driver, name, mode, agent) of each lease.
     fn leases(&self) -> Vec<(String, String, String, String)> {
-        let out = self.dvdi("observer", 1).args(["leases", "--json"]).output().unwrap();
+        let out = self
+            .dvdi("observer", 1)
+            .args(["leases", "--json"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", text(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v.as_array()
@@ -248,7 +252,11 @@ fn read_only_uses_share_and_exclude_read_write_both_ways() {
     );
     let out = c.run("agent-c", 1, RW);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
-    assert!(text(&out).contains("held read-only by agent"), "{}", text(&out));
+    assert!(
+        text(&out).contains("held read-only by agent"),
+        "{}",
+        text(&out)
+    );
     a.release();
     b.release();
 
@@ -379,7 +387,11 @@ fn both_agents_through_the_real_easyfuse_plugin() {
         let _plugin = support::easyfuse::Easyfuse::start(&c.path("plugins"), c.dir.path());
         let _ready = support::easyfuse::wait_ready(&c.path("plugins"));
         let opts = format!("DVDI_VOLUME_OPTS=device=bindfs#{}", source.display());
-        let env = &["DVDI_VOLUME_DRIVER=easyfuse", "DVDI_VOLUME_NAME=fusevol", &opts];
+        let env = &[
+            "DVDI_VOLUME_DRIVER=easyfuse",
+            "DVDI_VOLUME_NAME=fusevol",
+            &opts,
+        ];
         let a = c.start("agent-a", 1, env);
         let out = c.run("agent-b", 1, env);
         assert_eq!(out.status.code(), Some(125), "{}", text(&out));
@@ -448,7 +460,13 @@ fn agent_a_killed_with_a_live_container(c: &Cluster) -> Config {
     std::fs::create_dir_all(&sandbox).unwrap();
     let job = serde_json::json!({"params": params, "sandbox": sandbox});
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lease_agent_child", "--ignored", "--nocapture", "--quiet"])
+        .args([
+            "--exact",
+            "lease_agent_child",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
         .env("DVDI_LEASE_JOB", job.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

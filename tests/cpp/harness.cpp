@@ -2,7 +2,11 @@
 // parameters, prepare containers (environment form and DOCKER_VOLUME form, one with a rootfs),
 // carry out each launch plan the way the Mesos launcher does (fork, unshare CLONE_NEWNS, make /
 // rslave, the binds, exec a command that writes into the volume), clean up, restart (a new
-// isolator) and recover with one container live and one orphaned.
+// isolator) and recover with one container live and one orphaned. Between, it reads the core's
+// status and health JSON (written to DIR/status.json and DIR/health.json for the caller to parse)
+// and its metrics, as the shim's endpoints and gauges do; last, it loads the module under the
+// original module's name with an old modules.json's parameters and recovers what the original's
+// checkpoint (DIR/agent/meta/dvdimounts.pb, written by the caller) held.
 //
 // With a ZooKeeper address, it then plays two agents leasing one volume: agent A prepares it, is
 // restarted while agent B takes the volume, and A's recover fences A's container through the
@@ -95,7 +99,19 @@ rust::Box<IsolatorCore> make(const std::string& dir, const std::string& plugins)
   params.push_back(param("loop_root", dir + "/loop"));
   params.push_back(param("plugin_dirs", plugins));
   params.push_back(param("default_driver", "local"));
-  return create(params);
+  return create("org_apache_mesos_DvdiIsolator", params);
+}
+
+double metric(const IsolatorCore& iso, const std::string& name) {
+  for (const Metric& m : iso.metrics()) {
+    if (std::string(m.name) == name) return m.value;
+  }
+  return -1;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  f << text;
 }
 
 // What the Mesos launcher does with ContainerLaunchInfo.mounts, then runs `command` in there.
@@ -151,7 +167,7 @@ rust::Box<IsolatorCore> agent(const std::string& dir, const std::string& name,
   params.push_back(param("agent_name", name));
   params.push_back(param("lease_drivers", "local"));
   params.push_back(param("lease_wait_secs", "1"));
-  return create(params);
+  return create("org_apache_mesos_DvdiIsolator", params);
 }
 
 ContainerRequest leased(const std::string& dir, const std::string& sandbox) {
@@ -271,7 +287,23 @@ int main(int argc, char** argv) {
             "panic message: " + what);
     }
 
+    // What the endpoints serve and the gauges read: two volumes for two containers, three
+    // prepares of which one failed.
+    const std::string status = std::string(iso->status_json());
+    write_file(dir + "/status.json", status);
+    CHECK(status.find("\"db\"") != std::string::npos, "the status names c1's volume");
+    Health health = iso->health();
+    write_file(dir + "/health.json", std::string(health.json));
+    CHECK(health.ok, "healthy: " + std::string(health.json));
+    CHECK(iso->metrics().size() == 9, "nine metrics");
+    CHECK(metric(*iso, "dvdi/prepares") == 3, "prepares counted");
+    CHECK(metric(*iso, "dvdi/prepare_failures") == 1, "the failed prepare counted");
+    CHECK(metric(*iso, "dvdi/volumes_mounted") == 2, "two volumes mounted");
+    CHECK(metric(*iso, "dvdi/containers_using_volumes") == 2, "two containers use volumes");
+    CHECK(metric(*iso, "dvdi/backend_calls") >= 2, "backend calls counted");
+
     iso->cleanup("c2");
+    CHECK(metric(*iso, "dvdi/cleanups") == 1, "the cleanup counted");
 
     // Container 4: a real third-party Docker volume plugin (easyfuse mounting bindfs).
     ContainerRequest c4;
@@ -313,6 +345,39 @@ int main(int argc, char** argv) {
     CHECK(is_mount_root(loop_mnt), "the live container's volume stays mounted");
     iso->cleanup("c1");
     CHECK(!is_mount_root(loop_mnt), "c1's volume is unmounted after its cleanup");
+  }
+
+  {
+    // An old modules.json, unchanged: the original's name, its work_dir (the agent's work
+    // directory) and the isolator_command of its README, plus where our own state goes.
+    rust::Vec<Param> params;
+    params.push_back(param("isolator_command", "/emc/dvdi_isolator"));
+    params.push_back(param("work_dir", dir + "/agent"));
+    params.push_back(param("state_dir", dir + "/legacy-state"));
+    // Only the test's own file, never the original's fixed locations on this host.
+    params.push_back(param("legacy_checkpoint", dir + "/agent/meta/dvdimounts.pb"));
+    params.push_back(param("local_root", dir + "/local"));
+    params.push_back(param("loop_root", dir + "/loop"));
+    params.push_back(param("plugin_dirs", plugins));
+    rust::Box<IsolatorCore> iso =
+        create("com_emccode_mesos_DockerVolumeDriverIsolator", params);
+    rust::Vec<rust::String> known;
+    known.push_back("old-live");
+    RecoverSummary r = iso->recover(known, rust::Vec<rust::String>());
+    CHECK(r.errors.empty(), "the original's checkpoint imports without errors");
+    CHECK(r.kept == 1 && r.dropped == 1 && r.unmounted == 1,
+          "the live container's volume kept, the gone one's released");
+    CHECK(metric(*iso, "dvdi/containers_using_volumes") == 1, "the live container counted");
+    try {
+      create("com_emccode_mesos_DockerVolumeDriverIsolator", rust::Vec<Param>());
+      rust::Vec<Param> bad;
+      bad.push_back(param("isolator_command", "/x"));
+      create("org_apache_mesos_DvdiIsolator", bad);
+      CHECK(false, "isolator_command was accepted under the new name");
+    } catch (const rust::Error& e) {
+      CHECK(std::string(e.what()).find("isolator_command") != std::string::npos,
+            std::string("the error names the parameter: ") + e.what());
+    }
   }
 
   if (argc == 5) {

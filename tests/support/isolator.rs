@@ -40,6 +40,8 @@ impl Fixture {
             loop_root: dir.path().join("loop"),
             plugin_dirs: vec![dir.path().join("plugins")],
             default_driver: DriverName::new("local").unwrap(),
+            // Never the host's: a test that imports one puts it in its own directory.
+            legacy_checkpoint: Vec::new(),
             ..Config::default()
         };
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();

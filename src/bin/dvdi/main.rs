@@ -63,8 +63,9 @@ struct Global {
     /// Read parameters from a JSON object of module parameters (as in isolator.json)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Checkpoint root [module: work_dir; default /var/run/mesos/isolators/dvdi]
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Checkpoint root; --state-dir is another spelling [module: work_dir or state_dir; default
+    /// /var/run/mesos/isolators/dvdi]
+    #[arg(long, global = true, value_name = "DIR", visible_alias = "state-dir")]
     work_dir: Option<String>,
     /// Driver when a volume names none [default_driver; default rexray]
     #[arg(long, global = true, value_name = "DRIVER")]
@@ -119,6 +120,10 @@ struct Global {
     /// Seconds a plugin that refuses connections is retried [plugin_connect_secs; default 15]
     #[arg(long, global = true, value_name = "SECS")]
     plugin_connect_timeout: Option<String>,
+    /// The original module's checkpoint, shown by `status` when it cannot be imported;
+    /// repeatable; '' for none [legacy_checkpoint; default: the original's four locations]
+    #[arg(long, global = true, value_name = "FILE")]
+    legacy_checkpoint: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +317,11 @@ impl Global {
                 "--plugin-connect-timeout",
                 self.plugin_connect_timeout.clone(),
             ),
+            (
+                "legacy_checkpoint",
+                "--legacy-checkpoint",
+                (!self.legacy_checkpoint.is_empty()).then(|| self.legacy_checkpoint.join(":")),
+            ),
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
@@ -386,21 +396,9 @@ fn print_specs(specs: &[VolumeSpec]) {
 
 fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
     let store = Store::open(&config.work_dir)?;
-    let scanned = store.scan()?;
+    let scanned = mesos_dvdi::status::rows(&store, &config.legacy_checkpoint)?;
     if args.json {
-        let rows: Vec<serde_json::Value> = scanned
-            .iter()
-            .map(|s| match &s.record {
-                Ok(r) => serde_json::json!({"file": s.path, "record": r, "error": null}),
-                Err(e) => {
-                    serde_json::json!({"file": s.path, "record": null, "error": render_chain(e)})
-                }
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("rows serialise")
-        );
+        println!("{}", mesos_dvdi::status::to_json(&scanned));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = scanned
@@ -426,11 +424,11 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             ],
             Err(e) => vec![
                 "?".to_owned(),
-                s.path.display().to_string(),
+                s.file.display().to_string(),
                 "unreadable".to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),
-                render_chain(e),
+                e.clone(),
             ],
         })
         .collect();
