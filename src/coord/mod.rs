@@ -227,8 +227,12 @@ pub trait Coordinator: Send + Sync {
     /// read-write; waits up to `wait` while another agent holds a conflicting lease. Holding it
     /// already in `mode` or a stronger one is success. A stale node of this agent's own (a
     /// previous process of this agent, now dead) is taken over.
-    fn acquire(&self, volume: &VolumeKey, mode: LeaseMode, wait: Duration)
-        -> Result<(), CoordError>;
+    fn acquire(
+        &self,
+        volume: &VolumeKey,
+        mode: LeaseMode,
+        wait: Duration,
+    ) -> Result<(), CoordError>;
 
     /// Gives up this agent's lease on `volume`, whatever its mode; holding none is success.
     fn release(&self, volume: &VolumeKey) -> Result<(), CoordError>;
