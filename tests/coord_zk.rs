@@ -165,7 +165,7 @@ fn waiting_acquire_succeeds_once_the_other_agent_releases() {
     }
     let before = zk.watch_count();
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| b.acquire(&v, RW, EVENT));
+        let waiter = s.spawn(|| b.acquire(&v, RW, EVENT).map_err(|e| e.to_string()));
         // Release only once beta waits: its child watch on the volume node is registered.
         let deadline = Instant::now() + EVENT;
         while zk.watch_count() == before {

@@ -13,6 +13,10 @@
 //!
 //! [`zk`] is the real coordinator (ZooKeeper); [`recording`] is the core's test double.
 
+// `CoordError::Held` carries the holder for the operator's message; a refused lease is rare, so
+// the size of the error is irrelevant next to its clarity.
+#![allow(clippy::result_large_err)]
+
 pub mod recording;
 pub mod zk;
 

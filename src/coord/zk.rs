@@ -1441,8 +1441,17 @@ mod tests {
     #[test]
     fn unreadable_node_data_keeps_what_the_node_name_and_stat_tell() {
         let stat = zk::Stat {
+            czxid: 1,
+            mzxid: 1,
+            pzxid: 1,
             ctime: 1_700_000_000_123,
-            ..zk::Stat::new_invalid()
+            mtime: 1_700_000_000_123,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children: 0,
         };
         let (h, ok) = holder_of("ro-agent7", b"not json", &stat);
         assert!(!ok);

@@ -412,14 +412,22 @@ impl RawZk {
         }
     }
 
-    /// Creates the ephemeral node `path` (and its persistent parents) with `data`.
+    /// Creates the ephemeral node `path` with `data`, and its persistent parents if missing.
     pub fn create_ephemeral(&self, path: &str, data: &[u8]) {
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        match self
+            .rt
+            .block_on(self.client().create(path, data, &ephemeral))
+        {
+            Ok(_) => return,
+            Err(zk::Error::NoNode) => {}
+            Err(e) => panic!("create {path}: {e}"),
+        }
         let parent = &path[..path.rfind('/').expect("absolute path")];
         let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         self.rt
             .block_on(self.client().mkdir(parent, &persistent))
             .unwrap_or_else(|e| panic!("mkdir {parent}: {e}"));
-        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         self.rt
             .block_on(self.client().create(path, data, &ephemeral))
             .unwrap_or_else(|e| panic!("create {path}: {e}"));
