@@ -19,6 +19,25 @@
 //! (with its version) and replace. A node naming our agent but another host is treated as another
 //! agent's: two hosts sharing one agent name must not share a read-write lease.
 //!
+//! # Choices
+//!
+//! - A URL without a path (`zk://h:2181`) means the root `/`, as ZooKeeper's own connect strings.
+//! - A lease node whose data is not a holder's JSON still counts (it blocks as any holder does)
+//!   and is listed by [`Coordinator::leases`] with what is known: the agent from an `ro-<agent>`
+//!   name (`?` for `rw`), host `?`, pid 0, and the node's creation time as `since`; a warning is
+//!   logged. Driver or volume nodes whose names are not valid names are skipped with a warning.
+//! - "Disconnected for longer than the session timeout" is measured from the moment the
+//!   connection went silent: the library notices a dead connection after 2/5 of the session
+//!   timeout without an answer, so that much is counted before the notice. The server may expire
+//!   the session one session timeout after it last heard from us; we give up no later.
+//! - After such a disconnection the session is abandoned (its client dropped: if it ever
+//!   reconnects, the library closes it) and a new one is started; its nodes, if the server still
+//!   has them, are this process's stale nodes and are taken over.
+//! - `release` without a live session fails (`Unavailable`) if the lease is held (it stays held
+//!   and is reported lost if the session goes), and succeeds if not.
+//! - The loss handler runs on the coordination thread: it must return quickly and must not call
+//!   the coordinator (such a call fails at once instead of deadlocking).
+//!
 //! # Threading
 //!
 //! The client library is async. Its executor (a tokio current-thread runtime) runs on one thread
@@ -501,10 +520,17 @@ async fn serve(inner: Arc<Inner>, cmd: Command) {
             let budget = wait + inner.session_timeout * 2 + Duration::from_secs(1);
             let res = match tokio::time::timeout(budget, inner.acquire(&volume, mode, wait)).await {
                 Ok(res) => res,
-                Err(_) => Err(inner.unavailable(
-                    &volume,
-                    format!("no answer from ZooKeeper within {} s", budget.as_secs()),
-                )),
+                Err(_) => {
+                    // Cut off mid-way, a node may have been created: give back whatever this
+                    // process has on a volume it did not hold before.
+                    if !lock(&inner.state).held.contains_key(&volume) {
+                        let _ = tokio::time::timeout(budget, inner.release(&volume)).await;
+                    }
+                    Err(inner.unavailable(
+                        &volume,
+                        format!("no answer from ZooKeeper within {} s", budget.as_secs()),
+                    ))
+                }
             };
             let ok = res.is_ok();
             if reply.send(res).is_err() && ok {

@@ -1,11 +1,13 @@
 //! A real ZooKeeper server for tests and benches (Debian's `zookeeper` package), on a free
-//! loopback port with its own data directory, and a small synchronous client to look at it.
+//! loopback port with its own data directory; a proxy that cuts one client off from it; and a
+//! small synchronous client to look at (and tamper with) its nodes.
 //!
 //! `ZkServer::start()` runs `java -cp /usr/share/java/zookeeper.jar QuorumPeerMain <cfg>` (the
-//! jar's manifest names its dependencies) with a short tick so that sessions expire in seconds,
-//! and returns once the server answers `ruok` with `imok` and `srvr` with its mode. Drop kills and reaps it, so no server
-//! is left behind when a test fails. Each server costs about half a second of JVM start.
-#![allow(dead_code)]
+//! jar's manifest names its dependencies) with a 100 ms tick so that sessions can expire in
+//! seconds, and returns once the server answers `ruok` with `imok` and `srvr` with its mode.
+//! Drop kills and reaps it, and the JVM also dies with the thread that started it
+//! (`PR_SET_PDEATHSIG`), so no server is left behind even when a test aborts. Each server costs
+//! about half a second of JVM start; every test starts its own, so it may stop or freeze it.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
