@@ -483,18 +483,19 @@ fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         let _ = supervisor.await;
-        let (client, connected) = {
+        let client = {
             let mut st = lock(&inner.state);
             st.held.clear();
             st.connected = false;
             st.session = None;
-            (st.client.take(), st.connected)
+            inner.publish(&st);
+            st.client.take()
         };
         if let Some(client) = client {
             let mut states = client.state_watcher();
-            let was_connected = connected || client.state() == zk::SessionState::SyncConnected;
+            let connected = client.state() == zk::SessionState::SyncConnected;
             drop(client);
-            if was_connected {
+            if connected {
                 // The library sends CloseSession once the last client handle is gone; wait for
                 // it so the ephemeral nodes are gone when the drop returns.
                 let _ = tokio::time::timeout(CLOSE_WAIT, async {
