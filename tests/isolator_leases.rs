@@ -45,6 +45,7 @@ impl Agent {
         fx.config.local_root = shared.to_owned();
         fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
         fx.config.lease_wait = Duration::ZERO;
+        fx.config.lease_session_timeout = Duration::from_secs(1);
         Self::with_fixture(cluster, name, fx)
     }
 

@@ -13,6 +13,7 @@
 //!
 //! [`zk`] is the real coordinator (ZooKeeper); [`recording`] is the core's test double.
 
+
 pub mod recording;
 pub mod zk;
 

@@ -5,3 +5,4 @@ pub mod easyfuse;
 pub mod host;
 pub mod isolator;
 pub mod plugin;
+pub mod zookeeper;
