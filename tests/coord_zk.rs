@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mesos_dvdi::coord::zk::ZkCoordinator;
@@ -102,6 +102,16 @@ fn read_write_lease_is_refused_to_another_agent_naming_the_holder_and_since() {
     assert!(holder.since >= before, "{holder:?}");
     let msg = err.to_string();
     assert!(msg.contains("pgdata") && msg.contains("\"alpha\""), "{msg}");
+
+    // A wait that runs out ends the same way, having waited.
+    let wait = Duration::from_millis(300);
+    match b.acquire(&v, RW, wait) {
+        Err(CoordError::Held { holder, waited, .. }) => {
+            assert_eq!(holder.agent, "alpha");
+            assert!(waited >= wait, "{waited:?}");
+        }
+        other => panic!("expected Held, got {other:?}"),
+    }
 
     // A read-only use is refused too: a read-write volume is mounted on no other agent.
     assert_eq!(
@@ -376,14 +386,25 @@ fn lease_node_deleted_by_hand_is_taken_again() {
 fn lease_taken_by_another_agent_under_us_is_reported_with_the_new_holder() {
     let zk = ZkServer::start();
     let raw = RawZk::connect(&zk);
-    let a = agent(&zk, "alpha", LONG);
-    let lost = losses(&a);
+    let a = Arc::new(agent(&zk, "alpha", LONG));
+    // The handler runs on the coordination thread: a call back into the coordinator from it
+    // fails at once instead of deadlocking.
+    let (tx, lost) = mpsc::channel();
+    let weak = Arc::downgrade(&a);
+    a.set_loss_handler(Box::new(move |loss| {
+        let again = weak
+            .upgrade()
+            .map(|c| c.release(&loss.volume).map_err(|e| e.to_string()));
+        let _ = tx.send((loss, again));
+    }));
     let v = key("rexray", "stolen");
     a.acquire(&v, RW, Duration::ZERO).unwrap();
 
     let intruder = br#"{"agent":"intruder","host":"elsewhere","pid":4242,"since":1800000000}"#;
     raw.replace(&node(&v, "rw"), intruder);
-    let loss = lost.recv_timeout(EVENT).unwrap();
+    let (loss, again) = lost.recv_timeout(EVENT).unwrap();
+    let again = again.expect("the coordinator is alive").unwrap_err();
+    assert!(again.contains("loss handler"), "{again}");
     assert_eq!(loss.volume, v);
     assert_eq!(loss.reason, LossReason::TakenOver);
     let holder = loss.holder.expect("the new holder");

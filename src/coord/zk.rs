@@ -371,6 +371,10 @@ impl Drop for ZkCoordinator {
         // ephemeral nodes go at once) and returns.
         self.commands.take();
         if let Some(t) = self.thread.take() {
+            if t.thread().id() == thread::current().id() {
+                // Dropped by the loss handler, on the thread itself: it ends once this returns.
+                return;
+            }
             if t.join().is_err() {
                 log::error!("the ZooKeeper coordination thread panicked");
             }
