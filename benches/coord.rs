@@ -3,23 +3,31 @@
 //!   two writes every lease needs);
 //! - a read-write lease, acquire + release, through the coordinator (command to its thread,
 //!   children listed and read, node created; then listed, read and deleted);
-//! - the same for a read-only lease.
+//! - the same for a read-only lease;
+//! - `prepare+cleanup (1 volume)` of the isolator with coordination off and on, side by side in
+//!   one run: the same instant backend (a test double, as in the isolator bench), the volume's
+//!   driver leased through `lease_drivers` in the second.
 //!
 //! Run: `cargo bench --bench coord`
 
 // criterion_group!/criterion_main! generate undocumented public items.
 #![allow(missing_docs)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mesos_dvdi::coord::zk::ZkCoordinator;
 use mesos_dvdi::coord::{Coordinator, LeaseMode};
 use mesos_dvdi::spec::{DriverName, VolumeKey, VolumeName};
+use mesos_dvdi::state::Owner;
 
 #[path = "../tests/support/zookeeper.rs"]
 #[allow(dead_code)]
 mod zookeeper;
+
+#[path = "support/instant.rs"]
+mod instant;
 
 fn leases(c: &mut Criterion) {
     let server = zookeeper::ZkServer::start();
@@ -33,15 +41,13 @@ fn leases(c: &mut Criterion) {
         driver: DriverName::new("rexray").unwrap(),
         name: VolumeName::new("bench").unwrap(),
     };
-    // The session comes up in the background: the first acquire that succeeds proves it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while coord
+    assert!(
+        coord.wait_connected(Duration::from_secs(60)),
+        "no ZooKeeper session"
+    );
+    coord
         .acquire(&volume, LeaseMode::ReadWrite, Duration::ZERO)
-        .is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "no ZooKeeper session");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .unwrap();
     coord.release(&volume).unwrap();
 
     let floor = "/bench/volumes/rexray/floor";
@@ -61,9 +67,48 @@ fn leases(c: &mut Criterion) {
     }
 }
 
+/// The isolator's prepare+cleanup of one volume, without and with its lease, in one run.
+fn prepare_cleanup_with_and_without_coordination(c: &mut Criterion) {
+    let server = zookeeper::ZkServer::start();
+    let mut group = c.benchmark_group("prepare+cleanup (1 volume)");
+    for on in [false, true] {
+        let dir = instant::scratch();
+        let mut iso = instant::instant_isolator_with(dir.path(), |config| {
+            if on {
+                config.lease_drivers = vec![DriverName::new("rexray").unwrap()];
+            }
+        });
+        if on {
+            let coord = ZkCoordinator::start(
+                server.target("/bench-isolator"),
+                "bench".into(),
+                Duration::from_secs(30),
+            );
+            assert!(coord.wait_connected(Duration::from_secs(60)), "no session");
+            iso = iso.with_coordinator(Arc::new(coord));
+        }
+        let input = instant::input(dir.path(), "pgdata", true);
+        let mut n = 0u64;
+        let label = if on {
+            "coordination on"
+        } else {
+            "coordination off"
+        };
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                n += 1;
+                let id = format!("c{n}");
+                iso.prepare(&id, Owner::Mesos, &input).unwrap();
+                iso.cleanup(&id).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = leases
+    targets = leases, prepare_cleanup_with_and_without_coordination
 }
 criterion_main!(benches);

@@ -136,7 +136,7 @@ pub enum ConfigError {
     #[error("parameter coordination: {0}")]
     BadCoordination(#[source] ZkUrlError),
     /// An `agent_name` that cannot name a lease node.
-    #[error("parameter agent_name: {value:?} must be 1 to 255 bytes of letters, digits, '.', '-' and '_'")]
+    #[error("parameter agent_name: {value:?} must be 1 to 255 bytes of letters, digits, '.', '-' and '_' (and not . or ..)")]
     BadAgentName {
         /// The value.
         value: String,
@@ -325,7 +325,7 @@ pub fn host_name() -> String {
 
 /// Whether `name` can stand in a lease node's name (`ro-<agent_name>`).
 fn valid_agent_name(name: &str) -> bool {
-    !name.is_empty()
+    !matches!(name, "" | "." | "..")
         && name.len() <= 255
         && name
             .bytes()

@@ -281,6 +281,10 @@ fn bad_coordination_settings_are_refused_naming_the_parameter() {
     let (e, text) = refused(&[("agent_name", "a/b")]);
     assert_eq!(e.key(), Some("agent_name"));
     assert!(text.contains("\"a/b\""), "{text}");
+    for name in ["", ".", "..", "a b"] {
+        let (e, _) = refused(&[("agent_name", name)]);
+        assert_eq!(e.key(), Some("agent_name"), "{name:?}");
+    }
     let (e, _) = refused(&[("lease_session_timeout_secs", "0")]);
     assert_eq!(e.key(), Some("lease_session_timeout_secs"));
     let (e, _) = refused(&[("lease_drivers", "local,,x")]);

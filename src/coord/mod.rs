@@ -13,7 +13,6 @@
 //!
 //! [`zk`] is the real coordinator (ZooKeeper); [`recording`] is the core's test double.
 
-
 pub mod recording;
 pub mod zk;
 
