@@ -81,6 +81,9 @@ pub enum LocalError {
     },
 }
 
+/// The name of the built-in directory driver.
+pub const LOCAL_DRIVER: &str = "local";
+
 /// The `local` driver.
 #[derive(Debug)]
 pub struct LocalBackend {
@@ -92,7 +95,7 @@ impl LocalBackend {
     /// Volumes live in directories under `root` (created when first needed).
     pub fn new(root: PathBuf) -> Self {
         Self {
-            driver: DriverName::new(super::registry::LOCAL_DRIVER).expect("valid driver name"),
+            driver: DriverName::new(LOCAL_DRIVER).expect("valid driver name"),
             root,
         }
     }

@@ -391,6 +391,9 @@ fn detect_fs(image: &Path) -> io::Result<Option<FsType>> {
     Ok((u16::from_le_bytes(magic) == EXT_MAGIC).then_some(FsType::Ext4))
 }
 
+/// The name of the built-in loop-device driver.
+pub const LOOP_DRIVER: &str = "loop";
+
 /// Host paths the driver uses (parameters so tests can point them elsewhere).
 #[derive(Debug, Clone)]
 pub struct LoopPaths {
@@ -531,7 +534,7 @@ impl LoopBackend {
     /// As [`LoopBackend::new`], with the host paths given.
     pub fn with_paths(root: PathBuf, mounter: Arc<dyn Mounter>, paths: LoopPaths) -> Self {
         Self {
-            driver: DriverName::new(super::registry::LOOP_DRIVER).expect("valid driver name"),
+            driver: DriverName::new(LOOP_DRIVER).expect("valid driver name"),
             root,
             mounter,
             paths,

@@ -20,10 +20,9 @@ use crate::config::{BackendKind, Config};
 use crate::mount::Mounter;
 use crate::spec::DriverName;
 
-/// The name of the built-in directory driver.
-pub const LOCAL_DRIVER: &str = "local";
-/// The name of the built-in loop-device driver.
-pub const LOOP_DRIVER: &str = "loop";
+// The built-in drivers' names are theirs; re-exported here, where drivers are chosen by name.
+pub use super::local::LOCAL_DRIVER;
+pub use super::loopdev::LOOP_DRIVER;
 
 /// A driver and, for per-task dvdcli programs, the program.
 type CacheKey = (DriverName, Option<PathBuf>);
