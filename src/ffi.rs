@@ -108,7 +108,7 @@ pub mod bridge {
     struct Health {
         /// Nothing needs an operator.
         ok: bool,
-        /// `{"ok", "unreadable", "failing", "recent_errors"}` (see `status::health`).
+        /// `{"ok", "unreadable", "failing", "recent_errors", "coordination"}` (see `status::health`).
         json: String,
     }
 
@@ -391,7 +391,8 @@ impl IsolatorCore {
     fn health(&self) -> Result<bridge::Health, BridgeError> {
         guard("health", || {
             self.status_rows().map(|r| {
-                let h = status::health(&r, &self.metrics.recent_errors());
+                let coordination = self.inner.coordinator().map(|c| c.status());
+                let h = status::health(&r, &self.metrics.recent_errors(), coordination.as_ref());
                 bridge::Health {
                     ok: h.ok,
                     json: h.json,

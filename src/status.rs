@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use crate::coord::CoordStatus;
 use crate::error::render_chain;
 use crate::state::{StateError, Store, VolumeRecord};
 
@@ -65,7 +66,7 @@ pub fn status_json(store: &Store, legacy: &[PathBuf]) -> Result<String, StateErr
 pub struct Health {
     /// Nothing needs an operator.
     pub ok: bool,
-    /// The JSON: `{"ok", "unreadable", "failing", "recent_errors"}`.
+    /// The JSON: `{"ok", "unreadable", "failing", "recent_errors", "coordination"}`.
     pub json: String,
 }
 
@@ -73,8 +74,14 @@ pub struct Health {
 /// not ok while a record or legacy checkpoint cannot be read (`unreadable`, `{"file", "error"}`)
 /// or a volume's last backend call failed (`failing`, `{"driver", "name", "error"}`; a failed
 /// unmount stays there until a retry succeeds). `recent_errors` lists the module's last problems
-/// (recover, failed cleanups), for context: each lasting one also shows in the state.
-pub fn health(rows: &[StatusRow], recent_errors: &[String]) -> Health {
+/// (recover, failed cleanups), for context: each lasting one also shows in the state. With
+/// `coordination` (the coordinator's state, when leases are on), not ok either while it has no
+/// ZooKeeper session: leased volumes are refused then.
+pub fn health(
+    rows: &[StatusRow],
+    recent_errors: &[String],
+    coordination: Option<&CoordStatus>,
+) -> Health {
     let unreadable: Vec<Value> = rows
         .iter()
         .filter_map(|s| {
@@ -93,12 +100,14 @@ pub fn health(rows: &[StatusRow], recent_errors: &[String]) -> Health {
                 .map(|e| json!({"driver": r.driver, "name": r.name, "error": e}))
         })
         .collect();
-    let ok = unreadable.is_empty() && failing.is_empty();
+    let ok =
+        unreadable.is_empty() && failing.is_empty() && coordination.is_none_or(|c| c.connected);
     let json = serde_json::to_string_pretty(&json!({
         "ok": ok,
         "recent_errors": recent_errors,
         "unreadable": unreadable,
         "failing": failing,
+        "coordination": coordination,
     }))
     .expect("health serialises");
     Health { ok, json }

@@ -34,7 +34,11 @@ fn value(metrics: &Metrics, iso: &Isolator, name: &str) -> u64 {
 
 fn health(fx: &Fixture, iso: &Isolator, recent: &[String]) -> (bool, serde_json::Value) {
     let rows = status::rows(iso.store(), &fx.config.legacy_checkpoint).unwrap();
-    let h = status::health(&rows, recent);
+    let h = status::health(
+        &rows,
+        recent,
+        iso.coordinator().map(|c| c.status()).as_ref(),
+    );
     (h.ok, serde_json::from_str(&h.json).unwrap())
 }
 
@@ -181,4 +185,25 @@ fn status_json_is_the_clis() {
     let rows: serde_json::Value = serde_json::from_str(&served).unwrap();
     assert_eq!(rows[0]["record"]["name"], "v");
     assert!(rows[0]["error"].is_null());
+}
+
+#[test]
+fn health_says_when_leases_cannot_be_had_and_shows_the_coordination_state() {
+    use mesos_dvdi::coord::recording::{RecordingCluster, RecordingCoordinator};
+    let fx = Fixture::new();
+    let cluster = RecordingCluster::new();
+    let iso = fx
+        .isolator()
+        .with_coordinator(Arc::new(RecordingCoordinator::new(&cluster, "agent-a")));
+    let (ok, json) = health(&fx, &iso, &[]);
+    assert!(ok, "{json}");
+    assert_eq!(json["coordination"]["agent"], "agent-a", "{json}");
+    assert_eq!(json["coordination"]["connected"], true, "{json}");
+    cluster.set_down(true);
+    let (ok, json) = health(&fx, &iso, &[]);
+    assert!(!ok, "{json}");
+    assert_eq!(json["coordination"]["connected"], false, "{json}");
+    // Without coordination there is nothing to say.
+    let (ok, json) = health(&fx, &fx.isolator(), &[]);
+    assert!(ok && json["coordination"].is_null(), "{json}");
 }
