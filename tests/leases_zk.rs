@@ -233,6 +233,16 @@ fn read_write_on_a_second_agent_is_refused_naming_the_holder() {
         "{err}"
     );
     assert!(err.contains(" since 20"), "names since when: {err}");
+    // `dvdi status` as agent a: connected, and the lease it holds.
+    let out = c.dvdi("agent-a", 1).arg("status").output().unwrap();
+    let status = text(&out);
+    assert!(out.status.success(), "{status}");
+    assert!(
+        status.contains("as agent \"agent-a\": connected (session 0x")
+            && status.contains("1 lease(s) held by this agent"),
+        "{status}"
+    );
+    assert!(status.contains("ledger") && status.contains("rw"), "{status}");
     assert_eq!(a.release(), (0, String::new()));
     assert!(c.leases().is_empty(), "released after the run");
 }
@@ -346,6 +356,12 @@ fn zookeeper_down_refuses_leased_volumes_at_prepare_and_not_others() {
         "{err}"
     );
     assert!(!c.path("agent-a/work/volumes/local/ledger.json").exists());
+    let out = c.dvdi("agent-a", 1).arg("status").output().unwrap();
+    assert!(
+        text(&out).contains("as agent \"agent-a\": NOT CONNECTED: not connected to ZooKeeper at zk://127.0.0.1:"),
+        "{}",
+        text(&out)
+    );
     // A volume of a driver that is not leased works without ZooKeeper.
     let mut cmd = c.dvdi("agent-a", 1);
     let out = support::host::in_private_mount_ns(|| {
