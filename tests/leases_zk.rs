@@ -242,7 +242,10 @@ fn read_write_on_a_second_agent_is_refused_naming_the_holder() {
             && status.contains("1 lease(s) held by this agent"),
         "{status}"
     );
-    assert!(status.contains("ledger") && status.contains("rw"), "{status}");
+    assert!(
+        status.contains("ledger") && status.contains("rw"),
+        "{status}"
+    );
     assert_eq!(a.release(), (0, String::new()));
     assert!(c.leases().is_empty(), "released after the run");
 }
@@ -358,7 +361,9 @@ fn zookeeper_down_refuses_leased_volumes_at_prepare_and_not_others() {
     assert!(!c.path("agent-a/work/volumes/local/ledger.json").exists());
     let out = c.dvdi("agent-a", 1).arg("status").output().unwrap();
     assert!(
-        text(&out).contains("as agent \"agent-a\": NOT CONNECTED: not connected to ZooKeeper at zk://127.0.0.1:"),
+        text(&out).contains(
+            "as agent \"agent-a\": NOT CONNECTED: not connected to ZooKeeper at zk://127.0.0.1:"
+        ),
         "{}",
         text(&out)
     );
