@@ -70,6 +70,8 @@ pub struct LaunchPlan {
     pub volumes: Vec<(VolumeKey, PathBuf)>,
     /// Task input ignored on purpose, for the agent's log.
     pub warnings: Vec<String>,
+    /// The volumes whose cluster-wide lease the container depends on.
+    pub leased: Vec<VolumeKey>,
 }
 
 /// Where a container with its own root filesystem sees its sandbox (the agent's
@@ -414,6 +416,22 @@ impl Isolator {
         }
     }
 
+    /// Fences `id` when a lease among `leased` is no longer held (lost while its prepare ran).
+    fn fence_if_lease_lost(&self, id: &ContainerId, leased: &[VolumeKey]) {
+        let Some(c) = &self.coord else { return };
+        if leased.is_empty() {
+            return;
+        }
+        let held = c.status().held;
+        for key in leased {
+            if !held.iter().any(|(k, _)| k == key) {
+                let message = format!("{key}: lease lost while the container was being prepared");
+                fence_container(&self.fence, id, &message);
+                return;
+            }
+        }
+    }
+
     /// Takes `mode` on `key`'s lease, waiting up to `lease_wait` for another agent to let go.
     fn take_lease(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
         match &self.coord {
@@ -465,9 +483,12 @@ impl Isolator {
         match &result {
             Ok(plan) => {
                 index.insert(
-                    id,
+                    id.clone(),
                     Some(plan.volumes.iter().map(|(k, _)| k.clone()).collect()),
                 );
+                // A lease lost while this prepare ran found no container to fence: look now,
+                // under the index lock, so that a loss from here on finds this container.
+                self.fence_if_lease_lost(&id, &plan.leased);
             }
             Err(_) => {
                 index.remove(&id);
@@ -516,7 +537,7 @@ impl Isolator {
             read_only: spec.read_only,
             owner,
         };
-        let results: Vec<Result<PathBuf, IsolatorError>> = if resolved.volumes.len() <= 1 {
+        let results: Vec<Result<(PathBuf, bool), IsolatorError>> = if resolved.volumes.len() <= 1 {
             resolved
                 .volumes
                 .iter()
@@ -545,7 +566,7 @@ impl Isolator {
         let mut first_error = None;
         for (spec, result) in resolved.volumes.iter().zip(results) {
             match result {
-                Ok(host) => acquired.push((spec.key(), host)),
+                Ok((host, leased)) => acquired.push((spec.key(), host, leased)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -554,7 +575,7 @@ impl Isolator {
         if let Some(cause) = first_error {
             let rollback = acquired
                 .iter()
-                .filter_map(|(key, _)| self.release(key, id).err())
+                .filter_map(|(key, _, _)| self.release(key, id).err())
                 .collect();
             return Err(PrepareError {
                 container: id.to_string(),
@@ -567,7 +588,12 @@ impl Isolator {
             warnings: resolved.warnings.iter().map(ToString::to_string).collect(),
             ..LaunchPlan::default()
         };
-        for ((spec, target), (key, host)) in resolved.volumes.iter().zip(targets).zip(acquired) {
+        for ((spec, target), (key, host, leased)) in
+            resolved.volumes.iter().zip(targets).zip(acquired)
+        {
+            if leased {
+                plan.leased.push(key.clone());
+            }
             if let Some(target) = target {
                 plan.mounts.push(PlannedMount {
                     volume: key.clone(),
@@ -667,7 +693,7 @@ impl Isolator {
         spec: &VolumeSpec,
         id: &ContainerId,
         usage: Use,
-    ) -> Result<PathBuf, IsolatorError> {
+    ) -> Result<(PathBuf, bool), IsolatorError> {
         let key = spec.key();
         let guard = self.store.lock(&key).map_err(Self::state_err(&key))?;
         let existing = guard.load().map_err(Self::state_err(&key))?;
@@ -698,7 +724,7 @@ impl Isolator {
                     guard.save(&record).map_err(Self::state_err(&key))?;
                 }
                 crash_point("prepare:user-added");
-                return Ok(host);
+                return Ok((host, record.lease.is_some()));
             }
             // Half mounted or half unmounted by a process that died (or a failed unmount):
             // mount again under the same id, which every backend treats as idempotent.
@@ -749,7 +775,7 @@ impl Isolator {
                 guard.save(&record).map_err(Self::state_err(&key))?;
                 crash_point("prepare:mounted-saved");
                 log::info!("{key}: mounted at {} for container {id}", host.display());
-                Ok(host)
+                Ok((host, record.lease.is_some()))
             }
             Err(e) => {
                 // Leave the record as it was: gone for a volume this call created, the earlier

@@ -428,3 +428,45 @@ fn volumes_of_a_plugin_with_global_scope_are_leased_and_local_scope_ones_are_not
     a.iso.cleanup("c2").unwrap();
     assert_eq!(a.coord.held(&netfs), None);
 }
+
+#[test]
+fn a_lease_lost_while_the_container_is_being_prepared_fences_it_once_prepared() {
+    let shared = tempfile::tempdir().unwrap();
+    let cluster = RecordingCluster::new();
+    let mut fx = Fixture::new();
+    fx.config.local_root = shared.path().to_owned();
+    fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+    let coord = Arc::new(RecordingCoordinator::new(&cluster, "agent-a"));
+    // The session expires between the lease and the backend mount.
+    let losing = Arc::clone(&coord);
+    let provider = Counting::new(Arc::new(Registry::new(fx.config.clone(), Arc::new(Host))))
+        .before_mount(Arc::new(move |_| {
+            losing.lose(&key(), LossReason::SessionExpired)
+        }));
+    let iso = fx
+        .isolator_with(Arc::new(provider))
+        .with_coordinator(coord.clone());
+    let fenced = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&fenced);
+    iso.set_fence_handler(Arc::new(move |id: &ContainerId, why: &str| {
+        log.lock().unwrap().push((id.to_string(), why.to_owned()));
+    }));
+    let input = fx.input(
+        "a1",
+        &[("DVDI_VOLUME_DRIVER", "local"), ("DVDI_VOLUME_NAME", VOL)],
+        false,
+    );
+    let plan = iso.prepare("a1", Owner::Mesos, &input).unwrap();
+    assert_eq!(plan.leased, [key()]);
+    let fenced = fenced.lock().unwrap().clone();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert_eq!(fenced[0].0, "a1");
+    assert!(
+        fenced[0]
+            .1
+            .contains("lease lost while the container was being prepared"),
+        "{}",
+        fenced[0].1
+    );
+    iso.cleanup("a1").unwrap();
+}

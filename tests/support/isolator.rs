@@ -148,9 +148,10 @@ pub struct Counting {
     /// Backend unmounts so far.
     pub unmounts: Arc<AtomicUsize>,
     before_unmount: Option<UnmountHook>,
+    before_mount: Option<UnmountHook>,
 }
 
-/// Runs just before each backend unmount, with the volume's name.
+/// Runs just before each backend unmount (or mount), with the volume's name.
 pub type UnmountHook = Arc<dyn Fn(&VolumeName) + Send + Sync>;
 
 impl Counting {
@@ -161,7 +162,14 @@ impl Counting {
             mounts: Arc::default(),
             unmounts: Arc::default(),
             before_unmount: None,
+            before_mount: None,
         }
+    }
+
+    /// Also runs `hook` just before each backend mount.
+    pub fn before_mount(mut self, hook: UnmountHook) -> Self {
+        self.before_mount = Some(hook);
+        self
     }
 
     /// Also runs `hook` just before each backend unmount (to observe what holds then).
@@ -176,6 +184,7 @@ struct CountingBackend {
     mounts: Arc<AtomicUsize>,
     unmounts: Arc<AtomicUsize>,
     before_unmount: Option<UnmountHook>,
+    before_mount: Option<UnmountHook>,
 }
 
 impl BackendProvider for Counting {
@@ -189,6 +198,7 @@ impl BackendProvider for Counting {
             mounts: Arc::clone(&self.mounts),
             unmounts: Arc::clone(&self.unmounts),
             before_unmount: self.before_unmount.clone(),
+            before_mount: self.before_mount.clone(),
         }))
     }
 }
@@ -205,6 +215,9 @@ impl Backend for CountingBackend {
     }
     fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
         self.mounts.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = &self.before_mount {
+            hook(req.name);
+        }
         self.inner.mount(req)
     }
     fn unmount(&self, name: &VolumeName, id: &MountId) -> Result<(), BackendError> {
