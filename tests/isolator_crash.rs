@@ -131,14 +131,9 @@ fn crash_child() {
     }
 }
 
-/// Runs one child; returns whether it was killed by SIGKILL (a crash point fired).
-fn child(fx: &Fixture, op: &str, container: &str, known: &[&str], crash_at: Option<&str>) -> bool {
-    leased_child(fx, None, op, container, false, known, crash_at)
-}
-
 /// Runs one child, as an agent leasing its volumes through ZooKeeper at `zk` when given; returns
 /// whether it was killed by SIGKILL (a crash point fired).
-fn leased_child(
+fn child(
     fx: &Fixture,
     zk: Option<&str>,
     op: &str,
@@ -252,6 +247,16 @@ const LEASE_CASES: &[LeaseCase] = &[
     },
     LeaseCase {
         case: Case {
+            before: &["a", "b"],
+            op: "cleanup",
+            container: "a",
+            points: &["cleanup:ref-dropped"],
+            others_alive: &["b"],
+        },
+        before_read_only: false,
+    },
+    LeaseCase {
+        case: Case {
             before: &["a"],
             op: "cleanup",
             container: "a",
@@ -318,75 +323,98 @@ fn every_crash_point_is_covered() {
     }
 }
 
+/// Plays one crash: the users before it prepare, the step crashes at `point`, a fresh agent
+/// recovers (with the crashed container still known or not), the common checks run, then the
+/// agent destroys every container it knows. With `zk`, every process is an agent leasing the
+/// volume (a `local` one) through that ZooKeeper. Returns the fixture, for the final checks.
+fn play(case: &Case, point: &str, still_known: bool, zk: Option<&str>, before_ro: bool) -> Fixture {
+    let what = format!(
+        "{} {} at {point}, known={still_known}",
+        case.op, case.container
+    );
+    let fx = Fixture::new();
+    for (i, c) in case.before.iter().enumerate() {
+        let known = &case.before[..i];
+        assert!(
+            !child(&fx, zk, "prepare", c, before_ro, known, None),
+            "{what}: setup crashed"
+        );
+    }
+    let mut known: Vec<&str> = case.before.to_vec();
+    if !known.contains(&case.container) {
+        known.push(case.container);
+    }
+    let read_only = case.op == "cleanup" && before_ro;
+    assert!(
+        child(
+            &fx,
+            zk,
+            case.op,
+            case.container,
+            read_only,
+            &known,
+            Some(point)
+        ),
+        "{what}: the child never reached the crash point"
+    );
+
+    // A fresh agent recovers. A prepare that crashed was never answered, and a cleanup that
+    // crashed was of a container being destroyed: either may or may not still be known. (A
+    // leasing child checks its lease against the users itself, once recovered.)
+    let mut alive: Vec<&str> = case.others_alive.to_vec();
+    if still_known {
+        alive.push(case.container);
+    }
+    assert!(
+        !child(&fx, zk, "recover", "", false, &alive, None),
+        "{what}: recover crashed"
+    );
+    let recorded = users(&fx);
+    for live in case.others_alive {
+        assert!(
+            recorded.contains(&(*live).to_owned()),
+            "{what}: lost live user {live}: {recorded:?}"
+        );
+    }
+    for u in &recorded {
+        assert!(alive.contains(&u.as_str()), "{what}: dead user {u} kept");
+    }
+    if zk.is_none() {
+        // The loop volume is a real mount: there exactly while someone uses it.
+        assert_eq!(
+            is_mounted(&host_path(&fx)),
+            !recorded.is_empty(),
+            "{what}: users {recorded:?}, mounted: {}",
+            is_mounted(&host_path(&fx))
+        );
+    }
+
+    // The agent then destroys every container it knows.
+    for c in &alive {
+        assert!(
+            !child(&fx, zk, "cleanup", c, false, &alive, None),
+            "{what}: cleanup crashed"
+        );
+    }
+    assert!(
+        users(&fx).is_empty(),
+        "{what}: record left: {:?}",
+        users(&fx)
+    );
+    fx
+}
+
 #[test]
 fn crash_at_any_point_then_recover_leaks_nothing_and_loses_no_live_user() {
     in_private_mount_ns(|| {
         for case in CASES {
             for point in case.points {
-                for crashed_still_known in [true, false] {
+                for still_known in [true, false] {
+                    let fx = play(case, point, still_known, None, false);
                     let what = format!(
-                        "{} {} at {point}, known={crashed_still_known}",
+                        "{} {} at {point}, known={still_known}",
                         case.op, case.container
                     );
-                    let fx = Fixture::new();
-                    for (i, c) in case.before.iter().enumerate() {
-                        let known = &case.before[..i];
-                        assert!(
-                            !child(&fx, "prepare", c, known, None),
-                            "{what}: setup crashed"
-                        );
-                    }
-                    let mut known: Vec<&str> = case.before.to_vec();
-                    if !known.contains(&case.container) {
-                        known.push(case.container);
-                    }
-                    assert!(
-                        child(&fx, case.op, case.container, &known, Some(point)),
-                        "{what}: the child never reached the crash point"
-                    );
-
-                    // A fresh agent recovers. A prepare that crashed was never answered, and a
-                    // cleanup that crashed was of a container being destroyed: either may or may
-                    // not still be known.
-                    let mut alive: Vec<&str> = case.others_alive.to_vec();
-                    if crashed_still_known {
-                        alive.push(case.container);
-                    }
-                    assert!(
-                        !child(&fx, "recover", "", &alive, None),
-                        "{what}: recover crashed"
-                    );
-
-                    let recorded = users(&fx);
-                    for live in case.others_alive {
-                        assert!(
-                            recorded.contains(&(*live).to_owned()),
-                            "{what}: lost live user {live}: {recorded:?}"
-                        );
-                        assert!(
-                            is_mounted(&host_path(&fx)),
-                            "{what}: unmounted while {live} uses it"
-                        );
-                    }
-                    if recorded.is_empty() {
-                        assert!(!is_mounted(&host_path(&fx)), "{what}: mounted with no user");
-                    } else {
-                        assert!(
-                            is_mounted(&host_path(&fx)),
-                            "{what}: users {recorded:?} but not mounted"
-                        );
-                    }
-                    for u in &recorded {
-                        assert!(alive.contains(&u.as_str()), "{what}: dead user {u} kept");
-                    }
-
-                    // The agent then destroys every container it knows; nothing may remain.
-                    for c in &alive {
-                        assert!(
-                            !child(&fx, "cleanup", c, &alive, None),
-                            "{what}: cleanup crashed"
-                        );
-                    }
                     assert_clean(&fx, &what);
                 }
             }
@@ -407,75 +435,20 @@ fn crash_around_every_lease_step_then_recover_leaves_no_use_without_lease_and_no
     for lc in LEASE_CASES {
         let case = &lc.case;
         for point in case.points {
-            for crashed_still_known in [true, false] {
-                let what = format!(
-                    "leased {} {} at {point}, known={crashed_still_known}",
-                    case.op, case.container
-                );
-                let fx = Fixture::new();
-                let zk = Some(url.as_str());
-                for (i, c) in case.before.iter().enumerate() {
-                    let known = &case.before[..i];
-                    let ro = lc.before_read_only;
-                    assert!(
-                        !leased_child(&fx, zk, "prepare", c, ro, known, None),
-                        "{what}: setup crashed"
-                    );
-                }
-                let mut known: Vec<&str> = case.before.to_vec();
-                if !known.contains(&case.container) {
-                    known.push(case.container);
-                }
-                let read_only = case.op == "cleanup" && lc.before_read_only;
-                assert!(
-                    leased_child(
-                        &fx,
-                        zk,
-                        case.op,
-                        case.container,
-                        read_only,
-                        &known,
-                        Some(point)
-                    ),
-                    "{what}: the child never reached the crash point"
-                );
-                let mut alive: Vec<&str> = case.others_alive.to_vec();
-                if crashed_still_known {
-                    alive.push(case.container);
-                }
-                // The recovering child checks the lease against the users itself.
-                assert!(
-                    !leased_child(&fx, zk, "recover", "", false, &alive, None),
-                    "{what}: recover crashed"
-                );
-                let recorded = users(&fx);
-                for live in case.others_alive {
-                    assert!(
-                        recorded.contains(&(*live).to_owned()),
-                        "{what}: lost live user {live}: {recorded:?}"
-                    );
-                }
-                for u in &recorded {
-                    assert!(alive.contains(&u.as_str()), "{what}: dead user {u} kept");
-                }
-                for c in &alive {
-                    assert!(
-                        !leased_child(&fx, zk, "cleanup", c, false, &alive, None),
-                        "{what}: cleanup crashed"
-                    );
-                }
-                assert!(
-                    users(&fx).is_empty(),
-                    "{what}: record left: {:?}",
-                    users(&fx)
-                );
+            for still_known in [true, false] {
+                play(case, point, still_known, Some(&url), lc.before_read_only);
                 let left: Vec<String> = observer
                     .leases()
                     .unwrap()
                     .into_iter()
                     .map(|l| format!("{} {:?} by {}", l.volume, l.mode, l.holder.agent))
                     .collect();
-                assert!(left.is_empty(), "{what}: leases left: {left:?}");
+                assert!(
+                    left.is_empty(),
+                    "leased {} {} at {point}, known={still_known}: leases left: {left:?}",
+                    case.op,
+                    case.container
+                );
             }
         }
     }
