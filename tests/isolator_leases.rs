@@ -29,6 +29,14 @@ fn key() -> VolumeKey {
     }
 }
 
+/// A fixture whose `local` volumes live under `shared` (storage every agent sees) and are leased.
+fn leased_fixture(shared: &std::path::Path) -> Fixture {
+    let mut fx = Fixture::new();
+    fx.config.local_root = shared.to_owned();
+    fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+    fx
+}
+
 /// One agent: its fixture, its isolator, its coordinator and the containers it fenced.
 struct Agent {
     fx: Fixture,
@@ -41,9 +49,7 @@ impl Agent {
     /// Agent `name` of `cluster`; its `local` volumes live under `shared` (storage every agent
     /// sees), and are leased.
     fn new(cluster: &Arc<RecordingCluster>, name: &str, shared: &std::path::Path) -> Self {
-        let mut fx = Fixture::new();
-        fx.config.local_root = shared.to_owned();
-        fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+        let mut fx = leased_fixture(shared);
         fx.config.lease_wait = Duration::ZERO;
         fx.config.lease_session_timeout = Duration::from_secs(1);
         Self::with_fixture(cluster, name, fx)
@@ -164,9 +170,7 @@ fn a_waiting_prepare_gets_the_volume_once_the_other_agent_releases_it() {
     let shared = tempfile::tempdir().unwrap();
     let cluster = RecordingCluster::new();
     let a = Agent::new(&cluster, "agent-a", shared.path());
-    let mut fx = Fixture::new();
-    fx.config.local_root = shared.path().to_owned();
-    fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+    let mut fx = leased_fixture(shared.path());
     fx.config.lease_wait = Duration::from_secs(600);
     let b = Agent::with_fixture(&cluster, "agent-b", fx);
     a.prepare("a1", false).unwrap();
@@ -187,9 +191,7 @@ fn a_waiting_prepare_gets_the_volume_once_the_other_agent_releases_it() {
 fn the_lease_is_given_back_only_after_the_backend_unmount() {
     let shared = tempfile::tempdir().unwrap();
     let cluster = RecordingCluster::new();
-    let mut fx = Fixture::new();
-    fx.config.local_root = shared.path().to_owned();
-    fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+    let fx = leased_fixture(shared.path());
     let coord = Arc::new(RecordingCoordinator::new(&cluster, "agent-a"));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (watch, log) = (Arc::clone(&coord), Arc::clone(&seen));
@@ -433,9 +435,7 @@ fn volumes_of_a_plugin_with_global_scope_are_leased_and_local_scope_ones_are_not
 fn a_lease_lost_while_the_container_is_being_prepared_fences_it_once_prepared() {
     let shared = tempfile::tempdir().unwrap();
     let cluster = RecordingCluster::new();
-    let mut fx = Fixture::new();
-    fx.config.local_root = shared.path().to_owned();
-    fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+    let fx = leased_fixture(shared.path());
     let coord = Arc::new(RecordingCoordinator::new(&cluster, "agent-a"));
     // The session expires between the lease and the backend mount.
     let losing = Arc::clone(&coord);
