@@ -900,40 +900,40 @@ impl Isolator {
         mut record: VolumeRecord,
     ) -> Result<(), IsolatorError> {
         let key = record.key();
-        record.phase = Phase::Unmounting;
-        guard.save(&record).map_err(Self::state_err(&key))?;
-        crash_point("cleanup:unmount-intent-saved");
-        let result = self
-            .backends
-            .backend(&record.driver, record.dvdcli.as_deref())
-            .and_then(|b| b.unmount(&record.name, &record.mount_id))
-            .map_err(|e| about(e, &record));
-        match result {
-            Ok(()) => {
-                crash_point("cleanup:backend-unmounted");
-                // The lease goes only now that the volume is off this host; the record keeps
-                // saying it is held until it is given back.
-                if record.lease.is_some() {
-                    if let Err(e) = self.release_lease(&key) {
-                        record.last_error = Some(render_chain(&e));
-                        guard.save(&record).map_err(Self::state_err(&key))?;
-                        self.pending().insert(key);
-                        return Err(e);
-                    }
-                    crash_point("cleanup:lease-released");
-                }
-                guard.remove().map_err(Self::state_err(&key))?;
-                log::info!("{key}: unmounted (no container uses it)");
-                self.pending().remove(&key);
-                Ok(())
-            }
-            Err(e) => {
+        // Unmounted already, its lease release having failed: only that is left to do.
+        if record.phase != Phase::Unmounted {
+            record.phase = Phase::Unmounting;
+            guard.save(&record).map_err(Self::state_err(&key))?;
+            crash_point("cleanup:unmount-intent-saved");
+            let result = self
+                .backends
+                .backend(&record.driver, record.dvdcli.as_deref())
+                .and_then(|b| b.unmount(&record.name, &record.mount_id))
+                .map_err(|e| about(e, &record));
+            if let Err(e) = result {
                 record.last_error = Some(render_chain(&e));
                 guard.save(&record).map_err(Self::state_err(&key))?;
                 self.pending().insert(key);
-                Err(e.into())
+                return Err(e.into());
             }
+            crash_point("cleanup:backend-unmounted");
         }
+        // The lease goes only now that the volume is off this host; the record keeps saying it
+        // is held until it is given back.
+        if record.lease.is_some() {
+            if let Err(e) = self.release_lease(&key) {
+                record.phase = Phase::Unmounted;
+                record.last_error = Some(render_chain(&e));
+                guard.save(&record).map_err(Self::state_err(&key))?;
+                self.pending().insert(key);
+                return Err(e);
+            }
+            crash_point("cleanup:lease-released");
+        }
+        guard.remove().map_err(Self::state_err(&key))?;
+        log::info!("{key}: unmounted (no container uses it)");
+        self.pending().remove(&key);
+        Ok(())
     }
 
     fn pending(&self) -> MutexGuard<'_, HashSet<VolumeKey>> {

@@ -34,6 +34,8 @@ fn leased_fixture(shared: &std::path::Path) -> Fixture {
     let mut fx = Fixture::new();
     fx.config.local_root = shared.to_owned();
     fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
+    // A first session's grace (for a coordinator that is down) is one session timeout.
+    fx.config.lease_session_timeout = Duration::from_secs(1);
     fx
 }
 
@@ -51,7 +53,6 @@ impl Agent {
     fn new(cluster: &Arc<RecordingCluster>, name: &str, shared: &std::path::Path) -> Self {
         let mut fx = leased_fixture(shared);
         fx.config.lease_wait = Duration::ZERO;
-        fx.config.lease_session_timeout = Duration::from_secs(1);
         Self::with_fixture(cluster, name, fx)
     }
 
@@ -469,4 +470,65 @@ fn a_lease_lost_while_the_container_is_being_prepared_fences_it_once_prepared() 
         fenced[0].1
     );
     iso.cleanup("a1").unwrap();
+}
+
+#[test]
+fn a_lease_release_that_fails_is_retried_without_unmounting_twice() {
+    let shared = tempfile::tempdir().unwrap();
+    let cluster = RecordingCluster::new();
+    let fx = leased_fixture(shared.path());
+    let coord = Arc::new(RecordingCoordinator::new(&cluster, "agent-a"));
+    let provider = Counting::new(Arc::new(Registry::new(fx.config.clone(), Arc::new(Host))));
+    let unmounts = Arc::clone(&provider.unmounts);
+    let iso = fx
+        .isolator_with(Arc::new(provider))
+        .with_coordinator(coord.clone());
+    let input = |id| {
+        fx.input(
+            id,
+            &[("DVDI_VOLUME_DRIVER", "local"), ("DVDI_VOLUME_NAME", VOL)],
+            false,
+        )
+    };
+    iso.prepare("a1", Owner::Mesos, &input("a1")).unwrap();
+    cluster.set_down(true);
+    let err = mesos_dvdi::error::render_chain(&iso.cleanup("a1").unwrap_err());
+    assert!(err.contains("not connected to ZooKeeper"), "{err}");
+    assert_eq!(unmounts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let record = Store::open(&fx.config.work_dir).unwrap().scan().unwrap();
+    let record = record[0].record.as_ref().unwrap();
+    assert_eq!(record.phase, mesos_dvdi::state::Phase::Unmounted);
+    assert_eq!(
+        record.lease,
+        Some(LeaseMode::ReadWrite),
+        "still says it holds it"
+    );
+    assert_eq!(coord.held(&key()), Some(LeaseMode::ReadWrite));
+
+    // Back: the next cleanup retries the release alone.
+    cluster.set_down(false);
+    let other = fx.input(
+        "a2",
+        &[
+            ("DVDI_VOLUME_DRIVER", "local"),
+            ("DVDI_VOLUME_NAME", "other"),
+        ],
+        false,
+    );
+    iso.prepare("a2", Owner::Mesos, &other).unwrap();
+    iso.cleanup("a2").unwrap();
+    assert_eq!(coord.held(&key()), None, "released at the retry");
+    assert!(
+        Store::open(&fx.config.work_dir)
+            .unwrap()
+            .scan()
+            .unwrap()
+            .is_empty(),
+        "nothing left recorded"
+    );
+    assert_eq!(
+        unmounts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one unmount each for the two volumes, none repeated"
+    );
 }

@@ -91,6 +91,9 @@ pub enum Phase {
     Mounted,
     /// A backend unmount was asked for (or is about to be); it may or may not have happened.
     Unmounting,
+    /// Unmounted from this host; only its cluster-wide lease is still to be given back (a
+    /// release that failed). Recorded only then, so a retry does not unmount twice.
+    Unmounted,
 }
 
 impl fmt::Display for Phase {
@@ -99,6 +102,7 @@ impl fmt::Display for Phase {
             Phase::Mounting => "mounting",
             Phase::Mounted => "mounted",
             Phase::Unmounting => "unmounting",
+            Phase::Unmounted => "unmounted, lease to release",
         })
     }
 }
