@@ -422,7 +422,9 @@ impl IsolatorCore {
         if sink.is_null() {
             return;
         }
+        let metrics = Arc::clone(&self.metrics);
         self.inner.set_fence_handler(Arc::new(move |id, message| {
+            metrics.fenced(id.as_str(), message);
             // A panic here would unwind into the coordination thread, not into C++; the sink
             // itself is C++ and does not unwind into Rust (cxx aborts on a C++ exception
             // without a Result), so it must not throw.

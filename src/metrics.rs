@@ -49,6 +49,7 @@ pub const NAMES: &[(&str, Kind)] = &[
     ("dvdi/backend_calls", Kind::Counter),
     ("dvdi/backend_call_failures", Kind::Counter),
     ("dvdi/recover_errors", Kind::Counter),
+    ("dvdi/containers_fenced", Kind::Counter),
 ];
 
 /// The isolator's level at one moment (from [`crate::isolator::Isolator::usage`]).
@@ -70,6 +71,7 @@ pub struct Metrics {
     backend_calls: AtomicU64,
     backend_call_failures: AtomicU64,
     recover_errors: AtomicU64,
+    containers_fenced: AtomicU64,
     recent: Mutex<VecDeque<String>>,
 }
 
@@ -107,6 +109,13 @@ impl Metrics {
         }
     }
 
+    /// Counts a container fenced (a lease its volumes need was lost) and keeps why among the
+    /// recent problems.
+    pub fn fenced(&self, container: &str, why: &str) {
+        bump(&self.containers_fenced);
+        self.remember(format!("fenced container {container}: {why}"));
+    }
+
     fn remember(&self, error: String) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == RECENT_ERRORS {
@@ -134,6 +143,7 @@ impl Metrics {
             get(&self.backend_calls),
             get(&self.backend_call_failures),
             get(&self.recover_errors),
+            get(&self.containers_fenced),
         ];
         NAMES
             .iter()

@@ -90,6 +90,7 @@ fn every_metric_is_named_under_dvdi_and_counts_what_it_says() {
     metrics.cleaned_up(None);
     metrics.cleaned_up(Some("volume \"v\": unmount failed".to_owned()));
     metrics.recovered(&["a".to_owned(), "b".to_owned()]);
+    metrics.fenced("c9", "volume \"v\" (driver \"nfs\"): lease lost");
     let snap = metrics.snapshot(iso.usage());
     assert_eq!(snap.len(), NAMES.len());
     assert!(snap.iter().all(|(n, _, _)| n.starts_with("dvdi/")));
@@ -99,10 +100,12 @@ fn every_metric_is_named_under_dvdi_and_counts_what_it_says() {
         ("dvdi/cleanups", 2),
         ("dvdi/cleanup_failures", 1),
         ("dvdi/recover_errors", 2),
+        ("dvdi/containers_fenced", 1),
     ] {
         assert_eq!(value(&metrics, &iso, name), want, "{name}");
     }
-    assert_eq!(metrics.recent_errors().len(), 3);
+    assert_eq!(metrics.recent_errors().len(), 4);
+    assert!(metrics.recent_errors()[3].starts_with("fenced container c9: volume"));
     assert!(metrics.recent_errors()[1].starts_with("recover: a"));
 }
 

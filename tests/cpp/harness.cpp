@@ -198,6 +198,7 @@ void fencing(const std::string& dir, const std::string& zk) {
     known.push_back("fa1");
     RecoverSummary r = a->recover(known, rust::Vec<rust::String>());
     CHECK(r.fenced == 1, "A's recover fenced its container");
+    CHECK(metric(*a, "dvdi/containers_fenced") == 1, "the fenced container counted");
     {
       std::lock_guard<std::mutex> lock(fenced->mutex);
       CHECK(fenced->calls.size() == 1 && fenced->calls[0].first == "fa1",
@@ -295,7 +296,7 @@ int main(int argc, char** argv) {
     Health health = iso->health();
     write_file(dir + "/health.json", std::string(health.json));
     CHECK(health.ok, "healthy: " + std::string(health.json));
-    CHECK(iso->metrics().size() == 9, "nine metrics");
+    CHECK(iso->metrics().size() == 10, "ten metrics");
     CHECK(metric(*iso, "dvdi/prepares") == 3, "prepares counted");
     CHECK(metric(*iso, "dvdi/prepare_failures") == 1, "the failed prepare counted");
     CHECK(metric(*iso, "dvdi/volumes_mounted") == 2, "two volumes mounted");
