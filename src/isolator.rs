@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::registry::{LOCAL_DRIVER, LOOP_DRIVER};
 use crate::backend::{BackendError, BackendProvider, MountId, MountRequest, Scope};
@@ -432,12 +432,17 @@ impl Isolator {
         }
     }
 
-    /// Takes `mode` on `key`'s lease, waiting up to `lease_wait` for another agent to let go.
-    fn take_lease(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
+    /// Takes `mode` on `key`'s lease, waiting up to `wait` for another agent to let go.
+    fn take_lease(
+        &self,
+        key: &VolumeKey,
+        mode: LeaseMode,
+        wait: Duration,
+    ) -> Result<(), IsolatorError> {
         match &self.coord {
             Some(c) => {
                 self.await_first_session(c.as_ref());
-                Ok(c.acquire(key, mode, self.config.lease_wait)?)
+                Ok(c.acquire(key, mode, wait)?)
             }
             None => Ok(()),
         }
@@ -714,7 +719,7 @@ impl Isolator {
                     record.lease = Some(mode);
                     guard.save(&record).map_err(Self::state_err(&key))?;
                     crash_point("prepare:upgrade-saved");
-                    if let Err(e) = self.take_lease(&key, mode) {
+                    if let Err(e) = self.take_lease(&key, mode, self.config.lease_wait) {
                         if let Err(se) = guard.save(&before) {
                             log::error!("{}", render_chain(&Self::state_err(&key)(se)));
                         }
@@ -758,10 +763,12 @@ impl Isolator {
 
         let mut took_lease = false;
         let mounted = match record.lease {
-            Some(mode) => self.take_lease(&key, mode).map(|()| {
-                took_lease = true;
-                crash_point("prepare:lease-acquired");
-            }),
+            Some(mode) => self
+                .take_lease(&key, mode, self.config.lease_wait)
+                .map(|()| {
+                    took_lease = true;
+                    crash_point("prepare:lease-acquired");
+                }),
             None => Ok(()),
         }
         .and_then(|()| self.mount_record(&record));
@@ -821,17 +828,6 @@ impl Isolator {
             LeaseMode::ReadWrite
         } else {
             LeaseMode::ReadOnly
-        }
-    }
-
-    /// Takes `mode` on `key`'s lease without waiting (recovery: the lease is ours, or lost).
-    fn take_lease_now(&self, key: &VolumeKey, mode: LeaseMode) -> Result<(), IsolatorError> {
-        match &self.coord {
-            Some(c) => {
-                self.await_first_session(c.as_ref());
-                Ok(c.acquire(key, mode, std::time::Duration::ZERO)?)
-            }
-            None => Ok(()),
         }
     }
 
@@ -1224,7 +1220,9 @@ impl Isolator {
                 record.lease = Some(mode);
                 guard.save(&record).map_err(Self::state_err(key))?;
             }
-            if let Err(e) = self.take_lease_now(key, mode) {
+            // No wait: the lease is this agent's (its previous process's node is taken over), or
+            // lost.
+            if let Err(e) = self.take_lease(key, mode, Duration::ZERO) {
                 let message = format!("{}; the container was fenced at recovery", render_chain(&e));
                 for id in record.users.keys() {
                     fence_container(&self.fence, id, &message);
