@@ -53,8 +53,8 @@ impl Cluster {
     }
 
     /// The module parameters of agent `name`.
-    fn config(&self, name: &str, lease_wait_secs: u64) -> Config {
-        let params: Vec<(String, String)> = [
+    fn params(&self, name: &str, lease_wait_secs: u64) -> Vec<(String, String)> {
+        [
             ("work_dir", self.path(&format!("{name}/work"))),
             ("local_root", self.path("shared")),
             ("loop_root", self.path(&format!("{name}/loop"))),
@@ -74,45 +74,45 @@ impl Cluster {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v)),
         )
-        .collect();
-        Config::from_params(&params).unwrap()
+        .collect()
     }
 
     /// `dvdi` as agent `name` (through `--config`, the same parser as the module's).
     fn dvdi(&self, name: &str, lease_wait_secs: u64) -> Command {
         let file = self.path(&format!("{name}-{lease_wait_secs}.json"));
-        let c = self.config(name, lease_wait_secs);
-        let json = serde_json::json!({
-            "work_dir": c.work_dir, "local_root": c.local_root, "loop_root": c.loop_root,
-            "plugin_dirs": c.plugin_dirs[0], "default_driver": "local",
-            "coordination": format!("zk://{}/dvdi", self.zk.address()),
-            "agent_name": name, "lease_drivers": "local,easyfuse",
-            "lease_session_timeout_secs": SESSION_SECS, "lease_wait_secs": lease_wait_secs,
-        });
-        std::fs::write(&file, json.to_string()).unwrap();
+        let json: serde_json::Map<String, serde_json::Value> = self
+            .params(name, lease_wait_secs)
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        std::fs::write(&file, serde_json::Value::Object(json).to_string()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dvdi"));
         cmd.arg("--config").arg(file);
         cmd
     }
 
-    /// `dvdi run` as agent `name` with `env`, running `true`; its output.
-    fn run(&self, name: &str, lease_wait_secs: u64, env: &[&str]) -> Output {
+    /// `dvdi run` as agent `name` with `env`, before its `-- CMD`.
+    fn dvdi_run(&self, name: &str, lease_wait_secs: u64, env: &[&str]) -> Command {
         let mut cmd = self.dvdi(name, lease_wait_secs);
         cmd.arg("run");
         for e in env {
             cmd.args(["-e", e]);
         }
-        cmd.args(["--", "true"]).output().unwrap()
+        cmd
+    }
+
+    /// `dvdi run` as agent `name` with `env`, running `true`; its output.
+    fn run(&self, name: &str, lease_wait_secs: u64, env: &[&str]) -> Output {
+        self.dvdi_run(name, lease_wait_secs, env)
+            .args(["--", "true"])
+            .output()
+            .unwrap()
     }
 
     /// `dvdi run` as agent `name`, holding its volumes until [`Running::release`].
     fn start(&self, name: &str, lease_wait_secs: u64, env: &[&str]) -> Running {
-        let mut cmd = self.dvdi(name, lease_wait_secs);
-        cmd.arg("run");
-        for e in env {
-            cmd.args(["-e", e]);
-        }
-        let mut child = cmd
+        let mut child = self
+            .dvdi_run(name, lease_wait_secs, env)
             .args(["--", "sh", "-c", "echo ready; read x"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -288,9 +288,9 @@ fn read_only_uses_share_and_exclude_read_write_both_ways() {
 fn a_waiting_agent_gets_the_volume_once_the_holder_releases_it() {
     let c = Cluster::new();
     let a = c.start("agent-a", 1, RW);
-    let mut waiting = c.dvdi("agent-b", 600);
-    let mut waiting = waiting
-        .args(["run", "-e", RW[0], "--", "true"])
+    let mut waiting = c
+        .dvdi_run("agent-b", 600, RW)
+        .args(["--", "true"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -428,7 +428,8 @@ fn both_agents_through_the_real_easyfuse_plugin() {
 }
 
 /// The entry point of the agent processes SIGKILLed below (not a test on its own): prepares a
-/// Mesos container's volume as agent `DVDI_LEASE_AGENT`, says "prepared", then waits forever.
+/// Mesos container's volume with the parameters of `DVDI_LEASE_JOB`, says "prepared", then waits
+/// for stdin.
 #[test]
 #[ignore = "child process of the lease tests"]
 fn lease_agent_child() {
@@ -461,22 +462,8 @@ fn agent_isolator(config: Config) -> Isolator {
 /// Agent a as a process holding container c1's volume, SIGKILLed once it has it (the
 /// container lives on, as a Mesos container does when its agent dies).
 fn agent_a_killed_with_a_live_container(c: &Cluster) -> Config {
-    let config = c.config("agent-a", 1);
-    let params: Vec<(String, String)> = [
-        ("work_dir", config.work_dir.display().to_string()),
-        ("local_root", config.local_root.display().to_string()),
-        ("loop_root", config.loop_root.display().to_string()),
-        ("plugin_dirs", config.plugin_dirs[0].display().to_string()),
-        ("default_driver", "local".to_owned()),
-        ("coordination", format!("zk://{}/dvdi", c.zk.address())),
-        ("agent_name", "agent-a".to_owned()),
-        ("lease_drivers", "local".to_owned()),
-        ("lease_session_timeout_secs", SESSION_SECS.to_string()),
-        ("lease_wait_secs", "1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let params = c.params("agent-a", 1);
+    let config = Config::from_params(&params).unwrap();
     let sandbox = c.path("agent-a/sandbox-c1");
     std::fs::create_dir_all(&sandbox).unwrap();
     let job = serde_json::json!({"params": params, "sandbox": sandbox});
