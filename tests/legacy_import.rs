@@ -217,8 +217,8 @@ fn recover_imports_the_original_checkpoint_keeps_known_containers_and_releases_g
     assert_eq!(up.unmounts(), 1);
 }
 
-#[test]
-fn a_volume_shared_by_two_containers_is_one_record_released_after_its_last_user() {
+/// The original's checkpoint with one `local` volume used by containers c1 and c2.
+fn shared_by_c1_and_c2() -> Upgrade {
     let up = Upgrade::new("dvdimounts.pb", &["shared"]);
     let mp = up.volume("shared");
     fs::write(
@@ -229,6 +229,12 @@ fn a_volume_shared_by_two_containers_is_one_record_released_after_its_last_user(
         ]),
     )
     .unwrap();
+    up
+}
+
+#[test]
+fn a_volume_shared_by_two_containers_is_one_record_released_after_its_last_user() {
+    let up = shared_by_c1_and_c2();
     let iso = up.isolator();
     let report = iso.recover(&known(&["c1", "c2"]), &[]).unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
@@ -244,16 +250,7 @@ fn a_volume_shared_by_two_containers_is_one_record_released_after_its_last_user(
 
 #[test]
 fn a_shared_volume_whose_containers_are_both_gone_is_released_once() {
-    let up = Upgrade::new("dvdimounts.pb", &["shared"]);
-    let mp = up.volume("shared");
-    fs::write(
-        &up.legacy,
-        protobuf_file(&[
-            Legacy("c1", "local", "shared", "", Some(&mp)),
-            Legacy("c2", "local", "shared", "", Some(&mp)),
-        ]),
-    )
-    .unwrap();
+    let up = shared_by_c1_and_c2();
     let report = up.isolator().recover(&[], &[]).unwrap();
     assert_eq!(report.dropped.len(), 2, "{report:?}");
     assert_eq!(up.unmounts(), 1);
