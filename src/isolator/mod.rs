@@ -157,6 +157,17 @@ pub enum IsolatorError {
     /// Reading the host's mount table failed.
     #[error("reading the mount table failed")]
     MountTable(#[source] std::io::Error),
+    /// With coordination on, the driver's scope could not be learnt (its plugin did not answer
+    /// Capabilities, or failed it), so whether the volume needs a lease is unknown: refused
+    /// rather than used without one.
+    #[error("{volume}: whether the driver's volumes need a cluster-wide lease is unknown (asking it for its scope failed), so the volume is not used without one; retry once the plugin answers (every prepare asks again), or list the driver in lease_drivers to lease its volumes whatever it answers")]
+    ScopeUnknown {
+        /// The volume.
+        volume: VolumeKey,
+        /// Why the scope is unknown.
+        #[source]
+        source: BackendError,
+    },
     /// The volume's cluster-wide lease could not be taken or given back.
     #[error(transparent)]
     Lease(#[from] CoordError),
