@@ -54,6 +54,7 @@ fn mount(b: &PluginBackend, name: &str, id: &str) -> Result<PathBuf, BackendErro
         opts: &VolumeOpts::parse("size=5").unwrap(),
         explicit_create: false,
         id: &MountId(id.into()),
+        read_only: false,
     })
 }
 
@@ -567,6 +568,7 @@ fn existing_volume_is_mounted_without_create_and_explicit_create_refuses_missing
             opts: &VolumeOpts::empty(),
             explicit_create: true,
             id: &MountId("y".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
@@ -602,6 +604,7 @@ fn plugin_without_get_still_mounts_as_docker_would() {
             opts: &VolumeOpts::empty(),
             explicit_create: true,
             id: &MountId("2".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(

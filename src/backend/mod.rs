@@ -51,6 +51,10 @@ pub struct MountRequest<'a> {
     pub explicit_create: bool,
     /// The id of this host mount.
     pub id: &'a MountId,
+    /// Every user of this host mount reads only. A backend that mounts block storage itself
+    /// (`loop`) then mounts the file system read-only without replaying its journal, so this
+    /// host writes nothing to storage that other hosts may be reading; the others ignore it.
+    pub read_only: bool,
 }
 
 /// A volume as a backend describes it.

@@ -168,6 +168,12 @@ pub enum IsolatorError {
         #[source]
         source: BackendError,
     },
+    /// A writer asked for a volume mounted read-only on this host for its readers.
+    #[error("{volume}: mounted read-only on this host, as every container using it reads only (block storage is mounted so without replaying its journal, and the kernel cannot make that mount writable while they use it); a writer can have it once those readers are gone")]
+    ReadOnlyMount {
+        /// The volume.
+        volume: VolumeKey,
+    },
     /// The volume's cluster-wide lease could not be taken or given back.
     #[error(transparent)]
     Lease(#[from] CoordError),
@@ -426,6 +432,7 @@ impl Isolator {
                     opts: &record.opts,
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
+                    read_only: record.users.values().all(|u| u.read_only),
                 })
             })
             .map_err(|e| about(e, record).into())

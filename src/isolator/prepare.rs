@@ -316,6 +316,11 @@ impl Isolator {
     ) -> Result<(PathBuf, bool), IsolatorError> {
         let key = guard.key();
         let host = record.host_path.clone().unwrap_or_default();
+        if !usage.read_only && mount::is_read_only(&host) {
+            return Err(IsolatorError::ReadOnlyMount {
+                volume: key.clone(),
+            });
+        }
         let before = record.clone();
         record.users.insert(id.clone(), usage);
         let mode = Self::mode_of(&record);
