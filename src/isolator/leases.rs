@@ -1,55 +1,56 @@
 //! The lease steps the phases call: which drivers' volumes are leased, taking and giving back a
 //! volume's lease, and fencing a container whose lease was lost while it was prepared.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::backend::registry::{LOCAL_DRIVER, LOOP_DRIVER};
 use crate::backend::Scope;
 use crate::coord::{Coordinator, LeaseMode};
-use crate::error::render_chain;
-use crate::spec::{DriverName, VolumeKey};
+use crate::spec::VolumeKey;
 use crate::state::{ContainerId, VolumeRecord};
 
 use super::{fence_container, lock, Isolator, IsolatorError};
 
 impl Isolator {
-    /// Whether `driver`'s volumes need a cluster-wide lease: never without coordination or for
+    /// Whether `record`'s volume needs a cluster-wide lease: never without coordination or for
     /// the host-local built-in drivers; always for drivers in `lease_drivers`; otherwise when the
-    /// driver says its scope is global (a driver that cannot say is local, as Docker treats it).
-    pub(super) fn leased(&self, driver: &DriverName, dvdcli: Option<&Path>) -> bool {
+    /// driver says its scope is global.
+    ///
+    /// Only a real answer is remembered for the process's life: a scope the plugin gave (a
+    /// missing or unknown one is local, as for Docker), or a driver that has no way to say (a
+    /// plugin without the Capabilities endpoint, dvdcli), which is local. A failed answer (a
+    /// plugin down or still starting, a 500) is an error, asked again next time: a global
+    /// plugin's volume must never be used unleased because its plugin stumbled once.
+    pub(super) fn leased(&self, record: &VolumeRecord) -> Result<bool, IsolatorError> {
+        let driver = &record.driver;
         if self.coord.is_none() {
-            return false;
+            return Ok(false);
         }
         if self.config.lease_drivers.contains(driver) {
-            return true;
+            return Ok(true);
         }
         if matches!(driver.as_str(), LOCAL_DRIVER | LOOP_DRIVER) {
-            return false;
+            return Ok(false);
         }
         if let Some(known) = lock(&self.leased).get(driver) {
-            return *known;
+            return Ok(*known);
         }
-        match self
+        let global = match self
             .backends
-            .backend(driver, dvdcli)
+            .backend(driver, record.dvdcli.as_deref())
             .and_then(|b| b.capabilities())
         {
-            Ok(caps) => {
-                let global = caps.scope == Scope::Global;
-                lock(&self.leased).insert(driver.clone(), global);
-                global
+            Ok(caps) => caps.scope == Scope::Global,
+            Err(e) if e.is_unsupported() => false,
+            Err(source) => {
+                return Err(IsolatorError::ScopeUnknown {
+                    volume: record.key(),
+                    source,
+                })
             }
-            Err(e) => {
-                // Not cached: the plugin may not be up yet, and its next answer decides.
-                log::info!(
-                    "driver {:?}: capabilities unknown ({}); its volumes are treated as local",
-                    driver.as_str(),
-                    render_chain(&e)
-                );
-                false
-            }
-        }
+        };
+        lock(&self.leased).insert(driver.clone(), global);
+        Ok(global)
     }
 
     /// Fences `id` when a lease among `leased` is no longer held (lost while its prepare ran).

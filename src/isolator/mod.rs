@@ -157,6 +157,23 @@ pub enum IsolatorError {
     /// Reading the host's mount table failed.
     #[error("reading the mount table failed")]
     MountTable(#[source] std::io::Error),
+    /// With coordination on, the driver's scope could not be learnt (its plugin did not answer
+    /// Capabilities, or failed it), so whether the volume needs a lease is unknown: refused
+    /// rather than used without one.
+    #[error("{volume}: whether the driver's volumes need a cluster-wide lease is unknown (asking it for its scope failed), so the volume is not used without one; retry once the plugin answers (every prepare asks again), or list the driver in lease_drivers to lease its volumes whatever it answers")]
+    ScopeUnknown {
+        /// The volume.
+        volume: VolumeKey,
+        /// Why the scope is unknown.
+        #[source]
+        source: BackendError,
+    },
+    /// A writer asked for a volume mounted read-only on this host for its readers.
+    #[error("{volume}: mounted read-only on this host, as every container using it reads only (block storage is mounted so without replaying its journal, and the kernel cannot make that mount writable while they use it); a writer can have it once those readers are gone")]
+    ReadOnlyMount {
+        /// The volume.
+        volume: VolumeKey,
+    },
     /// The volume's cluster-wide lease could not be taken or given back.
     #[error(transparent)]
     Lease(#[from] CoordError),
@@ -415,6 +432,7 @@ impl Isolator {
                     opts: &record.opts,
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
+                    read_only: record.users.values().all(|u| u.read_only),
                 })
             })
             .map_err(|e| about(e, record).into())

@@ -268,7 +268,7 @@ impl Isolator {
         record.phase = Phase::Mounting;
         record.users.insert(id.clone(), usage);
         // The lease is recorded before it is taken, so that recovery knows it may be held.
-        if record.lease.is_some() || self.leased(&record.driver, record.dvdcli.as_deref()) {
+        if record.lease.is_some() || self.leased(&record)? {
             let mode = Self::mode_of(&record);
             record.lease = Some(record.lease.map_or(mode, |held| held.max(mode)));
         }
@@ -316,12 +316,17 @@ impl Isolator {
     ) -> Result<(PathBuf, bool), IsolatorError> {
         let key = guard.key();
         let host = record.host_path.clone().unwrap_or_default();
+        if !usage.read_only && mount::is_read_only(&host) {
+            return Err(IsolatorError::ReadOnlyMount {
+                volume: key.clone(),
+            });
+        }
         let before = record.clone();
         record.users.insert(id.clone(), usage);
         let mode = Self::mode_of(&record);
         let upgrade = match record.lease {
             Some(held) => held < mode,
-            None => self.leased(&record.driver, record.dvdcli.as_deref()),
+            None => self.leased(&record)?,
         };
         if upgrade {
             record.lease = Some(mode);

@@ -214,8 +214,15 @@ impl Isolator {
             report.unmounted.push(key.clone());
             return Ok(());
         }
-        let lease_held = !self.lease_to_retake(&record, step)
-            || self.retake_lease(&guard, &mut record, report)?;
+        let retake = self.lease_to_retake(&record, step).unwrap_or_else(|e| {
+            // Recorded without a lease by a process that judged the driver local: kept so (it
+            // is no less safe than before the restart), and the next prepare asks again.
+            report
+                .errors
+                .push(format!("{}; kept without a lease", render_chain(&e)));
+            false
+        });
+        let lease_held = !retake || self.retake_lease(&guard, &mut record, report)?;
         let mut changed = record.users.len() != before;
         if lease_held && (record.phase != Phase::Mounted || step.vanished(&record)) {
             if !step.dry_run {
@@ -241,7 +248,7 @@ impl Isolator {
     /// Whether a volume, as read without its lock, needs nothing: every user alive, mounted, the
     /// mount in place, and no lease to take again.
     fn needs_nothing(&self, snapshot: &VolumeRecord, step: &Reconcile<'_>) -> bool {
-        !self.lease_to_retake(snapshot, step)
+        matches!(self.lease_to_retake(snapshot, step), Ok(false))
             && snapshot.phase == Phase::Mounted
             && !snapshot.users.is_empty()
             && !step.vanished(snapshot)
@@ -252,10 +259,13 @@ impl Isolator {
     }
 
     /// Whether this pass takes `record`'s lease again (its volume is leased, and the pass is a
-    /// recover).
-    fn lease_to_retake(&self, record: &VolumeRecord, step: &Reconcile<'_>) -> bool {
-        step.leases
-            && (record.lease.is_some() || self.leased(&record.driver, record.dvdcli.as_deref()))
+    /// recover); an error when the driver's scope is unknown.
+    fn lease_to_retake(
+        &self,
+        record: &VolumeRecord,
+        step: &Reconcile<'_>,
+    ) -> Result<bool, IsolatorError> {
+        Ok(step.leases && (record.lease.is_some() || self.leased(record)?))
     }
 
     /// Takes again the lease of a volume in use here (this process's session is new) and says
