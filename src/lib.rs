@@ -27,6 +27,7 @@
 pub mod backend;
 pub mod config;
 pub mod coord;
+mod crash;
 pub mod error;
 pub mod ffi;
 pub mod isolator;

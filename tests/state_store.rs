@@ -69,7 +69,7 @@ fn saved_record_loads_back_equal_and_leaves_no_temp_file() {
     g.save(&r).unwrap();
     assert_eq!(g.load().unwrap(), Some(r.clone()));
     let driver_dir = dir.path().join("volumes/rexray");
-    assert_eq!(files_in(&driver_dir), ["pgdata.json", "pgdata.lock"]);
+    assert_eq!(files_in(&driver_dir), ["pgdata.json"]);
     drop(g);
 
     let scanned = store.scan().unwrap();
@@ -112,7 +112,7 @@ fn lock_excludes_other_processes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let k = key("local", "shared");
-    let lock_file = dir.path().join("volumes/local/shared.lock");
+    let lock_file = dir.path().join("volumes/local/shared.json");
     let try_from_child = || {
         // util-linux flock(1): exits 1 at once when the lock is held elsewhere.
         Command::new("flock")

@@ -121,11 +121,8 @@ pub struct RecoverReport {
 
 /// Test-only crash injection: with the `crash-points` feature, the process kills itself with
 /// SIGKILL when `DVDI_CRASH_AT` names the point it reaches.
-fn crash_point(_point: &str) {
-    #[cfg(feature = "crash-points")]
-    if std::env::var("DVDI_CRASH_AT").is_ok_and(|p| p == _point) {
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGKILL);
-    }
+fn crash_point(point: &str) {
+    crate::crash::point(point);
 }
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
