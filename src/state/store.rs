@@ -15,7 +15,7 @@
 //! unnamed, with `O_TMPFILE`, then linked), so every file a locker opens holds a valid header and a
 //! valid slot.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -251,29 +251,22 @@ impl Store {
     /// errors naming them. Ordered by driver, then file name.
     pub fn survey(&self) -> Result<Vec<Result<Surveyed, StateError>>, StateError> {
         let mut out = Vec::new();
-        for driver_dir in read_dir_sorted(&self.volumes, Listing::All)? {
-            let Some(driver) = driver_dir
-                .file_name()
-                .and_then(|d| d.to_str())
-                .and_then(|d| DriverName::new(d).ok())
-            else {
+        for driver_name in names_sorted(&self.volumes, Listing::All)? {
+            let Some(driver) = driver_name.to_str().and_then(|d| DriverName::new(d).ok()) else {
                 continue;
             };
-            if !driver_dir.is_dir() {
-                continue;
-            }
+            let driver_dir = self.volumes.join(&driver_name);
             // Records are opened relative to their directory: one path walk for them all.
-            let dir = Arc::new(
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-                    .open(&driver_dir)
-                    .map_err(io_err("opening", &driver_dir))?,
-            );
-            for file in read_dir_sorted(&driver_dir, Listing::Records)? {
-                let Some(file_name) = file.file_name().map(OsStr::to_owned) else {
-                    continue;
-                };
+            let dir = match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&driver_dir)
+            {
+                Ok(dir) => Arc::new(dir),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => return Err(io_err("opening", &driver_dir)(e)),
+            };
+            for file_name in names_sorted(&driver_dir, Listing::Records)? {
                 let plain = file_name
                     .to_str()
                     .and_then(|s| s.strip_suffix(".json"))
@@ -286,7 +279,7 @@ impl Store {
                     }),
                     // A shortened long name: the record says which volume it is. One that holds
                     // no record cannot be told (it is used again with its volume).
-                    None => match read_record(&file) {
+                    None => match read_record(&driver_dir.join(&file_name)) {
                         Ok(Some(r)) => Ok(r.key()),
                         Ok(None) => continue,
                         Err(e) => Err(e),
@@ -306,11 +299,13 @@ impl Store {
     /// volume only after [`Store::lock`]). Files that hold no record are left out.
     pub fn scan(&self) -> Result<Vec<ScannedVolume>, StateError> {
         let mut out = Vec::new();
-        for driver_dir in read_dir_sorted(&self.volumes, Listing::All)? {
+        for driver_name in names_sorted(&self.volumes, Listing::All)? {
+            let driver_dir = self.volumes.join(driver_name);
             if !driver_dir.is_dir() {
                 continue;
             }
-            for file in read_dir_sorted(&driver_dir, Listing::Records)? {
+            for name in names_sorted(&driver_dir, Listing::Records)? {
+                let file = driver_dir.join(name);
                 match read_record(&file) {
                     Ok(None) => {}
                     Ok(Some(record)) => out.push(ScannedVolume {
@@ -352,17 +347,26 @@ impl Surveyed {
             nix::sys::stat::Mode::empty(),
         )
         .ok()?;
-        let bytes = read_all(File::from(file)).ok()?;
-        let Ok(Decoded::Slots {
-            payload: Some(payload),
-            ..
-        }) = layout::decode(&bytes)
-        else {
-            return None;
-        };
-        parse_json(&bytes[payload], Path::new(&self.file_name))
-            .ok()
-            .filter(|r| r.key() == self.key && self.is_file_of(r))
+        thread_local! {
+            // Recovery reads thousands of files on each worker thread: one buffer for them all.
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with_borrow_mut(|buffer| {
+            let len = read_into(File::from(file), buffer).ok()?;
+            let bytes = &buffer[..len];
+            let Ok(Decoded::Slots {
+                payload: Some(payload),
+                ..
+            }) = layout::decode(bytes)
+            else {
+                return None;
+            };
+            parse_json(&bytes[payload], Path::new(&self.file_name))
+                .ok()
+                .filter(|r| {
+                    r.driver == self.key.driver && r.name == self.key.name && self.is_file_of(r)
+                })
+        })
     }
 
     /// Whether this file is the one `record`'s volume is kept in (a long name's shortened stem
@@ -400,9 +404,9 @@ enum Listing {
     Records,
 }
 
-/// The entries of `dir`, sorted by name. Names are compared as bytes, which is far cheaper than
-/// comparing paths component by component.
-fn read_dir_sorted(dir: &Path, listing: Listing) -> Result<Vec<PathBuf>, StateError> {
+/// The names in `dir`, sorted. Names are compared as bytes, which is far cheaper than comparing
+/// paths component by component.
+fn names_sorted(dir: &Path, listing: Listing) -> Result<Vec<OsString>, StateError> {
     use std::os::unix::ffi::OsStrExt;
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
@@ -414,7 +418,7 @@ fn read_dir_sorted(dir: &Path, listing: Listing) -> Result<Vec<PathBuf>, StateEr
         names.push(name);
     }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+    Ok(names)
 }
 
 /// The record in the file at `path`, read without its lock; `None` when it holds none or is gone.
@@ -492,26 +496,35 @@ pub(super) fn parse_json(bytes: &[u8], path: &Path) -> Result<VolumeRecord, Stat
 /// hint, and stops at the first short read: a record file is a regular file, whose reads come
 /// back short only at its end (recovery reads thousands; the system call saved is a third of
 /// each).
-fn read_all(mut f: File) -> io::Result<Vec<u8>> {
+fn read_all(f: File) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let len = read_into(f, &mut bytes)?;
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// [`read_all`] into `buffer` (grown as needed, never shrunk); returns the length read.
+fn read_into(mut f: File, buffer: &mut Vec<u8>) -> io::Result<usize> {
     use std::io::Read;
-    let mut bytes = vec![0; 4096];
+    if buffer.len() < 4096 {
+        buffer.resize(4096, 0);
+    }
     let mut len = 0;
     loop {
-        match f.read(&mut bytes[len..]) {
+        match f.read(&mut buffer[len..]) {
             Ok(0) => break,
             Ok(n) => {
                 len += n;
-                if len < bytes.len() {
+                if len < buffer.len() {
                     break;
                 }
-                bytes.resize(len * 2, 0);
+                buffer.resize(len * 2, 0);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    bytes.truncate(len);
-    Ok(bytes)
+    Ok(len)
 }
 
 /// Takes an exclusive flock(2) on `file`; false when `wait` is off and another holds it.
