@@ -184,17 +184,18 @@ impl VolumeGuard {
     }
 
     /// Converts a record of the first layout: the file is made anew in this layout, and the first
-    /// layout's lock file beside it goes (this layout locks the record file itself).
+    /// layout's lock file beside it goes (this layout locks the record file itself). The lock file
+    /// goes first, so that a crash in between leaves a record still to convert, never a converted
+    /// one beside a stray lock file.
     fn upgrade(&self, held: &mut Held, record: &VolumeRecord) -> Result<(), StateError> {
-        let json = serde_json::to_vec(record).expect("a VolumeRecord always serialises");
-        self.replace(held, layout::cap_for(json.len()), 1, &json)?;
         let lock = self.path.with_extension("lock");
         match fs::remove_file(&lock) {
-            Ok(()) => crate::crash::point("state:upgraded"),
+            Ok(()) => crate::crash::point("state:old-lock-removed"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // The record is converted; a stray lock file only takes room.
-            Err(e) => log::warn!("removing {} failed: {e}", lock.display()),
+            Err(e) => return Err(io_err("removing", &lock)(e)),
         }
+        let json = serde_json::to_vec(record).expect("a VolumeRecord always serialises");
+        self.replace(held, layout::cap_for(json.len()), 1, &json)?;
         log::info!("{}: record converted to the slotted layout", self.key);
         Ok(())
     }

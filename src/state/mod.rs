@@ -52,7 +52,7 @@
 //! mesos-dvdi first kept each record as a whole JSON file replaced by rename, with a separate
 //! `<name>.lock`. Such a file (it starts with `{`) is read as it is, and converted under its lock
 //! the first time it is loaded; recovery loads every one, so an agent upgraded in place keeps its
-//! volumes. The conversion removes the old lock file. A `dvdi` of the first layout must not run
+//! volumes. The conversion removes the old lock file first. A `dvdi` of the first layout must not run
 //! beside this one: it locks the old lock file and would not see this one's lock.
 //!
 //! # Files that hold no record
@@ -85,13 +85,14 @@ pub const CRASH_POINTS: &[&str] = &[
     "state:slot-torn",
     // A change is written, not yet fdatasynced.
     "state:slot-written",
+    // A record of the first layout being converted: its old lock file is removed, the record
+    // not yet converted.
+    "state:old-lock-removed",
     // A file made anew (a record outgrew its slots, or is converted) is written under its
     // temporary name, not yet renamed.
     "state:replace-ready",
     // ... and renamed into place; the old file is still locked.
     "state:replaced",
-    // A converted record's old lock file is removed.
-    "state:upgraded",
     // A file with no record is removed, its lock not yet let go.
     "state:reclaimed",
 ];
