@@ -1,10 +1,12 @@
 //! Builds the cxx bridge, always. With `MESOS_PREFIX` (an installed Mesos 1.x), also compiles the
-//! Mesos isolator class (`cpp/mesos_isolator.cpp`) and makes `libmesos_dvdi.so` export the two
-//! module symbols; without it, says plainly that the class was skipped.
+//! Mesos shim (`SHIM`: the isolator class and module declarations, the watch promises, the
+//! endpoints and metrics) and makes `libmesos_dvdi.so` export the two module symbols; without it,
+//! says plainly that the shim was skipped.
 //!
-//! The class goes into the same archive as the bridge but is pulled into the `.so` alone (by
-//! `-u SYMBOL`): its object has references only the agent's libmesos resolves, so it must never
-//! reach the test binaries or `dvdi`, which link the archive without asking for it.
+//! The shim goes into the same archive as the bridge but is pulled into the `.so` alone (by
+//! `-u SYMBOL`, which brings in isolator.cpp's object and, through it, the other two): its objects
+//! have references only the agent's libmesos resolves, so they must never reach the test binaries
+//! or `dvdi`, which link the archive without asking for them.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,11 +17,23 @@ const MODULES: [&str; 2] = [
     "com_emccode_mesos_DockerVolumeDriverIsolator",
 ];
 
+/// The shim's translation units, compiled only with `MESOS_PREFIX`.
+const SHIM: [&str; 3] = ["cpp/isolator.cpp", "cpp/watch.cpp", "cpp/endpoints.cpp"];
+
+/// Headers the bridge or the shim include.
+const HEADERS: [&str; 5] = [
+    "cpp/log_sink.h",
+    "cpp/fence_sink.h",
+    "cpp/shim.h",
+    "cpp/watch.h",
+    "cpp/endpoints.h",
+];
+
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
-    println!("cargo:rerun-if-changed=cpp/log_sink.h");
-    println!("cargo:rerun-if-changed=cpp/fence_sink.h");
-    println!("cargo:rerun-if-changed=cpp/mesos_isolator.cpp");
+    for file in HEADERS.iter().chain(SHIM.iter()) {
+        println!("cargo:rerun-if-changed={file}");
+    }
     for var in ["MESOS_PREFIX", "MESOS_EXTRA_INCLUDES", "PKG_CONFIG_PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -29,7 +43,7 @@ fn main() {
     let Some(prefix) = std::env::var_os("MESOS_PREFIX").map(PathBuf::from) else {
         build.compile("mesos_dvdi_bridge");
         println!(
-            "cargo:warning=mesos-dvdi: MESOS_PREFIX is not set, so the Mesos isolator class was skipped: libmesos_dvdi.so has the core but no module symbols. To build the module: MESOS_PREFIX=/path/to/installed/mesos cargo build --release"
+            "cargo:warning=mesos-dvdi: MESOS_PREFIX is not set, so the Mesos shim was skipped: libmesos_dvdi.so has the core but no module symbols. To build the module: MESOS_PREFIX=/path/to/installed/mesos cargo build --release"
         );
         return;
     };
@@ -76,7 +90,7 @@ fn main() {
         .flag("-fabi-version=9")
         .flag_if_supported("-fnew-inheriting-ctors")
         .flag_if_supported("-Wno-deprecated-declarations")
-        .file("cpp/mesos_isolator.cpp")
+        .files(SHIM)
         .compile("mesos_dvdi_bridge");
 
     // Keep the module symbols (nothing in Rust references them) and export them past rustc's
