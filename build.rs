@@ -11,7 +11,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The module symbols the agent `dlsym`s (DESIGN §3).
+include!("build/check_headers.rs");
+
+/// The module symbols the agent looks up when it loads the library: the module's own name and the
+/// original module's, so agents configured for that one load this library unchanged.
 const MODULES: [&str; 2] = [
     "org_apache_mesos_DvdiIsolator",
     "com_emccode_mesos_DockerVolumeDriverIsolator",
@@ -31,6 +34,7 @@ const HEADERS: [&str; 5] = [
 
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=build/check_headers.rs");
     for file in HEADERS.iter().chain(SHIM.iter()) {
         println!("cargo:rerun-if-changed={file}");
     }
@@ -48,13 +52,13 @@ fn main() {
         return;
     };
 
-    // Include order (DESIGN §3): MESOS_EXTRA_INCLUDES first, then pkg-config's answer for mesos,
-    // else the prefix's include/ and the bundled 3rdparty headers. The shim must see the very
-    // protobuf, glog and boost headers the agent was built with, never the system's.
+    // Include order: MESOS_EXTRA_INCLUDES first, then pkg-config's answer for mesos, else the
+    // prefix's include/ and the 3rdparty headers Mesos installs beside them. The shim must see the
+    // very protobuf, glog and boost headers the agent was built with, never the system's: their
+    // classes are shared with libmesos in memory.
+    let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(extra) = std::env::var_os("MESOS_EXTRA_INCLUDES") {
-        for dir in std::env::split_paths(&extra) {
-            build.include(dir);
-        }
+        dirs.extend(std::env::split_paths(&extra));
     }
     let pkg = Command::new("pkg-config")
         .args(["--cflags", "mesos"])
@@ -72,17 +76,31 @@ fn main() {
     match pkg {
         Some(out) => {
             for flag in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                build.flag(flag);
+                match flag.strip_prefix("-I") {
+                    Some(dir) => dirs.push(PathBuf::from(dir)),
+                    None => {
+                        build.flag(flag);
+                    }
+                }
             }
         }
         None => {
-            build.include(prefix.join("include"));
-            build.include(prefix.join("lib/mesos/3rdparty/include"));
+            dirs.push(prefix.join("include"));
+            dirs.push(prefix.join("lib/mesos/3rdparty/include"));
         }
     }
+    let mut searched = dirs.clone();
+    searched.extend(compiler_include_dirs(build.get_compiler().path()));
+    if let Err(message) = check_headers(&prefix, &searched) {
+        eprintln!("{message}");
+        std::process::exit(1);
+    }
+    for dir in &dirs {
+        build.include(dir);
+    }
     // The shim calls libprocess and stout (the endpoints and metrics): GCC 5's ABI, that of the
-    // Mesos builds it loads into, so conversions returning std::string mangle as libmesos exports
-    // them (DESIGN §3). That ABI version also turns off C++17's inheriting-constructor rules,
+    // Mesos builds it loads into (Mesos 1.x is built that way), so conversions returning
+    // std::string mangle as libmesos exports them. That ABI version also turns off C++17's inheriting-constructor rules,
     // which today's libstdc++ needs (its unique_ptr does not compile without them): they change
     // what a constructor means, not how a symbol is named, so they are turned back on.
     build
