@@ -128,7 +128,11 @@ public:
       const hashset<mesos::ContainerID>& orphans) override {
     rust::Vec<rust::String> known, orphaned;
     for (const mesos::slave::ContainerState& state : states) {
-      known.push_back(containerName(state.container_id()));
+      const std::string id = containerName(state.container_id());
+      // Recover may fence it; the containerizer asks for its future afterwards. (Orphans get
+      // none: the containerizer destroys them without watching.)
+      limitations->open(id);
+      known.push_back(id);
     }
     for (const mesos::ContainerID& id : orphans) {
       orphaned.push_back(containerName(id));
@@ -148,6 +152,9 @@ public:
       const mesos::ContainerID& containerId,
       const mesos::slave::ContainerConfig& containerConfig) override {
     const std::string id = containerName(containerId);
+    // A lease may be lost as soon as prepare takes it, before the containerizer asks for the
+    // future.
+    limitations->open(id);
     std::shared_ptr<ContainerRequest> request =
         std::make_shared<ContainerRequest>(translate(containerConfig));
     SharedCore core = this->core;
@@ -184,10 +191,17 @@ public:
     const std::string id = containerName(containerId);
     SharedCore core = this->core;
     std::shared_ptr<Limitations> limitations = this->limitations;
+    // The container is being destroyed: nothing more to fence, whatever cleanup says. Its entry
+    // goes when the core's cleanup has ended, so a fence during it cannot make a new one.
+    limitations->cleaning(id);
     return offload<Nothing>([core, limitations, id]() {
-      // The container is being destroyed: nothing more to fence, whatever cleanup says.
+      try {
+        (*core)->cleanup(id);
+      } catch (...) {
+        limitations->forget(id);
+        throw;
+      }
       limitations->forget(id);
-      (*core)->cleanup(id);
       return Nothing();
     });
   }
