@@ -124,6 +124,10 @@ struct Global {
     /// repeatable; '' for none [legacy_checkpoint; default: the original's four locations]
     #[arg(long, global = true, value_name = "FILE")]
     legacy_checkpoint: Vec<String>,
+    /// Mesos' CSI plugin configuration directory (one CSIPluginInfo JSON per file); each
+    /// plugin's type is a driver name [csi_plugin_config_dir; default none]
+    #[arg(long, global = true, value_name = "DIR")]
+    csi_plugin_config_dir: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +325,11 @@ impl Global {
                 "legacy_checkpoint",
                 "--legacy-checkpoint",
                 (!self.legacy_checkpoint.is_empty()).then(|| self.legacy_checkpoint.join(":")),
+            ),
+            (
+                "csi_plugin_config_dir",
+                "--csi-plugin-config-dir",
+                self.csi_plugin_config_dir.clone(),
             ),
         ];
         let mut from_flag = Vec::new();
