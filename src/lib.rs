@@ -10,6 +10,7 @@
 //! Each layer uses only the ones listed before it:
 //!
 //! - [`error`]: rendering an error with its whole `source()` chain, once, where it is reported.
+//! - [`durable`]: files replaced whole (temp file, fsync, rename, directory fsync).
 //! - [`spec`]: task input → validated [`spec::VolumeSpec`] list. Pure: no I/O, no syscalls.
 //! - [`csi`]: the gRPC client of Container Storage Interface plugins, and their configuration
 //!   files.
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod config;
 pub mod coord;
 pub mod csi;
+pub mod durable;
 pub mod error;
 pub mod ffi;
 pub mod isolator;
