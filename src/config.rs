@@ -682,6 +682,11 @@ impl Config {
         }
     }
 
+    /// The configured CSI plugin whose type is `driver`, if any.
+    pub fn csi_plugin(&self, driver: &DriverName) -> Option<&PluginInfo> {
+        self.csi_plugins.iter().find(|p| &p.plugin_type == driver)
+    }
+
     /// Backend call limits.
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {
