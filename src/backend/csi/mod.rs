@@ -284,52 +284,16 @@ impl CsiBackend {
     }
 
     fn identify(&self) -> Result<PluginState, CsiBackendError> {
-        let t = self.timeouts.mount;
-        let asked = (|| {
-            let info = self.node.get_plugin_info(t)?;
-            let plugin_caps = self.node.get_plugin_capabilities(t)?;
-            let ready = self.node.probe(t)?;
-            Ok::<_, CsiError>((info, plugin_caps, ready))
-        })();
-        let (info, plugin_caps, ready) = asked.inspect_err(|e| self.forget_if_gone(e))?;
-        if !ready {
-            return Err(CsiBackendError::NotReady {
-                plugin: self.driver.as_str().to_owned(),
-            });
-        }
-        let node_id = self.node.node_id(t)?;
-        let node_caps = self.node.node_capabilities(t)?;
-        let offers_controller =
-            plugin_caps.contains(&plugin_capability::ServiceType::ControllerService);
-        let controller_caps = match (&self.controller, offers_controller) {
-            (Some(c), true) => c.controller_capabilities(t)?,
-            _ => Vec::new(),
-        };
-        use controller_service_capability::RpcType as C;
-        use node_service_capability::RpcType as N;
-        let has_controller = self.controller.is_some() && offers_controller;
-        if info.name != self.driver.as_str() {
-            log::info!(
-                "CSI plugin {:?} calls itself {:?} (version {})",
-                self.driver.as_str(),
-                info.name,
-                info.vendor_version
-            );
-        }
-        Ok(PluginState {
-            create: has_controller && controller_caps.contains(&C::CreateDeleteVolume),
-            controller_publish: has_controller
-                && controller_caps.contains(&C::PublishUnpublishVolume),
-            stage: node_caps.contains(&N::StageUnstageVolume),
-            multi_writer: node_caps.contains(&N::SingleNodeMultiWriter)
-                && (!has_controller || controller_caps.contains(&C::SingleNodeMultiWriter)),
-            has_controller,
-            name: info.name,
-            vendor_version: info.vendor_version,
-            node_id,
-            plugin_capabilities: capability_names(&plugin_caps),
-            controller_capabilities: capability_names(&controller_caps),
-            node_capabilities: capability_names(&node_caps),
+        identify(
+            &self.driver,
+            &self.node,
+            self.controller.as_ref(),
+            self.timeouts.mount,
+        )
+        .inspect_err(|e| {
+            if let CsiBackendError::Rpc(e) = e {
+                self.forget_if_gone(e);
+            }
         })
     }
 
@@ -367,6 +331,69 @@ impl CsiBackend {
     fn err(&self, name: Option<&VolumeName>, call: Call, e: CsiBackendError) -> BackendError {
         BackendError::new(&self.driver, name, call, BackendErrorKind::Csi(e))
     }
+}
+
+/// Asks a plugin about itself (identity, readiness, this node's id, capabilities), each call
+/// within `t`. For listings: the backend keeps the answer until the plugin is unreachable.
+pub fn identify_plugin(
+    info: &PluginInfo,
+    t: std::time::Duration,
+) -> Result<PluginState, CsiBackendError> {
+    let node = Client::new(info.plugin_type.as_str(), info.node_socket.clone());
+    let controller = info
+        .controller_socket
+        .as_ref()
+        .map(|s| Client::new(info.plugin_type.as_str(), s.clone()));
+    identify(&info.plugin_type, &node, controller.as_ref(), t)
+}
+
+fn identify(
+    driver: &DriverName,
+    node: &Client,
+    controller: Option<&Client>,
+    t: std::time::Duration,
+) -> Result<PluginState, CsiBackendError> {
+    let info = node.get_plugin_info(t)?;
+    let plugin_caps = node.get_plugin_capabilities(t)?;
+    if !node.probe(t)? {
+        return Err(CsiBackendError::NotReady {
+            plugin: driver.as_str().to_owned(),
+        });
+    }
+    let node_id = node.node_id(t)?;
+    let node_caps = node.node_capabilities(t)?;
+    let offers_controller =
+        plugin_caps.contains(&plugin_capability::ServiceType::ControllerService);
+    let controller = controller.filter(|_| offers_controller);
+    let controller_caps = match controller {
+        Some(c) => c.controller_capabilities(t)?,
+        None => Vec::new(),
+    };
+    use controller_service_capability::RpcType as C;
+    use node_service_capability::RpcType as N;
+    let has_controller = controller.is_some();
+    if info.name != driver.as_str() {
+        log::info!(
+            "CSI plugin {:?} calls itself {:?} (version {})",
+            driver.as_str(),
+            info.name,
+            info.vendor_version
+        );
+    }
+    Ok(PluginState {
+        create: has_controller && controller_caps.contains(&C::CreateDeleteVolume),
+        controller_publish: has_controller && controller_caps.contains(&C::PublishUnpublishVolume),
+        stage: node_caps.contains(&N::StageUnstageVolume),
+        multi_writer: node_caps.contains(&N::SingleNodeMultiWriter)
+            && (!has_controller || controller_caps.contains(&C::SingleNodeMultiWriter)),
+        has_controller,
+        name: info.name,
+        vendor_version: info.vendor_version,
+        node_id,
+        plugin_capabilities: capability_names(&plugin_caps),
+        controller_capabilities: capability_names(&controller_caps),
+        node_capabilities: capability_names(&node_caps),
+    })
 }
 
 fn info_of(record: &CsiRecord) -> VolumeInfo {

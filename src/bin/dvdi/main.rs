@@ -3,6 +3,7 @@
 //! The CLI shares the module's core: its global flags are the module's parameters and go through
 //! the same parser ([`Config::from_params`]), so the two can never disagree.
 
+mod csi;
 mod envfile;
 mod leases;
 mod run;
@@ -532,12 +533,20 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             }
         })
         .collect();
+    let csi_rows = csi::rows(config, probe.mount);
     if args.json {
+        let all: Vec<&serde_json::Value> = rows.iter().chain(&csi_rows).collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).expect("rows serialise")
+            serde_json::to_string_pretty(&all).expect("rows serialise")
         );
         return Ok(());
+    }
+    if !csi_rows.is_empty() {
+        print!("{}", csi::render(&csi_rows));
+        if rows.is_empty() {
+            return Ok(());
+        }
     }
     if rows.is_empty() {
         let dirs: Vec<String> = config
