@@ -156,3 +156,38 @@ fn a_bad_plugin_configuration_stops_the_cli_naming_the_file_and_the_field() {
         assert!(msg.contains(part), "{part:?} missing from {msg}");
     }
 }
+
+#[test]
+fn the_module_parameters_read_the_plugin_directory_at_load() {
+    use mesos_dvdi::config::Config;
+    let fx = Fixture::new();
+    let dir = fx.root().join("csi-plugins");
+    let plugin = start(&fx);
+    let param = |d: &std::path::Path| {
+        vec![(
+            "csi_plugin_config_dir".to_owned(),
+            d.to_str().unwrap().to_owned(),
+        )]
+    };
+    let config = Config::from_params(&param(&dir)).unwrap();
+    assert_eq!(config.csi_plugins.len(), 1);
+    assert_eq!(config.csi_plugins[0].node_socket, plugin.socket());
+    assert!(config
+        .csi_plugin(&mesos_dvdi::spec::DriverName::new(TYPE).unwrap())
+        .is_some());
+
+    std::fs::write(dir.join("broken.json"), "{").unwrap();
+    let e = Config::from_params(&param(&dir)).unwrap_err();
+    assert_eq!(e.key(), Some("csi_plugin_config_dir"));
+    let msg = mesos_dvdi::error::render_chain(&e);
+    assert!(
+        msg.contains("broken.json") && msg.contains("not JSON"),
+        "{msg}"
+    );
+
+    let e = Config::from_params(&param(&fx.root().join("missing"))).unwrap_err();
+    assert!(
+        mesos_dvdi::error::render_chain(&e).contains("missing"),
+        "{e}"
+    );
+}
