@@ -528,3 +528,38 @@ fn a_csi_type_that_is_also_another_drivers_name_is_refused_naming_both() {
         "{e}"
     );
 }
+
+#[test]
+fn readers_only_get_a_read_only_publish_in_the_reader_mode() {
+    in_private_mount_ns(|| {
+        let (fx, plugin) = csi_fixture(Options::default());
+        let iso = fx.isolator();
+        let mut reader = input(&fx, "c1", "");
+        reader
+            .env
+            .push((b"DVDI_VOLUME_READONLY".to_vec(), b"true".to_vec()));
+        let plan = iso.prepare("c1", Owner::Mesos, &reader).unwrap();
+        let calls = plugin.calls();
+        let publish = calls
+            .iter()
+            .find(|c| c.rpc == Some(Rpc::NodePublishVolume))
+            .unwrap();
+        assert!(publish.readonly);
+        let reader_mode = volume_capability::Mode::SingleNodeReaderOnly as i32;
+        assert_eq!(publish.access_mode, Some(reader_mode));
+        // Read-only on the host too, not only in the container's bind.
+        let e = fs::write(plan.mounts[0].source.join("x"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        // A writer cannot join a volume published for readers.
+        let e = iso
+            .prepare("c2", Owner::Mesos, &input(&fx, "c2", ""))
+            .unwrap_err();
+        assert!(
+            render_chain(&e).contains("read-only"),
+            "{}",
+            render_chain(&e)
+        );
+        iso.cleanup("c1").unwrap();
+        assert_clean(&fx, &plugin);
+    });
+}

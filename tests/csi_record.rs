@@ -145,6 +145,7 @@ fn a_mount_after_a_crash_finishes_from_the_recorded_step() {
                 opts: &opts,
                 explicit_create: false,
                 id: &MountId("m".into()),
+                read_only: false,
             })
             .unwrap();
         // The same volume id: no second CreateVolume; the step that may not have happened is
@@ -167,6 +168,7 @@ fn a_mount_after_a_crash_finishes_from_the_recorded_step() {
                 opts: &opts,
                 explicit_create: false,
                 id: &MountId("m".into()),
+                read_only: false,
             })
             .unwrap();
         assert_eq!(again, target);

@@ -126,9 +126,11 @@ impl CsiBackend {
         }
     }
 
-    /// The access mode for read-write use on this node.
-    fn access_mode(state: &PluginState) -> i32 {
-        let mode = if state.multi_writer {
+    /// The access mode for use on this node: the reader mode for readers only, else a writer's.
+    fn access_mode(state: &PluginState, read_only: bool) -> i32 {
+        let mode = if read_only {
+            volume_capability::Mode::SingleNodeReaderOnly
+        } else if state.multi_writer {
             volume_capability::Mode::SingleNodeMultiWriter
         } else {
             volume_capability::Mode::SingleNodeWriter
@@ -145,14 +147,27 @@ impl CsiBackend {
             })
     }
 
-    fn create_request(&self, name: &VolumeName, plan: &Plan, mode: i32) -> CreateVolumeRequest {
+    /// `CreateVolume` for `name`, with the writer's capability (and the reader's, when `mode` is
+    /// that): the volume must serve the later writers of a volume first used read-only.
+    fn create_request(
+        &self,
+        state: &PluginState,
+        name: &VolumeName,
+        plan: &Plan,
+        mode: i32,
+    ) -> CreateVolumeRequest {
+        let writer = Self::access_mode(state, false);
+        let mut volume_capabilities = vec![self.capability(writer, &plan.fs_type)];
+        if mode != writer {
+            volume_capabilities.push(self.capability(mode, &plan.fs_type));
+        }
         CreateVolumeRequest {
             name: name.as_str().to_owned(),
             capacity_range: (plan.capacity > 0).then_some(CapacityRange {
                 required_bytes: plan.capacity,
                 limit_bytes: 0,
             }),
-            volume_capabilities: vec![self.capability(mode, &plan.fs_type)],
+            volume_capabilities,
             parameters: plan.parameters.clone(),
             secrets: BTreeMap::new(),
         }
@@ -181,7 +196,7 @@ impl CsiBackend {
         let plan = plan(opts)?;
         let state = self.plugin_state()?;
         self.check_can_create(&state)?;
-        let req = self.create_request(name, &plan, Self::access_mode(&state));
+        let req = self.create_request(&state, name, &plan, Self::access_mode(&state, false));
         let controller = self.controller()?;
         controller
             .create_volume(req, self.timeouts.mount)
@@ -213,9 +228,9 @@ impl CsiBackend {
             node_id: state.node_id.clone(),
             staging_path: file.dir().join("staging"),
             target_path: self.target_path(req.name),
-            access_mode: Self::access_mode(&state),
+            access_mode: Self::access_mode(&state, req.read_only),
             fs_type: plan.fs_type.clone(),
-            readonly: false,
+            readonly: req.read_only,
             volume_context: BTreeMap::new(),
             publish_context: BTreeMap::new(),
             steps: BTreeMap::new(),
@@ -249,7 +264,7 @@ impl CsiBackend {
             } else {
                 self.check_can_create(state)?;
                 let controller = self.controller()?;
-                let req = self.create_request(name, plan, rec.access_mode);
+                let req = self.create_request(state, name, plan, rec.access_mode);
                 self.step(file, rec, Step::CreateVolume, |rec| {
                     let v = controller.create_volume(req, t)?;
                     rec.volume_id = Some(v.volume_id);
@@ -266,7 +281,9 @@ impl CsiBackend {
                 volume_id: volume_id.clone(),
                 node_id: rec.node_id.clone(),
                 volume_capability: Some(capability.clone()),
-                readonly: rec.readonly,
+                // Attaching read-only is a capability of its own; without it the node's
+                // read-only publish is what keeps the volume unwritten.
+                readonly: rec.readonly && state.publish_readonly,
                 secrets: BTreeMap::new(),
                 volume_context: rec.volume_context.clone(),
             };

@@ -27,8 +27,9 @@
 //! Options (`DVDI_VOLUME_OPTS`): `size=` (bytes, with K/M/G/T or Ki/Mi/Gi/Ti) is the capacity
 //! asked of `CreateVolume`; `fstype=` the mount capability's file system; `volume_id=` names a
 //! pre-provisioned volume; every other option is a `CreateVolume` parameter. The access mode is
-//! `SINGLE_NODE_MULTI_WRITER` when the plugin offers it (several containers write through one
-//! publish), else `SINGLE_NODE_WRITER`.
+//! `SINGLE_NODE_READER_ONLY`, published `readonly`, when every user of the host mount reads only;
+//! otherwise `SINGLE_NODE_MULTI_WRITER` when the plugin offers it (several containers write
+//! through one publish), else `SINGLE_NODE_WRITER`.
 //!
 //! Every step is written to the volume's [record](record) before its RPC and after it answered,
 //! so an unmount after a crash undoes exactly what may have happened.
@@ -182,6 +183,8 @@ pub struct PluginState {
     stage: bool,
     #[serde(skip)]
     multi_writer: bool,
+    #[serde(skip)]
+    publish_readonly: bool,
 }
 
 /// A configured CSI plugin serving one driver (see the module docs).
@@ -384,6 +387,7 @@ fn identify(
         create: has_controller && controller_caps.contains(&C::CreateDeleteVolume),
         controller_publish: has_controller && controller_caps.contains(&C::PublishUnpublishVolume),
         stage: node_caps.contains(&N::StageUnstageVolume),
+        publish_readonly: has_controller && controller_caps.contains(&C::PublishReadonly),
         multi_writer: node_caps.contains(&N::SingleNodeMultiWriter)
             && (!has_controller || controller_caps.contains(&C::SingleNodeMultiWriter)),
         has_controller,
