@@ -55,6 +55,9 @@ pub struct Options {
     pub single_node_multi_writer: bool,
     /// What `Probe` answers.
     pub ready: bool,
+    /// Whether NodePublish bind-mounts the volume (off: it only makes the target directory, an
+    /// answer at once for benchmarks of the caller's own cost).
+    pub mount: bool,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             stage_unstage: true,
             single_node_multi_writer: false,
             ready: true,
+            mount: true,
         }
     }
 }
@@ -769,6 +773,10 @@ impl Shared {
                 _ => Err(e),
             })
             .map_err(|e| Status::internal(format!("mkdir {}: {e}", req.target_path)))?;
+        if !self.options.mount {
+            s.published.insert(req.target_path, req.volume_id);
+            return Ok(NodePublishVolumeResponse {});
+        }
         let source = &s.volumes[&req.volume_id].dir;
         let internal = |e: mesos_dvdi::mount::MountError| Status::internal(e.to_string());
         Host.mount(source, target, None, MsFlags::MS_BIND, None)
@@ -793,7 +801,7 @@ impl Shared {
         call.target = req.target_path.clone();
         let mut s = lock(&self.state);
         self.known(&s, &req.volume_id)?;
-        if s.published.remove(&req.target_path).is_some() {
+        if s.published.remove(&req.target_path).is_some() && self.options.mount {
             Host.umount(Path::new(&req.target_path), MntFlags::empty())
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
@@ -809,7 +817,11 @@ impl Shared {
     /// Unmounts every target still published (the plugin is going away with the test).
     fn unmount_all(&self) {
         let mut s = lock(&self.state);
-        for target in std::mem::take(&mut s.published).into_keys() {
+        let published = std::mem::take(&mut s.published);
+        if !self.options.mount {
+            return;
+        }
+        for target in published.into_keys() {
             let _ = Host.umount(Path::new(&target), MntFlags::MNT_DETACH);
         }
     }
