@@ -7,7 +7,7 @@
 //!   to bind-mount (it only makes the target directory): CreateVolume, NodeStage, NodePublish,
 //!   NodeUnpublish, NodeUnstage, each recorded before and after in the volume's CSI record.
 //!
-//! Run: `cargo bench --bench csi` (as root; work directories on tmpfs, as in production).
+//! Run: `cargo bench --bench csi` (as root; work directories on `/run`'s tmpfs, as in production).
 
 // criterion_group!/criterion_main! generate undocumented public items.
 #![allow(missing_docs)]
@@ -30,9 +30,6 @@ mod plugin;
 #[allow(dead_code)]
 mod csi;
 
-#[path = "support/instant.rs"]
-mod instant;
-
 fn isolator(config: Config) -> Isolator {
     let registry = Registry::new(config.clone(), Arc::new(Host));
     Isolator::new(config, Arc::new(registry)).unwrap()
@@ -40,23 +37,27 @@ fn isolator(config: Config) -> Isolator {
 
 fn input(dir: &std::path::Path, driver: &str) -> ContainerInput {
     let sandbox = dir.join("sandbox");
+    let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(&sandbox).unwrap();
+    std::fs::create_dir_all(&rootfs).unwrap();
     ContainerInput {
         env: [
             ("DVDI_VOLUME_DRIVER", driver),
             ("DVDI_VOLUME_NAME", "pgdata"),
-            ("DVDI_VOLUME_CONTAINERPATH", "data"),
+            ("DVDI_VOLUME_CONTAINERPATH", "/data"),
         ]
         .iter()
         .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect(),
         sandbox,
+        rootfs: Some(rootfs),
         ..ContainerInput::default()
     }
 }
 
 fn csi_vs_docker(c: &mut Criterion) {
-    let dir = instant::scratch();
+    // On tmpfs as in production (/run), not /dev/shm: mount points under /dev are refused.
+    let dir = tempfile::tempdir_in("/run").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     let _docker = plugin::TestPlugin::unix(
