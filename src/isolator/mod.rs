@@ -306,10 +306,7 @@ impl Isolator {
                     opts: &record.opts,
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
-                    // Read-only on the host only where other agents may share the volume (a
-                    // read-only lease): without one, no other agent mounts it, and a local
-                    // writer may still join the readers.
-                    read_only: record.lease.is_some() && record.users.values().all(|u| u.read_only),
+                    read_only: record.users.values().all(|u| u.read_only),
                 })
             })
             .map_err(|e| about(e, record).into())
