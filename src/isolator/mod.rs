@@ -99,15 +99,6 @@ pub struct LaunchPlan {
 /// `--sandbox_directory`, whose default this is).
 pub const SANDBOX_IN_ROOTFS: &str = "/mnt/mesos/sandbox";
 
-/// Where, in a container's rootfs, a volume is bound when the path it asked for in its sandbox
-/// could be changed by someone besides root (one numbered directory per such volume).
-pub const BINDS_IN_ROOTFS: &str = "/mnt/mesos/dvdi";
-
-/// The same for a container without a rootfs: this directory under `work_dir`, on the host.
-/// Every container has its own mount namespace, so they share these directories without sharing
-/// what is mounted on them; in the host's namespace they stay empty.
-pub const BINDS_IN_WORK_DIR: &str = "binds";
-
 /// A container the agent still knows at recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownContainer {
@@ -195,7 +186,6 @@ impl fmt::Debug for Isolator {
 impl Isolator {
     /// An isolator with its checkpoint under `config.work_dir`.
     pub fn new(config: Config, backends: Arc<dyn BackendProvider>) -> Result<Self, StateError> {
-        open_work_dir(&config.work_dir)?;
         let store = Store::open(&config.work_dir)?;
         Ok(Self {
             config,
@@ -397,36 +387,4 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: split after its last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Makes `work_dir` if missing, and makes sure others may search it (never list it: mode 0711 at
-/// least): a task not run as root reaches a re-homed volume through `<work_dir>/binds`. Only the
-/// search bits are added; everything below keeps its own, closed, modes.
-fn open_work_dir(work_dir: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let io = |op| {
-        move |source| StateError::Io {
-            op,
-            path: work_dir.to_owned(),
-            source,
-        }
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(work_dir)
-        .map_err(io("creating"))?;
-    let meta = std::fs::metadata(work_dir).map_err(io("inspecting"))?;
-    let mode = meta.mode() & 0o7777;
-    if meta.uid() == 0 && mode & 0o011 != 0o011 {
-        std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(mode | 0o011))
-            .map_err(io("letting others search"))?;
-        log::info!(
-            "{}: others may search it now (mode {:04o}), to reach volumes bound in its {}",
-            work_dir.display(),
-            mode | 0o011,
-            BINDS_IN_WORK_DIR
-        );
-    }
-    Ok(())
 }

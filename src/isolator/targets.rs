@@ -22,9 +22,16 @@ use crate::error::render_chain;
 use crate::mount::{self, CreatedDirs, ResolvedTarget, TargetError, TargetPolicy};
 use crate::spec::{self, ContainerPath, VolumeSpec};
 
-use super::{
-    ContainerInput, Isolator, IsolatorError, BINDS_IN_ROOTFS, BINDS_IN_WORK_DIR, SANDBOX_IN_ROOTFS,
-};
+use super::{ContainerInput, Isolator, IsolatorError, SANDBOX_IN_ROOTFS};
+
+/// Where, in a container's rootfs, a volume is bound when the path it asked for in its sandbox
+/// could be changed by someone besides root (one numbered directory per such volume).
+const BINDS_IN_ROOTFS: &str = "/mnt/mesos/dvdi";
+
+/// The same for a container without a rootfs: this directory under `work_dir`, on the host.
+/// Every container has its own mount namespace, so they share these directories without sharing
+/// what is mounted on them; in the host's namespace they stay empty.
+const BINDS_IN_WORK_DIR: &str = "binds";
 
 impl Isolator {
     /// The bind target of each volume that has a container path, in order, with the directories
