@@ -351,3 +351,26 @@ fn a_link_left_by_an_earlier_run_is_replaced_and_anyone_elses_refused() {
     );
     assert_eq!(fs::read_link(&link).unwrap(), Path::new("/etc"));
 }
+
+#[test]
+fn a_failed_prepare_takes_its_links_back_and_keeps_the_shared_bind_directories() {
+    let (fx, _victim) = reachable_fixture();
+    let mut input = nobodys_container(&fx, false, "data");
+    input.docker_volumes.push(docker_volume("w", "taken"));
+    fs::write(input.sandbox.join("taken"), b"the task's file").unwrap();
+    let text = refusal(&fx, &input);
+    assert!(
+        text.contains("$MESOS_SANDBOX/taken already exists"),
+        "{text}"
+    );
+    assert!(
+        fs::symlink_metadata(input.sandbox.join("data")).is_err(),
+        "the first volume's link was left"
+    );
+    assert_eq!(
+        fs::read(input.sandbox.join("taken")).unwrap(),
+        b"the task's file"
+    );
+    // Another container may have chosen it meanwhile: never taken back.
+    assert!(fx.config.work_dir.join("binds/0").is_dir());
+}

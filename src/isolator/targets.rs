@@ -245,7 +245,12 @@ impl Isolator {
         let mut staged =
             mount::resolve_target_in(&root, &view, &staged_path, &TargetPolicy::CreateMissing)
                 .map_err(no_place)?;
-        made.append(staged.take_created());
+        match &input.rootfs {
+            // Made in this container's own rootfs: taken back with the rest should prepare fail.
+            Some(_) => made.append(staged.take_created()),
+            // Shared by every container (another may have just chosen this one): kept.
+            None => staged.take_created().disarm(),
+        }
         // A task reaches it from its own `/`: the rootfs, or the host's.
         let from = match &input.rootfs {
             Some(rootfs) => rootfs.as_path(),
