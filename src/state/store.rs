@@ -115,14 +115,23 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`.
+    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`. A `work_dir`
+    /// made here (with any missing parent) gets mode 0711: others may pass through it, never list
+    /// it, to reach what the isolator keeps there for tasks (the directories volumes are bound on
+    /// for tasks not run as root); the checkpoint below stays closed.
     pub fn open(work_dir: &Path) -> Result<Self, StateError> {
         let volumes = work_dir.join("volumes");
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
-            .create(&volumes)
-            .map_err(io_err("creating", &volumes))?;
+            .mode(0o711)
+            .create(work_dir)
+            .map_err(io_err("creating", work_dir))?;
+        match fs::DirBuilder::new().mode(0o700).create(&volumes) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io_err("creating", &volumes)(e))
+            }
+            _ => {}
+        }
         let durable = crate::durable::is_durable(&volumes);
         Ok(Self { volumes, durable })
     }
