@@ -1,5 +1,5 @@
-//! The lease tree of one volume: reading its nodes, taking a lease (waiting on a conflicting
-//! holder), and giving it back.
+//! The lease tree of one volume: reading its nodes, taking a lease in one transaction (waiting on
+//! a conflicting holder), and giving it back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,20 +10,50 @@ use super::{lock, Held, Inner};
 use crate::coord::{CoordError, Holder, LeaseMode};
 use crate::spec::VolumeKey;
 
-/// The read-write lease node's name.
-pub(super) const RW_NODE: &str = "rw";
-/// The prefix of a read-only lease node's name (`ro-<agent>`).
-pub(super) const RO_PREFIX: &str = "ro-";
+/// The mode a child of a volume node stands for, by its name: `rw-…` (or the single `rw` of
+/// earlier versions) is read-write, `ro-…` read-only; anything else is not a lease node.
+pub(super) fn mode_of_name(name: &str) -> Option<LeaseMode> {
+    if name == "rw" || name.starts_with("rw-") {
+        Some(LeaseMode::ReadWrite)
+    } else if name.starts_with("ro-") {
+        Some(LeaseMode::ReadOnly)
+    } else {
+        None
+    }
+}
+
+/// The name of session `session`'s lease node in `mode`: `rw-<session>` or `ro-<session>`,
+/// the session id in 16 hex digits. Only that session ever creates it, so deleting it by name
+/// never deletes another holder's node.
+pub(super) fn node_name(mode: LeaseMode, session: i64) -> String {
+    let prefix = match mode {
+        LeaseMode::ReadWrite => "rw",
+        LeaseMode::ReadOnly => "ro",
+    };
+    // The id's bits as they are: session ids are unsigned on the wire's other end.
+    format!("{prefix}-{:016x}", session as u64)
+}
 
 /// A lease node as read from ZooKeeper.
 struct Node {
     name: String,
     path: String,
+    mode: LeaseMode,
     holder: Holder,
     /// Its data parsed as a [`Holder`].
     readable: bool,
     version: i32,
     owner: i64,
+}
+
+/// A volume node's lease nodes, read after its child list, and the data version that list was
+/// read at. A transaction that sets the data at this version succeeds only if no lease node
+/// was created since (every creation sets it), so a decision taken on this view still holds.
+struct View {
+    nodes: Vec<Node>,
+    version: i32,
+    /// Fires when the child list changes (asked for when the caller may wait).
+    watcher: Option<zk::OneshotWatcher>,
 }
 
 /// Whose a node is, as seen from this process.
@@ -39,21 +69,21 @@ enum Owner {
     Other,
 }
 
-/// What an acquire found and took.
+/// What an acquire took.
 pub(super) struct Taken {
     pub(super) mode: LeaseMode,
-    /// The session owning the node the lease rests on (ours, or a live sibling's).
-    pub(super) owner: i64,
+    /// Our node the lease rests on.
+    pub(super) path: String,
 }
 
-/// The data a lease node carries, or what is known of it when it cannot be parsed: the agent
-/// from an `ro-<agent>` name, `?` otherwise, and the node's creation time.
-pub(super) fn holder_of(name: &str, data: &[u8], stat: &zk::Stat) -> (Holder, bool) {
+/// The data a lease node carries, or what is known of it when it cannot be parsed: agent `?`,
+/// host `?`, pid 0 and the node's creation time.
+pub(super) fn holder_of(data: &[u8], stat: &zk::Stat) -> (Holder, bool) {
     match serde_json::from_slice::<Holder>(data) {
         Ok(h) => (h, true),
         Err(_) => (
             Holder {
-                agent: name.strip_prefix(RO_PREFIX).unwrap_or("?").to_owned(),
+                agent: "?".into(),
                 host: "?".into(),
                 pid: 0,
                 since: u64::try_from(stat.ctime / 1000).unwrap_or(0),
@@ -83,8 +113,19 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Errors of a transaction that mean another process changed the volume meanwhile: read again.
+fn raced(e: &zk::MultiWriteError) -> bool {
+    matches!(
+        e,
+        zk::MultiWriteError::OperationFailed {
+            source: zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists,
+            ..
+        }
+    )
+}
+
 impl Inner {
-    fn volume_dir(&self, volume: &VolumeKey) -> String {
+    pub(super) fn volume_dir(&self, volume: &VolumeKey) -> String {
         format!(
             "{}/{}/{}",
             self.target.volumes_root(),
@@ -93,22 +134,21 @@ impl Inner {
         )
     }
 
-    fn ro_node(&self) -> String {
-        format!("{RO_PREFIX}{}", self.agent)
-    }
-
     pub(super) fn volume_lock(&self, volume: &VolumeKey) -> Arc<tokio::sync::Mutex<()>> {
         Arc::clone(lock(&self.locks).entry(volume.clone()).or_default())
     }
 
     fn classify(&self, node: &Node, session: i64) -> Owner {
-        if !node.readable || node.holder.agent != self.agent {
-            return Owner::Other;
-        }
         if node.owner == session {
             return Owner::Ours;
         }
-        if node.holder.host != self.host || node.holder.pid == 0 {
+        if !node.readable
+            || node.holder.agent != self.agent
+            || node.holder.host != self.host
+            || node.holder.pid == 0
+        {
+            // A node naming our agent but another host is another agent's: two hosts sharing
+            // one agent name must not share a read-write lease.
             return Owner::Other;
         }
         if node.holder.pid == self.pid || !pid_alive(node.holder.pid) {
@@ -117,41 +157,75 @@ impl Inner {
         Owner::Sibling
     }
 
-    /// Reads the lease nodes among `children` of `dir`; nodes gone meanwhile are left out.
-    async fn read_nodes(
+    /// Reads the volume node's lease nodes and its version (`None` when it does not exist); with
+    /// `watch`, also a watch on its child list. Every node's data is asked for at once, so the
+    /// reads cost one round trip however many holders there are.
+    async fn read_view(
         &self,
         client: &zk::Client,
         volume: &VolumeKey,
         dir: &str,
-        children: &[String],
-    ) -> Result<Vec<Node>, CoordError> {
+        watch: bool,
+    ) -> Result<Option<View>, CoordError> {
+        let listed = if watch {
+            client
+                .get_and_watch_children(dir)
+                .await
+                .map(|(c, s, w)| (c, s, Some(w)))
+        } else {
+            client.get_children(dir).await.map(|(c, s)| (c, s, None))
+        };
+        let (children, stat, watcher) = match listed {
+            Ok(l) => l,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(self.zk_error(volume, "get_children", dir, e)),
+        };
+        let named: Vec<(String, LeaseMode)> = children
+            .into_iter()
+            .filter_map(|name| mode_of_name(&name).map(|mode| (name, mode)))
+            .collect();
+        // Sent in this order now, answered in this order: one round trip for them all.
+        let reads: Vec<_> = named
+            .iter()
+            .map(|(name, _)| client.get_data(&format!("{dir}/{name}")))
+            .collect();
         let mut nodes = Vec::new();
-        for name in children {
-            if name != RW_NODE && !name.starts_with(RO_PREFIX) {
-                continue;
-            }
+        for ((name, mode), read) in named.into_iter().zip(reads) {
             let path = format!("{dir}/{name}");
-            match client.get_data(&path).await {
+            match read.await {
                 Ok((data, stat)) => {
-                    let (holder, readable) = holder_of(name, &data, &stat);
+                    let (holder, readable) = holder_of(&data, &stat);
                     nodes.push(Node {
-                        name: name.clone(),
+                        name,
                         path,
+                        mode,
                         holder,
                         readable,
                         version: stat.version,
                         owner: stat.ephemeral_owner,
                     });
                 }
+                // Gone meanwhile: a deletion only ever frees a lease.
                 Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(self.zk_error(volume, "get_data", &path, e)),
             }
         }
-        Ok(nodes)
+        Ok(Some(View {
+            nodes,
+            version: stat.version,
+            watcher,
+        }))
     }
 
-    /// Takes `mode` on `volume` in ZooKeeper (the rules of [`Coordinator::acquire`]), waiting up
-    /// to `wait` on the volume node's children while another agent holds a conflicting lease.
+    /// Takes `mode` on `volume` in ZooKeeper (the rules of [`crate::coord::Coordinator::acquire`]),
+    /// waiting up to `wait` on the volume node's children while another agent holds a
+    /// conflicting lease.
+    ///
+    /// The decision is atomic: a view of the volume's nodes is read, and the lease is taken by a
+    /// transaction that also sets the volume node's data at the version the view was read at.
+    /// Another process that took a lease meanwhile changed that version, so the transaction
+    /// fails and the view is read again. Deletions do not change the version: they only ever
+    /// free a lease, so a decision to grant stays right after them.
     pub(super) async fn take(
         &self,
         client: &zk::Client,
@@ -162,113 +236,71 @@ impl Inner {
         let start = Instant::now();
         let dir = self.volume_dir(volume);
         let session = client.session_id().0;
-        let ro_name = self.ro_node();
-        'check: loop {
-            let (children, watcher) = match client.get_and_watch_children(&dir).await {
-                Ok((children, _, watcher)) => (children, watcher),
-                Err(zk::Error::NoNode) => {
-                    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    match client.mkdir(&dir, &opts).await {
-                        Ok(()) => continue,
-                        Err(e) => return Err(self.zk_error(volume, "create", &dir, e)),
+        loop {
+            let left = wait.checked_sub(start.elapsed()).unwrap_or_default();
+            let Some(view) = self
+                .read_view(client, volume, &dir, !left.is_zero())
+                .await?
+            else {
+                // The volume's first lease: its node is created in the same transaction.
+                if self.commit(client, volume, &dir, None, mode, &[]).await? {
+                    return Ok(self.taken(&dir, mode, session));
+                }
+                continue;
+            };
+            let mut stale = Vec::new();
+            let mut conflict: Option<&Node> = None;
+            let mut have: Option<LeaseMode> = None;
+            let mine = node_name(mode, session);
+            for n in &view.nodes {
+                if n.name == mine && n.owner != session {
+                    // Our node's name on another session's node (made by hand): it blocks us.
+                    conflict = Some(n);
+                    break;
+                }
+                match self.classify(n, session) {
+                    Owner::Ours => have = have.max(Some(n.mode)),
+                    Owner::Sibling => {}
+                    Owner::Stale => stale.push(n),
+                    Owner::Other => {
+                        if mode == LeaseMode::ReadWrite || n.mode == LeaseMode::ReadWrite {
+                            // Name the strongest, then the oldest, holder.
+                            let key = |n: &Node| (std::cmp::Reverse(n.mode), n.holder.since);
+                            if conflict.is_none_or(|c| key(n) < key(c)) {
+                                conflict = Some(n);
+                            }
+                        }
                     }
                 }
-                Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
-            };
-            let nodes = self.read_nodes(client, volume, &dir, &children).await?;
-            // A stale node of this agent blocks nobody but us: take it over.
-            for n in &nodes {
-                if self.classify(n, session) == Owner::Stale {
+            }
+            if let Some(held) = have.filter(|&h| h >= mode) {
+                // Our own node already carries it.
+                return Ok(self.taken(&dir, held, session));
+            }
+            let Some(holder) = conflict else {
+                for n in &stale {
                     log::warn!(
                         "{volume}: taking over the stale lease node {} of {}",
                         n.path,
                         n.holder
                     );
-                    match client.delete(&n.path, Some(n.version)).await {
-                        Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
-                        Err(e) => return Err(self.zk_error(volume, "delete", &n.path, e)),
-                    }
-                    continue 'check;
                 }
-            }
-            let mine =
-                |n: &&Node| matches!(self.classify(n, session), Owner::Ours | Owner::Sibling);
-            let rw = nodes.iter().find(|n| n.name == RW_NODE);
-            let ro_me = nodes.iter().find(|n| n.name == ro_name);
-            let conflict = match (mode, rw) {
-                (_, Some(n)) if mine(&n) => {
-                    return Ok(Taken {
-                        mode: LeaseMode::ReadWrite,
-                        owner: n.owner,
-                    })
+                if self
+                    .commit(client, volume, &dir, Some(&view), mode, &stale)
+                    .await?
+                {
+                    return Ok(self.taken(&dir, mode, session));
                 }
-                (_, Some(n)) => (LeaseMode::ReadWrite, n.holder.clone()),
-                (LeaseMode::ReadOnly, None) => match ro_me {
-                    Some(n) if mine(&n) => {
-                        return Ok(Taken {
-                            mode: LeaseMode::ReadOnly,
-                            owner: n.owner,
-                        })
-                    }
-                    // Our agent's name on another host's node: never shared.
-                    Some(n) => (LeaseMode::ReadOnly, n.holder.clone()),
-                    None => {
-                        if self
-                            .create(client, volume, &format!("{dir}/{ro_name}"))
-                            .await?
-                        {
-                            return Ok(Taken {
-                                mode: LeaseMode::ReadOnly,
-                                owner: session,
-                            });
-                        }
-                        continue 'check;
-                    }
-                },
-                (LeaseMode::ReadWrite, None) => {
-                    let reader = nodes
-                        .iter()
-                        .filter(|n| n.name != RW_NODE && !mine(n))
-                        .min_by_key(|n| n.holder.since);
-                    match reader {
-                        Some(n) => (LeaseMode::ReadOnly, n.holder.clone()),
-                        None => {
-                            if !self
-                                .create(client, volume, &format!("{dir}/{RW_NODE}"))
-                                .await?
-                            {
-                                continue 'check;
-                            }
-                            // The upgrade is done: our own read-only node is redundant now. A
-                            // sibling's stays: it is that process's to give back.
-                            if let Some(n) =
-                                ro_me.filter(|n| self.classify(n, session) == Owner::Ours)
-                            {
-                                match client.delete(&n.path, Some(n.version)).await {
-                                    Ok(()) | Err(zk::Error::NoNode) => {}
-                                    Err(e) => log::warn!(
-                                        "{volume}: cannot delete {} after the upgrade: {e}",
-                                        n.path
-                                    ),
-                                }
-                            }
-                            return Ok(Taken {
-                                mode: LeaseMode::ReadWrite,
-                                owner: session,
-                            });
-                        }
-                    }
-                }
+                continue;
             };
-            let (held_mode, holder) = conflict;
             let held = || CoordError::Held {
                 volume: volume.clone(),
                 wanted: mode,
-                held_mode,
-                holder: Box::new(holder.clone()),
+                held_mode: holder.mode,
+                holder: Box::new(holder.holder.clone()),
                 waited: start.elapsed(),
             };
-            let Some(left) = wait.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) else {
+            let Some(watcher) = view.watcher.filter(|_| !left.is_zero()) else {
                 return Err(held());
             };
             if tokio::time::timeout(left, watcher.changed()).await.is_err() {
@@ -277,13 +309,29 @@ impl Inner {
         }
     }
 
-    /// Creates our ephemeral lease node at `path`: `false` when it exists already (a race).
-    async fn create(
+    fn taken(&self, dir: &str, mode: LeaseMode, session: i64) -> Taken {
+        Taken {
+            mode,
+            path: format!("{dir}/{}", node_name(mode, session)),
+        }
+    }
+
+    /// Creates our node for `mode` in one transaction with setting the volume node's data at the
+    /// version `view` was read at (or with creating the volume node, when there was none), and
+    /// deletes our node of the other mode (an upgrade) and the `stale` nodes in it. `false` when
+    /// another process changed the volume meanwhile.
+    async fn commit(
         &self,
         client: &zk::Client,
         volume: &VolumeKey,
-        path: &str,
+        dir: &str,
+        view: Option<&View>,
+        mode: LeaseMode,
+        stale: &[&Node],
     ) -> Result<bool, CoordError> {
+        let session = client.session_id().0;
+        let path = format!("{dir}/{}", node_name(mode, session));
+        let failed = |op: &'static str, e: zk::Error| self.zk_error(volume, op, &path, e);
         let holder = Holder {
             agent: self.agent.clone(),
             host: self.host.clone(),
@@ -293,33 +341,58 @@ impl Inner {
         let data = serde_json::to_vec(&holder).map_err(|e| CoordError::Zk {
             volume: volume.clone(),
             op: "create",
-            path: path.to_owned(),
+            path: path.clone(),
             message: format!("cannot encode the holder: {e}"),
         })?;
-        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-        match client.create(path, &data, &opts).await {
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let mut multi = client.new_multi_writer();
+        match view {
+            Some(view) => {
+                multi
+                    .add_set_data(dir, b"", Some(view.version))
+                    .map_err(|e| failed("multi", e))?;
+                if mode == LeaseMode::ReadWrite {
+                    let ro = node_name(LeaseMode::ReadOnly, session);
+                    if let Some(n) = view
+                        .nodes
+                        .iter()
+                        .find(|n| n.name == ro && n.owner == session)
+                    {
+                        multi
+                            .add_delete(&n.path, None)
+                            .map_err(|e| failed("multi", e))?;
+                    }
+                }
+            }
+            None => multi
+                .add_create(dir, b"", &persistent)
+                .map_err(|e| failed("multi", e))?,
+        }
+        multi
+            .add_create(&path, &data, &ephemeral)
+            .map_err(|e| failed("multi", e))?;
+        for n in stale {
+            multi
+                .add_delete(&n.path, Some(n.version))
+                .map_err(|e| failed("multi", e))?;
+        }
+        match multi.commit().await {
             Ok(_) => Ok(true),
-            Err(zk::Error::NodeExists) => Ok(false),
-            Err(e) => Err(self.zk_error(volume, "create", path, e)),
+            Err(zk::MultiWriteError::OperationFailed {
+                source: zk::Error::NoNode,
+                ..
+            }) if view.is_none() => {
+                // The volume node's parents are missing: create them, then try again.
+                let parent = &dir[..dir.rfind('/').unwrap_or(0)];
+                match client.mkdir(parent, &persistent).await {
+                    Ok(()) => Ok(false),
+                    Err(e) => Err(self.zk_error(volume, "create", parent, e)),
+                }
+            }
+            Err(e) if raced(&e) => Ok(false),
+            Err(e) => Err(failed("multi", e.into())),
         }
-    }
-
-    fn check_agent(&self, volume: &VolumeKey) -> Result<(), CoordError> {
-        let a = &self.agent;
-        if a.is_empty()
-            || a.contains('/')
-            || a == "."
-            || a == ".."
-            || a.chars().any(char::is_control)
-        {
-            return Err(CoordError::Zk {
-                volume: volume.clone(),
-                op: "create",
-                path: format!("{}/{RO_PREFIX}{a}", self.volume_dir(volume)),
-                message: format!("agent name {a:?} cannot be part of a ZooKeeper node name"),
-            });
-        }
-        Ok(())
     }
 
     pub(super) async fn acquire(
@@ -328,7 +401,6 @@ impl Inner {
         mode: LeaseMode,
         wait: Duration,
     ) -> Result<(), CoordError> {
-        self.check_agent(volume)?;
         // Fail closed at once: no live session, no lease.
         self.live_client(volume)?;
         let vlock = self.volume_lock(volume);
@@ -346,11 +418,7 @@ impl Inner {
         drop(client);
         // Watch the node before answering, so that a change right after is not missed; if it
         // cannot be set now, the watch task sets it.
-        let first = self
-            .watch_node(&self.lease_node(volume, taken.mode), taken.owner)
-            .await
-            .ok()
-            .flatten();
+        let first = self.watch_node(&taken.path).await.ok().flatten();
         let mut st = lock(&self.state);
         if st.epoch != epoch {
             // The session ended meanwhile: whatever we created went with it.
@@ -367,21 +435,13 @@ impl Inner {
             volume.clone(),
             Held {
                 mode: taken.mode,
-                owner: taken.owner,
+                path: taken.path,
                 wanted,
                 id,
                 watch: Some(watch.abort_handle()),
             },
         );
         Ok(())
-    }
-
-    /// The node that carries the lease `volume` is held by in `mode`.
-    pub(super) fn lease_node(&self, volume: &VolumeKey, mode: LeaseMode) -> String {
-        match mode {
-            LeaseMode::ReadWrite => format!("{}/{RW_NODE}", self.volume_dir(volume)),
-            LeaseMode::ReadOnly => format!("{}/{}", self.volume_dir(volume), self.ro_node()),
-        }
     }
 
     pub(super) async fn release(&self, volume: &VolumeKey) -> Result<(), CoordError> {
@@ -402,12 +462,11 @@ impl Inner {
         }
         let dir = self.volume_dir(volume);
         let session = client.session_id().0;
-        let children = match client.list_children(&dir).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => Vec::new(),
-            Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
+        let Some(view) = self.read_view(&client, volume, &dir, false).await? else {
+            lock(&self.state).held.remove(volume);
+            return Ok(());
         };
-        for n in self.read_nodes(&client, volume, &dir, &children).await? {
+        for n in view.nodes {
             if matches!(self.classify(&n, session), Owner::Ours | Owner::Stale) {
                 match client.delete(&n.path, Some(n.version)).await {
                     Ok(()) | Err(zk::Error::NoNode) => {}
@@ -425,7 +484,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unreadable_node_data_keeps_what_the_node_name_and_stat_tell() {
+    fn unreadable_node_data_keeps_what_the_stat_tells() {
         let stat = zk::Stat {
             czxid: 1,
             mzxid: 1,
@@ -439,14 +498,31 @@ mod tests {
             data_length: 0,
             num_children: 0,
         };
-        let (h, ok) = holder_of("ro-agent7", b"not json", &stat);
+        let (h, ok) = holder_of(b"not json", &stat);
         assert!(!ok);
-        assert_eq!((h.agent.as_str(), h.since), ("agent7", 1_700_000_000));
-        let (h, _) = holder_of("rw", b"", &stat);
-        assert_eq!(h.agent, "?");
+        assert_eq!((h.agent.as_str(), h.since), ("?", 1_700_000_000));
         let json = br#"{"agent":"a","host":"h","pid":7,"since":9}"#;
-        let (h, ok) = holder_of("rw", json, &stat);
+        let (h, ok) = holder_of(json, &stat);
         assert!(ok);
         assert_eq!((h.agent.as_str(), h.pid, h.since), ("a", 7, 9));
+    }
+
+    #[test]
+    fn node_names_carry_the_mode_and_the_session() {
+        assert_eq!(
+            node_name(LeaseMode::ReadWrite, 0x1234),
+            "rw-0000000000001234"
+        );
+        assert_eq!(node_name(LeaseMode::ReadOnly, -1), "ro-ffffffffffffffff");
+        for (name, mode) in [
+            ("rw-0000000000001234", Some(LeaseMode::ReadWrite)),
+            ("rw", Some(LeaseMode::ReadWrite)),
+            ("ro-alpha", Some(LeaseMode::ReadOnly)),
+            ("ro-ffffffffffffffff", Some(LeaseMode::ReadOnly)),
+            ("rwx", None),
+            ("lock", None),
+        ] {
+            assert_eq!(mode_of_name(name), mode, "{name}");
+        }
     }
 }

@@ -3,29 +3,42 @@
 //! # Layout (a contract: operators read it with `zkCli.sh`)
 //!
 //! ```text
-//! <path>/volumes/<driver>/<name>/rw            ephemeral: the one read-write holder
-//! <path>/volumes/<driver>/<name>/ro-<agent>    ephemeral: one per read-only holding agent
+//! <path>/volumes/<driver>/<name>                 persistent; its data version counts lease takes
+//! <path>/volumes/<driver>/<name>/rw-<session>    ephemeral: a read-write holder
+//! <path>/volumes/<driver>/<name>/ro-<session>    ephemeral: a read-only holder
 //! ```
 //!
-//! Each lease node's data is the JSON of [`Holder`] (`{"agent","host","pid","since"}`). The parent
-//! nodes are persistent, created as needed and never removed.
+//! `<session>` is the holding process's ZooKeeper session id in 16 hex digits: one node per
+//! holding process, which only that process's session ever creates. Each lease node's data is
+//! the JSON of [`Holder`](crate::coord::Holder) (`{"agent","host","pid","since"}`). The parent nodes are persistent,
+//! created as needed and never removed.
 //!
 //! # Rules
+//!
+//! Read-write is granted when no other agent has a node under the volume; read-only when no
+//! other agent has a read-write node there. The decision is atomic: the volume's children and
+//! its node's data version are read, and the lease node is created in one transaction with
+//! setting the volume node's data at that version. Every take sets it, so a take decided on a
+//! view that another take changed meanwhile fails, and is decided again on a new view.
+//! Deletions (releases, expired sessions) leave the version alone: they only ever free a lease.
+//! An upgrade (read-only to read-write) creates the read-write node and deletes the read-only
+//! one in the same transaction.
 //!
 //! A node is this agent's when its data names our `agent_name` and our host. If another session
 //! owns it, the holder's pid decides: alive means a sibling process of this agent on this host (a
 //! `dvdi run` next to the module), whose lease we share and never touch; dead (or our own pid in an
 //! earlier session of this process) means a stale node of a previous process, which we delete
-//! (with its version) and replace. A node naming our agent but another host is treated as another
-//! agent's: two hosts sharing one agent name must not share a read-write lease.
+//! (with its version, in the transaction that takes the lease). A node naming our agent but
+//! another host is treated as another agent's: two hosts sharing one agent name must not share
+//! a read-write lease. Nodes of the earlier layout (`rw`, `ro-<agent>`) count as holders by the
+//! same rules.
 //!
 //! # Choices
 //!
 //! - A URL without a path (`zk://h:2181`) means the root `/`, as ZooKeeper's own connect strings.
 //! - A lease node whose data is not a holder's JSON still counts (it blocks as any holder does)
-//!   and is listed by [`Coordinator::leases`] with what is known: the agent from an `ro-<agent>`
-//!   name (`?` for `rw`), host `?`, pid 0, and the node's creation time as `since`; a warning is
-//!   logged. Driver or volume nodes whose names are not valid names are skipped with a warning.
+//!   and is listed by [`Coordinator::leases`] with what is known: agent `?`, host `?`, pid 0,
+//!   and the node's creation time as `since`; a warning is logged. Driver or volume nodes whose names are not valid names are skipped with a warning.
 //! - "Disconnected for longer than the session timeout" is measured from the moment the
 //!   connection went silent: the library notices a dead connection after 2/5 of the session
 //!   timeout without an answer, so that much is counted before the notice. The server may expire
@@ -127,8 +140,8 @@ struct Held {
     mode: LeaseMode,
     /// The strongest mode asked for: what re-taking asks for.
     wanted: LeaseMode,
-    /// The session owning the lease's node (ours, or a live sibling's).
-    owner: i64,
+    /// Our node the lease rests on.
+    path: String,
     /// Identifies this entry to its watch task.
     id: u64,
     /// Aborts the task that watches the lease's node.

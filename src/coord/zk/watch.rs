@@ -12,19 +12,19 @@ use crate::coord::{CoordError, Holder, LeaseLoss, LossReason};
 use crate::spec::VolumeKey;
 
 impl Inner {
-    /// Sets a watch on the lease node `path` if it still belongs to session `owner`; `None`
-    /// when it is gone or another session's now.
+    /// Sets a watch on our lease node `path` if it is still our session's; `None` when it is
+    /// gone or another session's now.
     pub(super) async fn watch_node(
         &self,
         path: &str,
-        owner: i64,
     ) -> Result<Option<zk::OneshotWatcher>, zk::Error> {
         // The client handle goes before anyone waits on the watch: a waiting watch must not
         // keep the session open when the coordinator closes it.
         let client = lock(&self.state).client.clone();
         let client = client.ok_or(zk::Error::ConnectionLoss)?;
+        let session = client.session_id().0;
         match client.check_and_watch_stat(path).await? {
-            (Some(stat), w) if stat.ephemeral_owner == owner => Ok(Some(w)),
+            (Some(stat), w) if stat.ephemeral_owner == session => Ok(Some(w)),
             _ => Ok(None),
         }
     }
@@ -40,14 +40,13 @@ impl Inner {
         mut watcher: Option<zk::OneshotWatcher>,
     ) {
         loop {
-            let (mode, owner) = {
+            let path = {
                 let st = lock(&self.state);
                 match st.held.get(&volume) {
-                    Some(h) if h.id == id && st.epoch == epoch => (h.mode, h.owner),
+                    Some(h) if h.id == id && st.epoch == epoch => h.path.clone(),
                     _ => return,
                 }
             };
-            let path = self.lease_node(&volume, mode);
             match watcher.take() {
                 Some(w) => match w.changed().await.event_type {
                     zk::EventType::NodeDeleted => {}
@@ -56,7 +55,7 @@ impl Inner {
                     // Anything else: watch again (and check the node is still the one).
                     _ => continue,
                 },
-                None => match self.watch_node(&path, owner).await {
+                None => match self.watch_node(&path).await {
                     Ok(Some(w)) => {
                         watcher = Some(w);
                         continue;
@@ -105,7 +104,7 @@ impl Inner {
                     match st.held.get_mut(&volume) {
                         Some(h) if h.id == id => {
                             h.mode = taken.mode;
-                            h.owner = taken.owner;
+                            h.path = taken.path;
                         }
                         _ => return,
                     }
