@@ -593,3 +593,69 @@ fn upgrade_racing_another_agents_read_only_take_never_grants_both() {
         both.len()
     );
 }
+
+#[test]
+fn release_whose_answer_is_lost_holds_nothing_and_leaves_no_node_once_reconnected() {
+    let mut zk = ZkServer::start();
+    let raw = RawZk::connect(&zk);
+    let a = agent(&zk, "alpha", Duration::from_secs(10));
+    let v = key("rexray", "lost-answer");
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+    let path = node(&v, &leaf_of(&a, RW));
+
+    // A frozen server: the release goes out and no answer comes back, until the client gives
+    // the connection up. Whether the deletion happened is unknown to alpha.
+    zk.pause();
+    let err = a.release(&v).unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    assert!(
+        a.status().held.is_empty(),
+        "a lease whose release may have happened is not held: {:?}",
+        a.status()
+    );
+
+    // Once the session is usable again, alpha's node is gone either way, and a later take asks
+    // ZooKeeper rather than a memory of the lease.
+    zk.resume();
+    wait_connected(&a);
+    raw.wait_exists(&path, false, EVENT);
+    let b = agent(&zk, "beta", LONG);
+    b.acquire(&v, RW, Duration::ZERO).unwrap();
+    assert_eq!(
+        refused(a.acquire(&v, RW, Duration::ZERO)),
+        (RW, RW, "beta".into())
+    );
+}
+
+#[test]
+fn upgrade_whose_answer_is_lost_keeps_only_the_read_only_lease() {
+    let mut zk = ZkServer::start();
+    let raw = RawZk::connect(&zk);
+    let a = agent(&zk, "alpha", Duration::from_secs(10));
+    let lost = losses(&a);
+    let v = key("rexray", "lost-upgrade");
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+    let (ro, rw) = (node(&v, &leaf_of(&a, RO)), node(&v, &leaf_of(&a, RW)));
+
+    // The upgrade's transaction goes out and no answer comes back: it may or may not happen.
+    // Read-only is held either way, and stays held; read-write is not.
+    zk.pause();
+    let err = a.acquire(&v, RW, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    assert_eq!(a.status().held, vec![(v.clone(), RO)]);
+
+    // Once the session is usable again, ZooKeeper says the same: our read-only node, and no
+    // read-write one (put back by a transaction of its own if the upgrade went through).
+    zk.resume();
+    wait_connected(&a);
+    raw.wait_exists(&rw, false, EVENT);
+    raw.wait_exists(&ro, true, EVENT);
+    assert_eq!(
+        raw.children(&format!("{ROOT}/volumes/rexray/lost-upgrade")),
+        [leaf_of(&a, RO)]
+    );
+    let b = agent(&zk, "beta", LONG);
+    b.acquire(&v, RO, Duration::ZERO).unwrap();
+    assert_eq!(a.status().held, vec![(v, RO)]);
+    assert!(lost.try_recv().is_err(), "nothing was lost");
+}

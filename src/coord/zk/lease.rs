@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use zookeeper_client as zk;
 
+use super::doubt::outcome_unknown;
 use super::{lock, Held, Inner};
 use crate::coord::{CoordError, Holder, LeaseMode};
 use crate::spec::VolumeKey;
@@ -227,7 +228,7 @@ impl Inner {
     /// fails and the view is read again. Deletions do not change the version: they only ever
     /// free a lease, so a decision to grant stays right after them.
     pub(super) async fn take(
-        &self,
+        self: &Arc<Self>,
         client: &zk::Client,
         volume: &VolumeKey,
         mode: LeaseMode,
@@ -321,7 +322,7 @@ impl Inner {
     /// deletes our node of the other mode (an upgrade) and the `stale` nodes in it. `false` when
     /// another process changed the volume meanwhile.
     async fn commit(
-        &self,
+        self: &Arc<Self>,
         client: &zk::Client,
         volume: &VolumeKey,
         dir: &str,
@@ -332,18 +333,7 @@ impl Inner {
         let session = client.session_id().0;
         let path = format!("{dir}/{}", node_name(mode, session));
         let failed = |op: &'static str, e: zk::Error| self.zk_error(volume, op, &path, e);
-        let holder = Holder {
-            agent: self.agent.clone(),
-            host: self.host.clone(),
-            pid: self.pid,
-            since: now_secs(),
-        };
-        let data = serde_json::to_vec(&holder).map_err(|e| CoordError::Zk {
-            volume: volume.clone(),
-            op: "create",
-            path: path.clone(),
-            message: format!("cannot encode the holder: {e}"),
-        })?;
+        let data = self.holder_json(volume, &path)?;
         let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let mut multi = client.new_multi_writer();
@@ -391,8 +381,34 @@ impl Inner {
                 }
             }
             Err(e) if raced(&e) => Ok(false),
-            Err(e) => Err(failed("multi", e.into())),
+            Err(e) => {
+                let e = zk::Error::from(e);
+                if outcome_unknown(&e) {
+                    self.doubt(volume);
+                }
+                Err(failed("multi", e))
+            }
         }
+    }
+
+    /// The data of a lease node this process creates: its [`Holder`] as JSON.
+    pub(super) fn holder_json(
+        &self,
+        volume: &VolumeKey,
+        path: &str,
+    ) -> Result<Vec<u8>, CoordError> {
+        let holder = Holder {
+            agent: self.agent.clone(),
+            host: self.host.clone(),
+            pid: self.pid,
+            since: now_secs(),
+        };
+        serde_json::to_vec(&holder).map_err(|e| CoordError::Zk {
+            volume: volume.clone(),
+            op: "create",
+            path: path.to_owned(),
+            message: format!("cannot encode the holder: {e}"),
+        })
     }
 
     pub(super) async fn acquire(
@@ -406,6 +422,7 @@ impl Inner {
         let vlock = self.volume_lock(volume);
         let _guard = vlock.lock().await;
         let (client, epoch) = self.live_client(volume)?;
+        self.settle(&client, volume).await?;
         let wanted = {
             let st = lock(&self.state);
             match st.held.get(volume) {
@@ -444,37 +461,77 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) async fn release(&self, volume: &VolumeKey) -> Result<(), CoordError> {
+    /// Gives back our lease on `volume`: deletes our session's nodes on it (and stale nodes of
+    /// this agent). The lease is forgotten before anything is sent: if the answer is lost, the
+    /// volume is in doubt, and its nodes are deleted when the session can be used again (or go
+    /// with the session).
+    pub(super) async fn release(self: &Arc<Self>, volume: &VolumeKey) -> Result<(), CoordError> {
         let vlock = self.volume_lock(volume);
         let _guard = vlock.lock().await;
         let held = lock(&self.state).held.contains_key(volume);
         let (client, _) = match self.live_client(volume) {
             Ok(c) => c,
-            // Holding nothing is success, connected or not.
+            // Holding nothing is success, connected or not; a lease held stays held (and is
+            // reported lost if the session goes).
             Err(_) if !held => return Ok(()),
             Err(e) => return Err(e),
         };
-        // Stop watching first: the deletions below are ours, not a loss.
-        if let Some(h) = lock(&self.state).held.get_mut(volume) {
-            if let Some(w) = h.watch.take() {
-                w.abort();
-            }
-        }
+        // Dropping the entry stops its watch: the deletions below are ours, not a loss.
+        lock(&self.state).held.remove(volume);
         let dir = self.volume_dir(volume);
         let session = client.session_id().0;
-        let Some(view) = self.read_view(&client, volume, &dir, false).await? else {
-            lock(&self.state).held.remove(volume);
+        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite]
+            .map(|mode| format!("{dir}/{}", node_name(mode, session)));
+        // Both deletions and the listing go out at once: one round trip.
+        let deletes = ours.each_ref().map(|p| client.delete(p, None));
+        let listed = client.list_children(&dir);
+        for (path, delete) in ours.iter().zip(deletes) {
+            match delete.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) if outcome_unknown(&e) => {
+                    self.doubt(volume);
+                    return Err(self.unavailable(
+                        volume,
+                        format!(
+                            "delete {path}: {e}; the lease is no longer held here, and its node \
+                             is deleted when the session can be used again (or goes with it)"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.zk_error(volume, "delete", path, e)),
+            }
+        }
+        lock(&self.state).doubt.remove(volume);
+        let others = match listed.await {
+            Ok(children) => children.iter().any(|c| mode_of_name(c).is_some()),
+            Err(zk::Error::NoNode) => false,
+            Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
+        };
+        if others {
+            self.delete_stale(&client, volume, &dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the nodes of this agent's dead processes on `volume`.
+    async fn delete_stale(
+        &self,
+        client: &zk::Client,
+        volume: &VolumeKey,
+        dir: &str,
+    ) -> Result<(), CoordError> {
+        let session = client.session_id().0;
+        let Some(view) = self.read_view(client, volume, dir, false).await? else {
             return Ok(());
         };
         for n in view.nodes {
-            if matches!(self.classify(&n, session), Owner::Ours | Owner::Stale) {
+            if self.classify(&n, session) == Owner::Stale {
                 match client.delete(&n.path, Some(n.version)).await {
-                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
                     Err(e) => return Err(self.zk_error(volume, "delete", &n.path, e)),
                 }
             }
         }
-        lock(&self.state).held.remove(volume);
         Ok(())
     }
 }

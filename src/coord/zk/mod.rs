@@ -48,6 +48,13 @@
 //!   has them, are this process's stale nodes and are taken over.
 //! - `release` without a live session fails (`Unavailable`) if the lease is held (it stays held
 //!   and is reported lost if the session goes), and succeeds if not.
+//! - A write whose answer is lost (the connection dropped under it, or the call was cut off)
+//!   may or may not have happened, and nothing in doubt is held: a release forgets the lease
+//!   before it sends anything, a failed take holds nothing, a failed upgrade keeps only the
+//!   read-only lease (held in every outcome). Before the volume is touched again, and as soon as
+//!   the session is usable again, our session's nodes on it are made to match what is held
+//!   (`doubt.rs`); if the session ends first, they go with it. Only a lease whose node is
+//!   watched answers an acquire from memory.
 //! - The loss handler runs on the coordination thread: it must return quickly and must not call
 //!   the coordinator (such a call fails at once instead of deadlocking).
 //!
@@ -62,13 +69,15 @@
 //!
 //! `mod.rs` holds the coordinator, its thread and the trait's implementation; `target.rs` the
 //! URL; `session.rs` the session and loss detection; `lease.rs` taking and giving back a lease;
-//! `watch.rs` the watch on a held lease; `list.rs` the cluster-wide listing.
+//! `doubt.rs` settling writes whose outcome is unknown; `watch.rs` the watch on a held lease;
+//! `list.rs` the cluster-wide listing.
 //!
 //! # Must never
 //!
 //! Report a lease as held without a live session, block a caller past its wait plus a bounded
 //! margin, or delete a node of another agent or of a live sibling process.
 
+mod doubt;
 mod lease;
 mod list;
 mod session;
@@ -77,7 +86,7 @@ mod watch;
 
 pub use target::{ZkTarget, ZkUrlError};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -131,6 +140,8 @@ struct State {
     session: Option<String>,
     last_error: Option<String>,
     held: BTreeMap<VolumeKey, Held>,
+    /// Volumes a write of this session touched whose outcome is unknown (see `doubt.rs`).
+    doubt: BTreeSet<VolumeKey>,
     next_id: u64,
 }
 
@@ -444,11 +455,8 @@ async fn serve(inner: Arc<Inner>, cmd: Command) {
             let res = match tokio::time::timeout(budget, inner.acquire(&volume, mode, wait)).await {
                 Ok(res) => res,
                 Err(_) => {
-                    // Cut off mid-way, a node may have been created: give back whatever this
-                    // process has on a volume it did not hold before.
-                    if !lock(&inner.state).held.contains_key(&volume) {
-                        let _ = tokio::time::timeout(budget, inner.release(&volume)).await;
-                    }
+                    // Cut off mid-way, a node may have been created or replaced.
+                    inner.doubt(&volume);
                     Err(inner.unavailable(
                         &volume,
                         format!("no answer from ZooKeeper within {} s", budget.as_secs()),

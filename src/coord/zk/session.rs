@@ -71,9 +71,12 @@ pub(super) async fn supervise(inner: Arc<Inner>) {
             match state {
                 zk::SessionState::SyncConnected => {
                     disconnected_at = None;
-                    let mut st = lock(&inner.state);
-                    st.connected = true;
-                    inner.publish(&st);
+                    {
+                        let mut st = lock(&inner.state);
+                        st.connected = true;
+                        inner.publish(&st);
+                    }
+                    inner.settle_all();
                 }
                 zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
                     disconnected_at.get_or_insert_with(|| {
@@ -104,6 +107,8 @@ pub(super) fn is_connection_error(e: &zk::Error) -> bool {
             | zk::Error::ClientClosed
             | zk::Error::Timeout
             | zk::Error::NoHosts
+            // The library's own I/O errors and "no response from connection".
+            | zk::Error::Custom(_)
     )
 }
 
@@ -203,6 +208,8 @@ impl Inner {
                 other => other.to_string(),
             });
             self.publish(&st);
+            // Nothing is in doubt any more: the session's nodes go with it.
+            st.doubt.clear();
             (std::mem::take(&mut st.held), st.client.take())
         };
         drop(client);

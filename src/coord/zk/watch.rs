@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use zookeeper_client as zk;
 
+use super::lease::Taken;
 use super::session::is_connection_error;
 use super::{lock, Inner};
 use crate::coord::{CoordError, Holder, LeaseLoss, LossReason};
@@ -80,22 +81,17 @@ impl Inner {
                 },
             }
             // The node is gone (or not ours any more): take the lease again at once, or
-            // report it lost.
+            // report it lost. A write in doubt is settled first: it may have replaced the node.
             let vlock = self.volume_lock(&volume);
             let _guard = vlock.lock().await;
-            let wanted = {
-                let st = lock(&self.state);
-                match st.held.get(&volume) {
-                    Some(h) if h.id == id && st.epoch == epoch => h.wanted,
-                    _ => return,
-                }
-            };
             let retaken = match self.live_client(&volume) {
-                Ok((client, _)) => self.take(&client, &volume, wanted, Duration::ZERO).await,
+                Ok((client, _)) => self.retake(&client, &volume, id, epoch, &path).await,
                 Err(e) => Err(e),
             };
             match retaken {
-                Ok(taken) => {
+                // Ours again (a write in doubt was settled), or no longer held by this entry.
+                Ok(None) => {}
+                Ok(Some(taken)) => {
                     log::warn!("{volume}: lease node {path} was deleted; taken again");
                     let mut st = lock(&self.state);
                     if st.epoch != epoch {
@@ -121,8 +117,38 @@ impl Inner {
         }
     }
 
+    /// Under the volume's lock, after lease `id`'s node `path` was seen gone: settles a write in
+    /// doubt (which may have replaced the node), then takes the lease again unless the node is
+    /// ours again. `None` when nothing was taken.
+    async fn retake(
+        self: &Arc<Self>,
+        client: &zk::Client,
+        volume: &VolumeKey,
+        id: u64,
+        epoch: u64,
+        path: &str,
+    ) -> Result<Option<Taken>, CoordError> {
+        self.settle(client, volume).await?;
+        let wanted = {
+            let st = lock(&self.state);
+            match st.held.get(volume) {
+                Some(h) if h.id == id && st.epoch == epoch => h.wanted,
+                _ => return Ok(None),
+            }
+        };
+        let session = client.session_id().0;
+        match client.check_stat(path).await {
+            Ok(Some(stat)) if stat.ephemeral_owner == session => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(self.zk_error(volume, "exists", path, e)),
+        }
+        self.take(client, volume, wanted, Duration::ZERO)
+            .await
+            .map(Some)
+    }
+
     /// Forgets lease `id` on `volume` and reports it lost (taken over).
-    fn lose(&self, volume: &VolumeKey, id: u64, holder: Option<Holder>, why: &str) {
+    pub(super) fn lose(&self, volume: &VolumeKey, id: u64, holder: Option<Holder>, why: &str) {
         {
             let mut st = lock(&self.state);
             match st.held.get_mut(volume) {
