@@ -659,3 +659,61 @@ fn upgrade_whose_answer_is_lost_keeps_only_the_read_only_lease() {
     assert_eq!(a.status().held, vec![(v, RO)]);
     assert!(lost.try_recv().is_err(), "nothing was lost");
 }
+
+/// Waits (polling a real condition, bounded) until `c` no longer says it holds `v` read-write.
+fn wait_not_read_write(c: &ZkCoordinator, v: &VolumeKey) {
+    let deadline = Instant::now() + EVENT;
+    while c.status().held.contains(&(v.clone(), RW)) {
+        assert!(
+            Instant::now() < deadline,
+            "still read-write: {:?}",
+            c.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_answer_after_the_caller_gave_up_gives_back_only_what_that_call_took() {
+    let zk = ZkServer::start();
+    let raw = RawZk::connect(&zk);
+    let a = agent(&zk, "alpha", LONG);
+    let v = key("rexray", "late");
+    let dir = format!("{ROOT}/volumes/rexray/late");
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+
+    // A re-take of a lease held already (as recover does), answered after its caller gave up:
+    // the call took nothing, and nothing is given back.
+    let err = a
+        .acquire_giving_up_after_for_tests(&v, RO, Duration::ZERO, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    // A later call on the volume is served after the late one is done with.
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+    assert_eq!(a.status().held, vec![(v.clone(), RO)]);
+    assert_eq!(raw.children(&dir), [leaf_of(&a, RO)]);
+
+    // An upgrade answered after its caller gave up: the read-write part goes, the read-only
+    // lease held before the call stays.
+    let err = a
+        .acquire_giving_up_after_for_tests(&v, RW, Duration::ZERO, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+    wait_not_read_write(&a, &v);
+    assert_eq!(a.status().held, vec![(v.clone(), RO)]);
+    assert_eq!(raw.children(&dir), [leaf_of(&a, RO)]);
+
+    // A first take answered after its caller gave up is given back whole.
+    let w = key("rexray", "late-first");
+    let err = a
+        .acquire_giving_up_after_for_tests(&w, RW, Duration::ZERO, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    a.release(&w).unwrap();
+    wait_not_read_write(&a, &w);
+    assert!(raw
+        .children(&format!("{ROOT}/volumes/rexray/late-first"))
+        .is_empty());
+    assert_eq!(a.status().held, vec![(v, RO)]);
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zookeeper_client as zk;
 
 use super::doubt::outcome_unknown;
+use super::worker::Reply;
 use super::{lock, Held, Inner};
 use crate::coord::{CoordError, Holder, LeaseMode};
 use crate::spec::VolumeKey;
@@ -411,11 +412,15 @@ impl Inner {
         })
     }
 
+    /// Takes `mode` on `volume` (see [`Inner::take`]) and hands the answer to `reply` while
+    /// the volume's lock is held. If the caller gave up meanwhile, what this call took is given
+    /// back, and only that: a lease held before the call stays as it was.
     pub(super) async fn acquire(
         self: &Arc<Self>,
         volume: &VolumeKey,
         mode: LeaseMode,
         wait: Duration,
+        reply: &Reply<Result<(), CoordError>>,
     ) -> Result<(), CoordError> {
         // Fail closed at once: no live session, no lease.
         self.live_client(volume)?;
@@ -423,27 +428,49 @@ impl Inner {
         let _guard = vlock.lock().await;
         let (client, epoch) = self.live_client(volume)?;
         self.settle(&client, volume).await?;
-        let wanted = {
-            let st = lock(&self.state);
-            match st.held.get(volume) {
-                Some(h) if h.mode >= mode => return Ok(()),
-                Some(h) => h.wanted.max(mode),
-                None => mode,
-            }
-        };
+        let before = lock(&self.state)
+            .held
+            .get(volume)
+            .map(|h| (h.mode, h.wanted));
+        if before.is_some_and(|(held, _)| held >= mode) {
+            // Held already: this call takes nothing, and so gives nothing back if answered late.
+            let _ = reply.deliver(Ok(()));
+            return Ok(());
+        }
+        let wanted = before.map_or(mode, |(_, wanted)| wanted.max(mode));
         let taken = self.take(&client, volume, mode, wait).await?;
-        drop(client);
         // Watch the node before answering, so that a change right after is not missed; if it
         // cannot be set now, the watch task sets it.
         let first = self.watch_node(&taken.path).await.ok().flatten();
+        if !self.hold(volume, taken, wanted, epoch, first) {
+            // The session ended meanwhile: whatever we created went with it.
+            return Err(self.unavailable(
+                volume,
+                "the ZooKeeper session ended while taking the lease".into(),
+            ));
+        }
+        if reply.deliver(Ok(())).is_err() {
+            log::warn!(
+                "{volume}: lease taken after its caller gave up; giving back what that call took"
+            );
+            self.undo(&client, volume, before, epoch).await;
+        }
+        Ok(())
+    }
+
+    /// Records `taken` as held by session `epoch` (replacing an earlier entry, whose watch
+    /// stops) and starts watching its node; `false` when that session is over.
+    pub(super) fn hold(
+        self: &Arc<Self>,
+        volume: &VolumeKey,
+        taken: Taken,
+        wanted: LeaseMode,
+        epoch: u64,
+        first: Option<zk::OneshotWatcher>,
+    ) -> bool {
         let mut st = lock(&self.state);
         if st.epoch != epoch {
-            // The session ended meanwhile: whatever we created went with it.
-            return Err(CoordError::Unavailable {
-                volume: volume.clone(),
-                target: self.target_text.clone(),
-                detail: Some("the ZooKeeper session ended while taking the lease".into()),
-            });
+            return false;
         }
         st.next_id += 1;
         let id = st.next_id;
@@ -458,6 +485,66 @@ impl Inner {
                 watch: Some(watch.abort_handle()),
             },
         );
+        true
+    }
+
+    /// Gives back what an acquire took whose caller gave up: `before` is the mode (and the mode
+    /// wanted) held before it, if any. What cannot be undone now is settled later.
+    async fn undo(
+        self: &Arc<Self>,
+        client: &zk::Client,
+        volume: &VolumeKey,
+        before: Option<(LeaseMode, LeaseMode)>,
+        epoch: u64,
+    ) {
+        let undone = match before {
+            None => {
+                lock(&self.state).held.remove(volume);
+                self.delete_ours(client, volume).await
+            }
+            Some((mode, wanted)) => {
+                // An upgrade: back to the read-only node, under a new watch.
+                let dir = self.volume_dir(volume);
+                let taken = self.taken(&dir, mode, client.session_id().0);
+                self.hold(volume, taken, wanted, epoch, None);
+                self.downgrade(client, volume).await
+            }
+        };
+        if let Err(e) = undone {
+            log::warn!("{e}");
+            self.doubt(volume);
+        }
+    }
+
+    /// Deletes our session's nodes on `volume`, both at once (one round trip). When the answer
+    /// is lost the volume is in doubt, and the error says so.
+    async fn delete_ours(
+        self: &Arc<Self>,
+        client: &zk::Client,
+        volume: &VolumeKey,
+    ) -> Result<(), CoordError> {
+        let dir = self.volume_dir(volume);
+        let session = client.session_id().0;
+        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite]
+            .map(|mode| format!("{dir}/{}", node_name(mode, session)));
+        let deletes = ours.each_ref().map(|p| client.delete(p, None));
+        for (path, delete) in ours.iter().zip(deletes) {
+            match delete.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) if outcome_unknown(&e) => {
+                    self.doubt(volume);
+                    return Err(self.unavailable(
+                        volume,
+                        format!(
+                            "delete {path}: {e}; the lease is no longer held here, and its node \
+                             is deleted when the session can be used again (or goes with it)"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.zk_error(volume, "delete", path, e)),
+            }
+        }
+        lock(&self.state).doubt.remove(volume);
         Ok(())
     }
 
@@ -479,31 +566,15 @@ impl Inner {
         // Dropping the entry stops its watch: the deletions below are ours, not a loss.
         lock(&self.state).held.remove(volume);
         let dir = self.volume_dir(volume);
-        let session = client.session_id().0;
-        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite]
-            .map(|mode| format!("{dir}/{}", node_name(mode, session)));
-        // Both deletions and the listing go out at once: one round trip.
-        let deletes = ours.each_ref().map(|p| client.delete(p, None));
+        // Sent with the deletions: one round trip.
         let listed = client.list_children(&dir);
-        for (path, delete) in ours.iter().zip(deletes) {
-            match delete.await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) if outcome_unknown(&e) => {
-                    self.doubt(volume);
-                    return Err(self.unavailable(
-                        volume,
-                        format!(
-                            "delete {path}: {e}; the lease is no longer held here, and its node \
-                             is deleted when the session can be used again (or goes with it)"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(self.zk_error(volume, "delete", path, e)),
-            }
-        }
-        lock(&self.state).doubt.remove(volume);
+        self.delete_ours(&client, volume).await?;
+        let session = client.session_id().0;
+        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite].map(|mode| node_name(mode, session));
         let others = match listed.await {
-            Ok(children) => children.iter().any(|c| mode_of_name(c).is_some()),
+            Ok(children) => children
+                .iter()
+                .any(|c| mode_of_name(c).is_some() && !ours.contains(c)),
             Err(zk::Error::NoNode) => false,
             Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
         };

@@ -63,12 +63,15 @@
 //! The client library is async. Its executor (a tokio current-thread runtime) runs on one thread
 //! owned by [`ZkCoordinator`]; the trait's methods send a command to it and block on the answer
 //! for a bounded time. (The library's socket reactor, `async-io`, keeps its own helper thread.)
-//! Nothing async leaves this folder.
+//! Nothing async leaves this folder. An answer is handed over under one lock, so that a caller
+//! that gave up and a thread that answers agree on it: an acquire answered after its caller
+//! gave up gives back what that call took, and only that (an upgrade goes back to read-only; a
+//! lease held before the call stays).
 //!
 //! # Files
 //!
-//! `mod.rs` holds the coordinator, its thread and the trait's implementation; `target.rs` the
-//! URL; `session.rs` the session and loss detection; `lease.rs` taking and giving back a lease;
+//! `mod.rs` holds the coordinator and the trait's implementation; `worker.rs` its thread and
+//! the hand-over of answers; `target.rs` the URL; `session.rs` the session and loss detection; `lease.rs` taking and giving back a lease;
 //! `doubt.rs` settling writes whose outcome is unknown; `watch.rs` the watch on a held lease;
 //! `list.rs` the cluster-wide listing.
 //!
@@ -83,11 +86,12 @@ mod list;
 mod session;
 mod target;
 mod watch;
+mod worker;
 
 pub use target::{ZkTarget, ZkUrlError};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -97,7 +101,7 @@ use zookeeper_client as zk;
 
 use super::{CoordError, CoordStatus, Coordinator, Lease, LeaseMode, LossHandler};
 use crate::spec::VolumeKey;
-use session::supervise;
+use worker::{reply_channel, run, Command, Reply};
 
 /// How long dropping the coordinator waits for ZooKeeper to confirm the session's close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -167,27 +171,6 @@ impl Drop for Held {
     }
 }
 
-/// Work sent to the coordination thread.
-enum Command {
-    Acquire {
-        volume: VolumeKey,
-        mode: LeaseMode,
-        wait: Duration,
-        reply: std_mpsc::SyncSender<Result<(), CoordError>>,
-    },
-    Release {
-        volume: VolumeKey,
-        reply: std_mpsc::SyncSender<Result<(), CoordError>>,
-    },
-    Leases {
-        reply: std_mpsc::SyncSender<Result<Vec<Lease>, CoordError>>,
-    },
-    ExpireSession {
-        direct: String,
-        reply: std_mpsc::SyncSender<Result<(), String>>,
-    },
-}
-
 impl ZkCoordinator {
     /// Starts the coordinator's thread and connects in the background: it never fails because
     /// ZooKeeper is down (calls then fail closed until it is up). `session_timeout` is asked of
@@ -248,6 +231,29 @@ impl ZkCoordinator {
         )?
     }
 
+    /// Test hook: [`Coordinator::acquire`] with a caller that gives up after `patience` (the
+    /// real caller waits for the coordinator's whole budget), so that the answer comes after
+    /// the caller gave up: what a blocked or starved coordination thread would make happen.
+    #[doc(hidden)]
+    pub fn acquire_giving_up_after_for_tests(
+        &self,
+        volume: &VolumeKey,
+        mode: LeaseMode,
+        wait: Duration,
+        patience: Duration,
+    ) -> Result<(), CoordError> {
+        self.request(
+            |reply| Command::Acquire {
+                volume: volume.clone(),
+                mode,
+                wait,
+                reply,
+            },
+            patience,
+        )
+        .unwrap_or_else(|e| Err(self.unavailable(volume, e)))
+    }
+
     /// The longest a single ZooKeeper step may take before the caller gives up on it.
     fn op_budget(&self) -> Duration {
         self.inner.session_timeout * 2 + Duration::from_secs(2)
@@ -256,7 +262,7 @@ impl ZkCoordinator {
     /// Sends a command and waits up to `bound` for its answer.
     fn request<T>(
         &self,
-        build: impl FnOnce(std_mpsc::SyncSender<T>) -> Command,
+        build: impl FnOnce(Reply<T>) -> Command,
         bound: Duration,
     ) -> Result<T, String> {
         if *lock(&self.inner.thread_id) == Some(thread::current().id()) {
@@ -270,19 +276,11 @@ impl ZkCoordinator {
             .commands
             .as_ref()
             .ok_or("the coordination thread is not running")?;
-        let (tx, rx) = std_mpsc::sync_channel(1);
+        let (reply, pending) = reply_channel();
         commands
-            .send(build(tx))
+            .send(build(reply))
             .map_err(|_| "the coordination thread has stopped")?;
-        rx.recv_timeout(bound).map_err(|e| match e {
-            std_mpsc::RecvTimeoutError::Timeout => format!(
-                "no answer from the coordination thread within {} s",
-                bound.as_secs()
-            ),
-            std_mpsc::RecvTimeoutError::Disconnected => {
-                "the coordination thread has stopped".into()
-            }
-        })
+        pending.wait(bound)
     }
 
     fn unavailable(&self, volume: &VolumeKey, detail: String) -> CoordError {
@@ -383,111 +381,4 @@ impl Coordinator for ZkCoordinator {
 /// assignment, so a panic cannot leave them half-done).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The coordination thread: a current-thread runtime serving commands until the channel closes.
-fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            lock(&inner.state).last_error = Some(format!("cannot start the async runtime: {e}"));
-            return;
-        }
-    };
-    rt.block_on(async {
-        let supervisor = tokio::spawn(supervise(Arc::clone(&inner)));
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => {
-                        tasks.spawn(serve(Arc::clone(&inner), cmd));
-                    }
-                    None => break,
-                },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
-        }
-        // Shutting down: stop every task, drop every client handle, then let the session close.
-        supervisor.abort();
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-        let _ = supervisor.await;
-        let client = {
-            let mut st = lock(&inner.state);
-            st.held.clear();
-            st.connected = false;
-            st.session = None;
-            inner.publish(&st);
-            st.client.take()
-        };
-        if let Some(client) = client {
-            let mut states = client.state_watcher();
-            let connected = client.state() == zk::SessionState::SyncConnected;
-            drop(client);
-            if connected {
-                // The library sends CloseSession once the last client handle is gone; wait for
-                // it so the ephemeral nodes are gone when the drop returns.
-                let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                    while !states.peek_state().is_terminated() {
-                        states.changed().await;
-                    }
-                })
-                .await;
-            }
-        }
-    });
-}
-
-/// Serves one command and answers it.
-async fn serve(inner: Arc<Inner>, cmd: Command) {
-    match cmd {
-        Command::Acquire {
-            volume,
-            mode,
-            wait,
-            reply,
-        } => {
-            let budget = wait + inner.session_timeout * 2 + Duration::from_secs(1);
-            let res = match tokio::time::timeout(budget, inner.acquire(&volume, mode, wait)).await {
-                Ok(res) => res,
-                Err(_) => {
-                    // Cut off mid-way, a node may have been created or replaced.
-                    inner.doubt(&volume);
-                    Err(inner.unavailable(
-                        &volume,
-                        format!("no answer from ZooKeeper within {} s", budget.as_secs()),
-                    ))
-                }
-            };
-            let ok = res.is_ok();
-            if reply.send(res).is_err() && ok {
-                // The caller gave up before the answer: it does not know it holds the lease.
-                log::warn!("{volume}: lease taken after its caller gave up; giving it back");
-                if let Err(e) = inner.release(&volume).await {
-                    log::warn!("{e}");
-                }
-            }
-        }
-        Command::Release { volume, reply } => {
-            let budget = inner.session_timeout * 2 + Duration::from_secs(1);
-            let res = match tokio::time::timeout(budget, inner.release(&volume)).await {
-                Ok(res) => res,
-                Err(_) => Err(inner.unavailable(
-                    &volume,
-                    format!("no answer from ZooKeeper within {} s", budget.as_secs()),
-                )),
-            };
-            let _ = reply.send(res);
-        }
-        Command::Leases { reply } => {
-            let _ = reply.send(inner.leases().await);
-        }
-        Command::ExpireSession { direct, reply } => {
-            let _ = reply.send(inner.expire_session(&direct).await);
-        }
-    }
 }
