@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use zookeeper_client as zk;
 
-use super::lease::node_name;
+use super::tree::node_name;
 use super::{lock, Inner};
 use crate::coord::{CoordError, LeaseMode};
 use crate::spec::VolumeKey;

@@ -2,7 +2,7 @@
 
 use zookeeper_client as zk;
 
-use super::lease::{holder_of, mode_of_name};
+use super::tree::{holder_of, mode_of_name};
 use super::{lock, Inner};
 use crate::coord::{CoordError, Lease};
 use crate::spec::{DriverName, VolumeKey, VolumeName};

@@ -71,9 +71,10 @@
 //! # Files
 //!
 //! `mod.rs` holds the coordinator and the trait's implementation; `worker.rs` its thread and
-//! the hand-over of answers; `target.rs` the URL; `session.rs` the session and loss detection; `lease.rs` taking and giving back a lease;
-//! `doubt.rs` settling writes whose outcome is unknown; `watch.rs` the watch on a held lease;
-//! `list.rs` the cluster-wide listing.
+//! the hand-over of answers; `target.rs` the URL; `session.rs` the session and loss detection;
+//! `tree.rs` a volume's lease nodes (names, holders, whose they are); `lease.rs` taking a
+//! lease; `release.rs` giving it back; `doubt.rs` settling writes whose outcome is unknown;
+//! `watch.rs` the watch on a held lease; `list.rs` the cluster-wide listing.
 //!
 //! # Must never
 //!
@@ -83,8 +84,10 @@
 mod doubt;
 mod lease;
 mod list;
+mod release;
 mod session;
 mod target;
+mod tree;
 mod watch;
 mod worker;
 

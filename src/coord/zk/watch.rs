@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use zookeeper_client as zk;
 
-use super::lease::Taken;
 use super::session::is_connection_error;
+use super::tree::Taken;
 use super::{lock, Inner};
 use crate::coord::{CoordError, Holder, LeaseLoss, LossReason};
 use crate::spec::VolumeKey;

@@ -1,0 +1,104 @@
+//! Giving a lease back: our session's nodes on the volume, and the stale nodes of this agent's
+//! dead processes.
+
+use std::sync::Arc;
+
+use zookeeper_client as zk;
+
+use super::doubt::outcome_unknown;
+use super::tree::{mode_of_name, node_name, Owner};
+use super::{lock, Inner};
+use crate::coord::{CoordError, LeaseMode};
+use crate::spec::VolumeKey;
+
+impl Inner {
+    /// Deletes our session's nodes on `volume`, both at once (one round trip). When the answer
+    /// is lost the volume is in doubt, and the error says so.
+    pub(super) async fn delete_ours(
+        self: &Arc<Self>,
+        client: &zk::Client,
+        volume: &VolumeKey,
+    ) -> Result<(), CoordError> {
+        let dir = self.volume_dir(volume);
+        let session = client.session_id().0;
+        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite]
+            .map(|mode| format!("{dir}/{}", node_name(mode, session)));
+        let deletes = ours.each_ref().map(|p| client.delete(p, None));
+        for (path, delete) in ours.iter().zip(deletes) {
+            match delete.await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) if outcome_unknown(&e) => {
+                    self.doubt(volume);
+                    return Err(self.unavailable(
+                        volume,
+                        format!(
+                            "delete {path}: {e}; the lease is no longer held here, and its node \
+                             is deleted when the session can be used again (or goes with it)"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.zk_error(volume, "delete", path, e)),
+            }
+        }
+        lock(&self.state).doubt.remove(volume);
+        Ok(())
+    }
+
+    /// Gives back our lease on `volume`: deletes our session's nodes on it (and stale nodes of
+    /// this agent). The lease is forgotten before anything is sent: if the answer is lost, the
+    /// volume is in doubt, and its nodes are deleted when the session can be used again (or go
+    /// with the session).
+    pub(super) async fn release(self: &Arc<Self>, volume: &VolumeKey) -> Result<(), CoordError> {
+        let vlock = self.volume_lock(volume);
+        let _guard = vlock.lock().await;
+        let held = lock(&self.state).held.contains_key(volume);
+        let (client, _) = match self.live_client(volume) {
+            Ok(c) => c,
+            // Holding nothing is success, connected or not; a lease held stays held (and is
+            // reported lost if the session goes).
+            Err(_) if !held => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // Dropping the entry stops its watch: the deletions below are ours, not a loss.
+        lock(&self.state).held.remove(volume);
+        let dir = self.volume_dir(volume);
+        // Sent with the deletions: one round trip.
+        let listed = client.list_children(&dir);
+        self.delete_ours(&client, volume).await?;
+        let session = client.session_id().0;
+        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite].map(|mode| node_name(mode, session));
+        let others = match listed.await {
+            Ok(children) => children
+                .iter()
+                .any(|c| mode_of_name(c).is_some() && !ours.contains(c)),
+            Err(zk::Error::NoNode) => false,
+            Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
+        };
+        if others {
+            self.delete_stale(&client, volume, &dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the nodes of this agent's dead processes on `volume`.
+    async fn delete_stale(
+        &self,
+        client: &zk::Client,
+        volume: &VolumeKey,
+        dir: &str,
+    ) -> Result<(), CoordError> {
+        let session = client.session_id().0;
+        let Some(view) = self.read_view(client, volume, dir, false).await? else {
+            return Ok(());
+        };
+        for n in view.nodes {
+            if self.classify(&n, session) == Owner::Stale {
+                match client.delete(&n.path, Some(n.version)).await {
+                    Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
+                    Err(e) => return Err(self.zk_error(volume, "delete", &n.path, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
