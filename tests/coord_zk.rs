@@ -717,3 +717,46 @@ fn an_answer_after_the_caller_gave_up_gives_back_only_what_that_call_took() {
         .is_empty());
     assert_eq!(a.status().held, vec![(v, RO)]);
 }
+
+/// Alpha, asking ZooKeeper at `zk` (through a proxy) for `asked`, holds a read-write lease; its
+/// traffic is then blackholed (nothing passes, nothing is closed). Alpha must report the lease
+/// lost while the server still holds its session, that is before the server can expire it and
+/// let another agent in; beta, watching, then gets the lease once the server expired it.
+fn partitioned_holder_is_fenced_before_its_session_can_expire(zk: &ZkServer, asked: Duration) {
+    let proxy = ZkProxy::start(zk);
+    let a = ZkCoordinator::start(proxy.target(ROOT), "alpha".into(), asked);
+    wait_connected(&a);
+    let lost = losses(&a);
+    let b = agent(zk, "beta", LONG);
+    let v = key("rexray", "partitioned");
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+
+    proxy.blackhole();
+    let loss = lost.recv_timeout(EVENT).expect("alpha reports the loss");
+    let listed = b.leases().unwrap();
+    assert!(
+        matches!(loss.reason, LossReason::Disconnected(_)),
+        "{loss:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.volume == v && l.holder.agent == "alpha"),
+        "alpha was fenced ({loss}) only after the server had expired its session: {listed:?}"
+    );
+    b.acquire(&v, RW, EVENT).unwrap();
+    proxy.heal();
+}
+
+#[test]
+fn partitioned_holder_is_fenced_at_two_thirds_of_its_session() {
+    let zk = ZkServer::start();
+    partitioned_holder_is_fenced_before_its_session_can_expire(&zk, Duration::from_secs(4));
+}
+
+#[test]
+fn loss_deadline_follows_the_session_timeout_the_server_granted() {
+    // The server grants 4 s to a client that asks for 6 s.
+    let zk = ZkServer::start_with_max_session_timeout(Duration::from_secs(4));
+    partitioned_holder_is_fenced_before_its_session_can_expire(&zk, Duration::from_secs(6));
+}

@@ -106,8 +106,8 @@ pub struct Lease {
 pub enum LossReason {
     /// The ZooKeeper session expired: every ephemeral node of it is gone.
     SessionExpired,
-    /// The client was disconnected for longer than the session timeout: it must assume the
-    /// session expired.
+    /// ZooKeeper did not answer for two thirds of the session timeout (how long, here): the
+    /// session must be assumed lost before the server may expire it and let another agent in.
     Disconnected(Duration),
     /// The lease's node is gone or held by another agent (found at recover, or after the node
     /// was deleted under us).
@@ -120,8 +120,8 @@ impl fmt::Display for LossReason {
             LossReason::SessionExpired => f.write_str("the ZooKeeper session expired"),
             LossReason::Disconnected(d) => write!(
                 f,
-                "ZooKeeper was unreachable for {} s, longer than the session timeout",
-                d.as_secs()
+                "ZooKeeper did not answer for {:.1} s, two thirds of the session timeout",
+                d.as_secs_f64()
             ),
             LossReason::TakenOver => f.write_str("the lease was taken by another agent"),
         }

@@ -712,3 +712,23 @@ impl ZkEnsemble {
         self.members[i].resume();
     }
 }
+
+impl ZkServer {
+    /// Starts a server whose `maxSessionTimeout` is `max`: a session asking for more gets `max`.
+    pub fn start_with_max_session_timeout(max: Duration) -> ZkServer {
+        let mut server = ZkServer::start();
+        server.stop();
+        let path = server.dir.path().join("zoo.cfg");
+        let cfg = std::fs::read_to_string(&path).expect("read zoo.cfg");
+        let cfg: String = cfg
+            .lines()
+            .map(|l| match l.strip_prefix("maxSessionTimeout=") {
+                Some(_) => format!("maxSessionTimeout={}\n", max.as_millis()),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&path, cfg).expect("write zoo.cfg");
+        server.restart();
+        server
+    }
+}

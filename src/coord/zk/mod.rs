@@ -38,12 +38,19 @@
 //! - A URL without a path (`zk://h:2181`) means the root `/`, as ZooKeeper's own connect strings.
 //! - A lease node whose data is not a holder's JSON still counts (it blocks as any holder does)
 //!   and is listed by [`Coordinator::leases`] with what is known: agent `?`, host `?`, pid 0,
-//!   and the node's creation time as `since`; a warning is logged. Driver or volume nodes whose names are not valid names are skipped with a warning.
-//! - "Disconnected for longer than the session timeout" is measured from the moment the
-//!   connection went silent: the library notices a dead connection after 2/5 of the session
-//!   timeout without an answer, so that much is counted before the notice. The server may expire
-//!   the session one session timeout after it last heard from us; we give up no later.
-//! - After such a disconnection the session is abandoned (its client dropped: if it ever
+//!   and the node's creation time as `since`; a warning is logged. Driver or volume nodes whose
+//!   names are not valid names are skipped with a warning.
+//! - Leases are judged by the session timeout the server granted (it may grant less than asked:
+//!   its `maxSessionTimeout`; a warning names both), never by the one asked for.
+//! - The session is proved alive by a heartbeat (`sync`, answered through the ensemble's
+//!   leader) every tenth of the session timeout; an answer proves the server heard from us at or
+//!   after the moment it was sent. When no heartbeat sent in the last two thirds of the session
+//!   timeout was answered, every lease is reported lost (fenced): the server expires a session
+//!   no earlier than one session timeout after it last heard from it, so the fencing has a third
+//!   of the session timeout before another agent can be let in (with a 4 s session: fenced after
+//!   2.7 s of silence, at least 1.3 s before the expiry). A starved coordination thread fences
+//!   late by as long as it is starved.
+//! - After such a silence the session is abandoned (its client dropped: if it ever
 //!   reconnects, the library closes it) and a new one is started; its nodes, if the server still
 //!   has them, are this process's stale nodes and are taken over.
 //! - `release` without a live session fails (`Unavailable`) if the lease is held (it stays held
