@@ -244,9 +244,15 @@ fn layout_is_ephemeral_nodes_with_holder_json_under_the_volume_node() {
     let obj = json.as_object().unwrap();
     let mut fields: Vec<_> = obj.keys().map(String::as_str).collect();
     fields.sort();
-    assert_eq!(fields, ["agent", "host", "pid", "since"]);
+    assert_eq!(fields, ["agent", "host", "machine", "pid", "since"]);
     assert_eq!(obj["agent"], "alpha");
     assert_eq!(obj["host"], host_name());
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/random/boot_id"))
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    assert_eq!(obj["machine"], machine);
     assert_eq!(obj["pid"], std::process::id());
     assert!(obj["since"].as_u64().unwrap() > 1_700_000_000);
     // The parents are persistent.
@@ -759,4 +765,53 @@ fn loss_deadline_follows_the_session_timeout_the_server_granted() {
     // The server grants 4 s to a client that asks for 6 s.
     let zk = ZkServer::start_with_max_session_timeout(Duration::from_secs(4));
     partitioned_holder_is_fenced_before_its_session_can_expire(&zk, Duration::from_secs(6));
+}
+
+/// A machine-id file with `id` in `dir`.
+fn machine_id_file(dir: &tempfile::TempDir, id: &str) -> std::path::PathBuf {
+    let path = dir.path().join(id);
+    std::fs::write(&path, format!("{id}\n")).unwrap();
+    path
+}
+
+#[test]
+fn hosts_sharing_an_agent_name_are_told_apart_by_their_machine_id() {
+    let zk = ZkServer::start();
+    let ids = tempfile::tempdir().unwrap();
+    // Two cloned hosts: one agent name, one host name, and (here, one process: the same pid
+    // table) only their machine ids differ.
+    let clone = |id: &str| {
+        let file = machine_id_file(&ids, id);
+        let c = ZkCoordinator::start_with_machine_id(
+            zk.target(ROOT),
+            "node-1".into(),
+            LONG,
+            &[file.as_path()],
+        );
+        wait_connected(&c);
+        c
+    };
+    let m1 = clone("0123456789abcdef0123456789abcdef");
+    let m2 = clone("fedcba9876543210fedcba9876543210");
+    let v = key("rexray", "cloned");
+    m1.acquire(&v, RW, Duration::ZERO).unwrap();
+
+    // The other clone's node is never "ours" (a sibling to share, or stale to take over by a
+    // pid that means nothing on another host): the read-write lease is refused.
+    let err = m2.acquire(&v, RW, Duration::ZERO).unwrap_err();
+    let CoordError::Held { holder, .. } = &err else {
+        panic!("expected Held, got {err:?}");
+    };
+    assert_eq!(holder.machine, "0123456789abcdef0123456789abcdef");
+    assert_eq!(refused(m2.acquire(&v, RO, Duration::ZERO)).1, RW);
+    assert_eq!(m1.status().held, vec![(v.clone(), RW)]);
+    let listed = m2.leases().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].holder.machine, "0123456789abcdef0123456789abcdef");
+
+    // Reading, they share like any two agents.
+    let w = key("rexray", "cloned-ro");
+    m1.acquire(&w, RO, Duration::ZERO).unwrap();
+    m2.acquire(&w, RO, Duration::ZERO).unwrap();
+    assert_eq!(refused(m1.acquire(&w, RW, Duration::ZERO)).1, RO);
 }

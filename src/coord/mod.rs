@@ -42,13 +42,17 @@ impl fmt::Display for LeaseMode {
     }
 }
 
-/// Who holds a lease: the JSON data of its node (`{"agent","host","pid","since"}`).
+/// Who holds a lease: the JSON data of its node (`{"agent","host","machine","pid","since"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// The holding agent's name (`agent_name`).
     pub agent: String,
     /// The host it runs on.
     pub host: String,
+    /// The host's machine id (`/etc/machine-id`, else the kernel's boot id): tells apart hosts
+    /// that share a host name. Empty in nodes written by earlier versions.
+    #[serde(default)]
+    pub machine: String,
     /// The holding process.
     pub pid: u32,
     /// When it took the lease, in seconds since the Unix epoch.
@@ -57,14 +61,13 @@ pub struct Holder {
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "agent {:?} (host {}, pid {}) since {}",
-            self.agent,
-            self.host,
-            self.pid,
-            format_since(self.since)
-        )
+        write!(f, "agent {:?} (host {}", self.agent, self.host)?;
+        if !self.machine.is_empty() {
+            // A prefix tells cloned hosts apart; the whole id is in the node and the listing.
+            let short: String = self.machine.chars().take(8).collect();
+            write!(f, ", machine {short}")?;
+        }
+        write!(f, ", pid {}) since {}", self.pid, format_since(self.since))
     }
 }
 

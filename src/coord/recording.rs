@@ -170,6 +170,7 @@ impl RecordingCoordinator {
         Holder {
             agent: self.agent.clone(),
             host: "recording".to_owned(),
+            machine: String::new(),
             pid: std::process::id(),
             since: 0,
         }

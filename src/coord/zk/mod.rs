@@ -10,7 +10,7 @@
 //!
 //! `<session>` is the holding process's ZooKeeper session id in 16 hex digits: one node per
 //! holding process, which only that process's session ever creates. Each lease node's data is
-//! the JSON of [`Holder`](crate::coord::Holder) (`{"agent","host","pid","since"}`). The parent nodes are persistent,
+//! the JSON of [`Holder`](crate::coord::Holder) (`{"agent","host","machine","pid","since"}`). The parent nodes are persistent,
 //! created as needed and never removed.
 //!
 //! # Rules
@@ -24,14 +24,16 @@
 //! An upgrade (read-only to read-write) creates the read-write node and deletes the read-only
 //! one in the same transaction.
 //!
-//! A node is this agent's when its data names our `agent_name` and our host. If another session
-//! owns it, the holder's pid decides: alive means a sibling process of this agent on this host (a
-//! `dvdi run` next to the module), whose lease we share and never touch; dead (or our own pid in an
+//! A node is this agent's when its data names our `agent_name` and our machine id (see
+//! [`MACHINE_ID_FILES`]). If another session owns it, the holder's pid, judged by this host's
+//! process table, decides: alive means a sibling process of this agent on this host (a `dvdi
+//! run` next to the module), whose lease we share and never touch; dead (or our own pid in an
 //! earlier session of this process) means a stale node of a previous process, which we delete
 //! (with its version, in the transaction that takes the lease). A node naming our agent but
-//! another host is treated as another agent's: two hosts sharing one agent name must not share
-//! a read-write lease. Nodes of the earlier layout (`rw`, `ro-<agent>`) count as holders by the
-//! same rules.
+//! another machine id (or none: an earlier version's) is another agent's: two hosts sharing one
+//! agent name and host name (cloned hosts) must not share a read-write lease, nor judge each
+//! other's pids. Nodes of the earlier layout (`rw`, `ro-<agent>`) count as holders by the same
+//! rules.
 //!
 //! # Choices
 //!
@@ -101,6 +103,7 @@ mod worker;
 pub use target::{ZkTarget, ZkUrlError};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -129,6 +132,9 @@ struct Inner {
     target_text: String,
     agent: String,
     host: String,
+    /// This host's machine id; empty when none could be read (then no node is ever this
+    /// agent's but our own session's: fail closed).
+    machine: String,
     pid: u32,
     session_timeout: Duration,
     state: Mutex<State>,
@@ -184,17 +190,47 @@ impl Drop for Held {
 impl ZkCoordinator {
     /// Starts the coordinator's thread and connects in the background: it never fails because
     /// ZooKeeper is down (calls then fail closed until it is up). `session_timeout` is asked of
-    /// the server, which may narrow it to its `minSessionTimeout`..`maxSessionTimeout`.
+    /// the server, which may narrow it to its `minSessionTimeout`..`maxSessionTimeout`. This
+    /// host's machine id is read from [`MACHINE_ID_FILES`].
     pub fn start(target: ZkTarget, agent: String, session_timeout: Duration) -> Self {
+        Self::start_with_machine_id(
+            target,
+            agent,
+            session_timeout,
+            &MACHINE_ID_FILES.map(Path::new),
+        )
+    }
+
+    /// [`ZkCoordinator::start`], with this host's machine id read from the first of
+    /// `machine_id_files` that holds one.
+    pub fn start_with_machine_id(
+        target: ZkTarget,
+        agent: String,
+        session_timeout: Duration,
+        machine_id_files: &[&Path],
+    ) -> Self {
         // The kernel's host name, as gethostname(2) gives it.
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim_end().to_owned())
             .unwrap_or_else(|_| "unknown".into());
+        let machine = machine_id(machine_id_files).unwrap_or_else(|| {
+            log::error!(
+                "no machine id in {}: this agent's processes cannot recognise each other's \
+                 lease nodes, and refuse leases another of them holds",
+                machine_id_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            );
+            String::new()
+        });
         let inner = Arc::new(Inner {
             target_text: target.to_string(),
             target,
             agent,
             host,
+            machine,
             pid: std::process::id(),
             session_timeout,
             state: Mutex::new(State::default()),
@@ -385,6 +421,26 @@ impl Coordinator for ZkCoordinator {
                 })
             })
     }
+}
+
+/// Where this host's machine id is read, the first file that holds one: systemd's machine id,
+/// else the kernel's boot id (new at every boot).
+pub const MACHINE_ID_FILES: [&str; 2] = ["/etc/machine-id", "/proc/sys/kernel/random/boot_id"];
+
+/// The machine id in the first of `files` that holds one: its hex digits, in lower case (a boot
+/// id's dashes dropped).
+fn machine_id(files: &[&Path]) -> Option<String> {
+    files.iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        let id: String = text
+            .trim()
+            .chars()
+            .filter(|c| *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        (!id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit()))
+            .then_some(id)
+    })
 }
 
 /// Locks a std mutex, taking over a poisoned one (every update under these locks is a plain

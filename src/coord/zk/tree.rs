@@ -85,6 +85,7 @@ pub(super) fn holder_of(data: &[u8], stat: &zk::Stat) -> (Holder, bool) {
             Holder {
                 agent: "?".into(),
                 host: "?".into(),
+                machine: String::new(),
                 pid: 0,
                 since: u64::try_from(stat.ctime / 1000).unwrap_or(0),
             },
@@ -133,11 +134,14 @@ impl Inner {
         }
         if !node.readable
             || node.holder.agent != self.agent
-            || node.holder.host != self.host
+            || self.machine.is_empty()
+            || node.holder.machine != self.machine
             || node.holder.pid == 0
         {
-            // A node naming our agent but another host is another agent's: two hosts sharing
-            // one agent name must not share a read-write lease.
+            // A node naming our agent but another machine is another agent's: two hosts
+            // sharing one agent name (and host name: cloned hosts) must not share a read-write
+            // lease, nor judge each other's pids by their own process table. A node without a
+            // machine id (an earlier version's) is never ours either.
             return Owner::Other;
         }
         if node.holder.pid == self.pid || !pid_alive(node.holder.pid) {
@@ -222,6 +226,7 @@ impl Inner {
         let holder = Holder {
             agent: self.agent.clone(),
             host: self.host.clone(),
+            machine: self.machine.clone(),
             pid: self.pid,
             since: now_secs(),
         };
