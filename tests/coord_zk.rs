@@ -496,11 +496,12 @@ fn lease_of_a_live_sibling_is_shared_and_of_a_dead_process_is_taken_over() {
     let rw = node(&v, &leaf(&child_session, RW));
 
     // A live sibling process of our agent on this host holds it: shared (each process holds
-    // its own node), and never touched.
+    // its own node), and giving up our part leaves the sibling's alone.
     let a = agent(&zk, "alpha", LONG);
     a.acquire(&v, RO, Duration::ZERO).unwrap();
     a.acquire(&v, RW, Duration::ZERO).unwrap();
-    a.release(&v).unwrap();
+    a.leave(&v).unwrap();
+    assert!(a.status().held.is_empty());
     assert_eq!(owner(&rw), Some(child_session.clone()));
     // Another agent is refused, naming alpha.
     let b = agent(&zk, "beta", LONG);

@@ -649,3 +649,33 @@ fn the_module_joins_a_volume_a_dvdi_run_of_its_agent_holds_and_the_reverse() {
         fenced.lock().unwrap()
     );
 }
+
+#[test]
+fn the_last_process_of_the_agent_to_unmount_gives_the_lease_back_whoever_took_it() {
+    let c = Cluster::new();
+    let (module, fenced) = module(&c, "agent-a");
+
+    // The module takes the lease; a dvdi run joins; the module's container ends first; the
+    // run does the last unmount, and the agent's lease is given back whole.
+    prepare_ledger(&c, &module, "c1");
+    let run = c.start("agent-a", 1, RW);
+    module.cleanup("c1").unwrap();
+    assert_eq!(ledger_holders(&c), ["agent-a"], "the run still uses it");
+    assert_eq!(run.release(), (0, String::new()));
+    assert!(ledger_holders(&c).is_empty());
+    let out = c.run("agent-b", 1, RW);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The module recovers while only a dvdi run uses the volume: the run holds the lease, the
+    // module takes none, and the run's last unmount gives it back.
+    let run = c.start("agent-a", 1, RW);
+    let (restarted, _) = self::module(&c, "agent-a");
+    restarted.recover(&[], &[]).unwrap();
+    assert_eq!(run.release(), (0, String::new()));
+    assert!(ledger_holders(&c).is_empty());
+    assert!(
+        fenced.lock().unwrap().is_empty(),
+        "{:?}",
+        fenced.lock().unwrap()
+    );
+}

@@ -237,8 +237,17 @@ pub trait Coordinator: Send + Sync {
         wait: Duration,
     ) -> Result<(), CoordError>;
 
-    /// Gives up this agent's lease on `volume`, whatever its mode; holding none is success.
+    /// Gives this agent's lease on `volume` back, whatever its mode: this process's part and
+    /// that of every other process of this agent on this host (to be called once no one here
+    /// uses the volume). Holding none is success.
     fn release(&self, volume: &VolumeKey) -> Result<(), CoordError>;
+
+    /// Gives up this process's part of the agent's lease on `volume`, which stays with the other
+    /// processes of this agent that hold it (to be called when this process's last user of the
+    /// volume is gone while others still use it). Without a session, the part is forgotten at
+    /// once and given up as soon as the session can be used again (or goes with it). Holding
+    /// none is success.
+    fn leave(&self, volume: &VolumeKey) -> Result<(), CoordError>;
 
     /// Sets the function told of every lease this process loses (replacing an earlier one).
     fn set_loss_handler(&self, handler: LossHandler);

@@ -35,6 +35,12 @@
 //! other's pids. Nodes of the earlier layout (`rw`, `ro-<agent>`) count as holders by the same
 //! rules.
 //!
+//! Each process of an agent that uses a volume holds its own node (its part of the agent's
+//! lease). [`Coordinator::leave`] deletes this process's nodes only; [`Coordinator::release`]
+//! gives the agent's whole lease back: this process's nodes and every other node of this agent
+//! on this machine, dead or alive (the caller knows that no one here uses the volume: the
+//! volume's record, under its lock, shows no users).
+//!
 //! # Choices
 //!
 //! - A URL without a path (`zk://h:2181`) means the root `/`, as ZooKeeper's own connect strings.
@@ -383,6 +389,18 @@ impl Coordinator for ZkCoordinator {
         let bound = self.op_budget() + Duration::from_secs(1);
         self.request(
             |reply| Command::Release {
+                volume: volume.clone(),
+                reply,
+            },
+            bound,
+        )
+        .unwrap_or_else(|e| Err(self.unavailable(volume, e)))
+    }
+
+    fn leave(&self, volume: &VolumeKey) -> Result<(), CoordError> {
+        let bound = self.op_budget() + Duration::from_secs(1);
+        self.request(
+            |reply| Command::Leave {
                 volume: volume.clone(),
                 reply,
             },

@@ -1,5 +1,5 @@
-//! Giving a lease back: our session's nodes on the volume, and the stale nodes of this agent's
-//! dead processes.
+//! Giving a lease back: this process's part (our session's nodes on the volume), or the agent's
+//! whole lease (those of its other processes too).
 
 use std::sync::Arc;
 
@@ -44,10 +44,11 @@ impl Inner {
         Ok(())
     }
 
-    /// Gives back our lease on `volume`: deletes our session's nodes on it (and stale nodes of
-    /// this agent). The lease is forgotten before anything is sent: if the answer is lost, the
-    /// volume is in doubt, and its nodes are deleted when the session can be used again (or go
-    /// with the session).
+    /// Gives this agent's lease on `volume` back: our session's nodes, and every other node of
+    /// this agent on this host (a dead process's, or a live process's part that it did not give
+    /// up: the caller knows that no one here uses the volume). The lease is forgotten before
+    /// anything is sent: if the answer is lost, the volume is in doubt, and our nodes are
+    /// deleted when the session can be used again (or go with it).
     pub(super) async fn release(self: &Arc<Self>, volume: &VolumeKey) -> Result<(), CoordError> {
         let vlock = self.volume_lock(volume);
         let _guard = vlock.lock().await;
@@ -75,13 +76,31 @@ impl Inner {
             Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
         };
         if others {
-            self.delete_stale(&client, volume, &dir).await?;
+            self.delete_agents_nodes(&client, volume, &dir).await?;
         }
         Ok(())
     }
 
-    /// Deletes the nodes of this agent's dead processes on `volume`.
-    async fn delete_stale(
+    /// Gives up our session's part of the agent's lease on `volume`; the other processes of
+    /// this agent keep theirs. Forgotten at once: without a session (or when the answer is
+    /// lost), our nodes are deleted when the session can be used again, or go with it.
+    pub(super) async fn leave(self: &Arc<Self>, volume: &VolumeKey) -> Result<(), CoordError> {
+        let vlock = self.volume_lock(volume);
+        let _guard = vlock.lock().await;
+        let held = lock(&self.state).held.remove(volume).is_some();
+        match self.live_client(volume) {
+            Ok((client, _)) => self.delete_ours(&client, volume).await,
+            Err(_) => {
+                if held {
+                    self.doubt(volume);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the nodes of this agent's other processes on `volume`, dead or alive.
+    async fn delete_agents_nodes(
         &self,
         client: &zk::Client,
         volume: &VolumeKey,
@@ -92,7 +111,7 @@ impl Inner {
             return Ok(());
         };
         for n in view.nodes {
-            if self.classify(&n, session) == Owner::Stale {
+            if matches!(self.classify(&n, session), Owner::Stale | Owner::Sibling) {
                 match client.delete(&n.path, Some(n.version)).await {
                     Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
                     Err(e) => return Err(self.zk_error(volume, "delete", &n.path, e)),

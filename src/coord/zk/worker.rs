@@ -24,6 +24,10 @@ pub(super) enum Command {
         volume: VolumeKey,
         reply: Reply<Result<(), CoordError>>,
     },
+    Leave {
+        volume: VolumeKey,
+        reply: Reply<Result<(), CoordError>>,
+    },
     Leases {
         reply: Reply<Result<Vec<Lease>, CoordError>>,
     },
@@ -200,21 +204,36 @@ async fn serve(inner: Arc<Inner>, cmd: Command) {
             }
         }
         Command::Release { volume, reply } => {
-            let budget = inner.session_timeout * 2 + Duration::from_secs(1);
-            let res = match tokio::time::timeout(budget, inner.release(&volume)).await {
-                Ok(res) => res,
-                Err(_) => Err(inner.unavailable(
-                    &volume,
-                    format!("no answer from ZooKeeper within {} s", budget.as_secs()),
-                )),
-            };
-            let _ = reply.deliver(res);
+            let _ = reply.deliver(give_back(&inner, &volume, inner.release(&volume)).await);
+        }
+        Command::Leave { volume, reply } => {
+            let _ = reply.deliver(give_back(&inner, &volume, inner.leave(&volume)).await);
         }
         Command::Leases { reply } => {
             let _ = reply.deliver(inner.leases().await);
         }
         Command::ExpireSession { direct, reply } => {
             let _ = reply.deliver(inner.expire_session(&direct).await);
+        }
+    }
+}
+
+/// Runs a release or leave of `volume` within its budget; cut off mid-way, the volume is in
+/// doubt.
+async fn give_back(
+    inner: &Arc<Inner>,
+    volume: &VolumeKey,
+    work: impl std::future::Future<Output = Result<(), CoordError>>,
+) -> Result<(), CoordError> {
+    let budget = inner.session_timeout * 2 + Duration::from_secs(1);
+    match tokio::time::timeout(budget, work).await {
+        Ok(res) => res,
+        Err(_) => {
+            inner.doubt(volume);
+            Err(inner.unavailable(
+                volume,
+                format!("no answer from ZooKeeper within {} s", budget.as_secs()),
+            ))
         }
     }
 }
