@@ -816,3 +816,24 @@ fn hosts_sharing_an_agent_name_are_told_apart_by_their_machine_id() {
     m2.acquire(&w, RO, Duration::ZERO).unwrap();
     assert_eq!(refused(m1.acquire(&w, RW, Duration::ZERO)).1, RO);
 }
+
+#[test]
+fn a_take_on_the_view_kept_from_the_last_one_sees_a_lease_taken_since() {
+    let zk = ZkServer::start();
+    let (a, b) = (agent(&zk, "alpha", LONG), agent(&zk, "beta", LONG));
+    let v = key("rexray", "kept");
+    // Alpha keeps the view of its last take: the volume free once it gave the lease back.
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+    a.release(&v).unwrap();
+    b.acquire(&v, RO, Duration::ZERO).unwrap();
+    assert_eq!(
+        refused(a.acquire(&v, RW, Duration::ZERO)),
+        (RW, RO, "beta".into())
+    );
+    b.release(&v).unwrap();
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+    assert_eq!(
+        refused(b.acquire(&v, RO, Duration::ZERO)),
+        (RO, RW, "alpha".into())
+    );
+}

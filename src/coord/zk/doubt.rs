@@ -49,7 +49,11 @@ impl Inner {
             "{volume}: a ZooKeeper write's outcome is unknown; its nodes are settled when the \
              session can be used again"
         );
-        lock(&self.state).doubt.insert(volume.clone());
+        {
+            let mut st = lock(&self.state);
+            st.doubt.insert(volume.clone());
+            st.known.remove(volume);
+        }
         tokio::spawn(Arc::clone(self).settle_later(volume.clone()));
     }
 
@@ -142,9 +146,11 @@ impl Inner {
         let dir = self.volume_dir(volume);
         let ro = format!("{dir}/{}", node_name(LeaseMode::ReadOnly, session));
         let rw = format!("{dir}/{}", node_name(LeaseMode::ReadWrite, session));
-        let data = self.holder_json(volume, &ro)?;
+        let data = self.holder_json(volume, &ro, &self.holder())?;
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let failed = |e: zk::Error| self.zk_error(volume, "multi", &ro, e);
+        // The volume changes under any view kept of it.
+        lock(&self.state).known.remove(volume);
         let mut multi = client.new_multi_writer();
         multi.add_set_data(&dir, b"", None).map_err(failed)?;
         multi.add_delete(&rw, None).map_err(failed)?;

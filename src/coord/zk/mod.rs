@@ -168,6 +168,8 @@ struct State {
     held: BTreeMap<VolumeKey, Held>,
     /// Volumes a write of this session touched whose outcome is unknown (see `doubt.rs`).
     doubt: BTreeSet<VolumeKey>,
+    /// The view of each volume this process last committed a take on (see `lease.rs`).
+    known: HashMap<VolumeKey, tree::View>,
     next_id: u64,
 }
 

@@ -12,18 +12,25 @@ use crate::coord::{CoordError, LeaseMode};
 use crate::spec::VolumeKey;
 
 impl Inner {
-    /// Deletes our session's nodes on `volume`, both at once (one round trip). When the answer
-    /// is lost the volume is in doubt, and the error says so.
+    /// Deletes our session's nodes on `volume`: `held`, the one the lease rested on, or (not
+    /// held, or in doubt) whichever of them may be there, all at once (one round trip). When the
+    /// answer is lost the volume is in doubt, and the error says so.
     pub(super) async fn delete_ours(
         self: &Arc<Self>,
         client: &zk::Client,
         volume: &VolumeKey,
+        held: Option<String>,
     ) -> Result<(), CoordError> {
         let dir = self.volume_dir(volume);
         let session = client.session_id().0;
-        let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite]
-            .map(|mode| format!("{dir}/{}", node_name(mode, session)));
-        let deletes = ours.each_ref().map(|p| client.delete(p, None));
+        let ours: Vec<String> = match held.filter(|_| !lock(&self.state).doubt.contains(volume)) {
+            // One node, one write: a deletion that finds nothing costs a write too.
+            Some(path) => vec![path],
+            None => [LeaseMode::ReadOnly, LeaseMode::ReadWrite]
+                .map(|mode| format!("{dir}/{}", node_name(mode, session)))
+                .to_vec(),
+        };
+        let deletes: Vec<_> = ours.iter().map(|p| client.delete(p, None)).collect();
         for (path, delete) in ours.iter().zip(deletes) {
             match delete.await {
                 Ok(()) | Err(zk::Error::NoNode) => {}
@@ -40,7 +47,11 @@ impl Inner {
                 Err(e) => return Err(self.zk_error(volume, "delete", path, e)),
             }
         }
-        lock(&self.state).doubt.remove(volume);
+        let mut st = lock(&self.state);
+        st.doubt.remove(volume);
+        if let Some(view) = st.known.get_mut(volume) {
+            view.nodes.retain(|n| n.owner != session);
+        }
         Ok(())
     }
 
@@ -61,11 +72,14 @@ impl Inner {
             Err(e) => return Err(e),
         };
         // Dropping the entry stops its watch: the deletions below are ours, not a loss.
-        lock(&self.state).held.remove(volume);
+        let path = lock(&self.state)
+            .held
+            .remove(volume)
+            .map(|h| h.path.clone());
         let dir = self.volume_dir(volume);
         // Sent with the deletions: one round trip.
         let listed = client.list_children(&dir);
-        self.delete_ours(&client, volume).await?;
+        self.delete_ours(&client, volume, path).await?;
         let session = client.session_id().0;
         let ours = [LeaseMode::ReadOnly, LeaseMode::ReadWrite].map(|mode| node_name(mode, session));
         let others = match listed.await {
@@ -76,6 +90,7 @@ impl Inner {
             Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
         };
         if others {
+            lock(&self.state).known.remove(volume);
             self.delete_agents_nodes(&client, volume, &dir).await?;
         }
         Ok(())
@@ -87,11 +102,14 @@ impl Inner {
     pub(super) async fn leave(self: &Arc<Self>, volume: &VolumeKey) -> Result<(), CoordError> {
         let vlock = self.volume_lock(volume);
         let _guard = vlock.lock().await;
-        let held = lock(&self.state).held.remove(volume).is_some();
+        let held = lock(&self.state)
+            .held
+            .remove(volume)
+            .map(|h| h.path.clone());
         match self.live_client(volume) {
-            Ok((client, _)) => self.delete_ours(&client, volume).await,
+            Ok((client, _)) => self.delete_ours(&client, volume, held).await,
             Err(_) => {
-                if held {
+                if held.is_some() {
                     self.doubt(volume);
                 }
                 Ok(())

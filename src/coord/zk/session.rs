@@ -248,6 +248,7 @@ impl Inner {
             self.publish(&st);
             // Nothing is in doubt any more: the session's nodes go with it.
             st.doubt.clear();
+            st.known.clear();
             (std::mem::take(&mut st.held), st.client.take())
         };
         drop(client);

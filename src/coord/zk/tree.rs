@@ -35,6 +35,7 @@ pub(super) fn node_name(mode: LeaseMode, session: i64) -> String {
 }
 
 /// A lease node as read from ZooKeeper.
+#[derive(Clone)]
 pub(super) struct Node {
     pub(super) name: String,
     pub(super) path: String,
@@ -61,7 +62,8 @@ pub(super) struct View {
 pub(super) enum Owner {
     /// Our own session's.
     Ours,
-    /// A live sibling process of this agent on this host: shared, never touched.
+    /// A live sibling process of this agent on this host: its part of the agent's lease, which
+    /// only a release of the agent's whole lease deletes.
     Sibling,
     /// A dead previous process of this agent (or an earlier session of this process).
     Stale,
@@ -74,6 +76,8 @@ pub(super) struct Taken {
     pub(super) mode: LeaseMode,
     /// Our node the lease rests on.
     pub(super) path: String,
+    /// A watch on it, when one was set with the take.
+    pub(super) watcher: Option<zk::OneshotWatcher>,
 }
 
 /// The data a lease node carries, or what is known of it when it cannot be parsed: agent `?`,
@@ -214,23 +218,29 @@ impl Inner {
         Taken {
             mode,
             path: format!("{dir}/{}", node_name(mode, session)),
+            watcher: None,
         }
     }
 
-    /// The data of a lease node this process creates: its [`Holder`] as JSON.
-    pub(super) fn holder_json(
-        &self,
-        volume: &VolumeKey,
-        path: &str,
-    ) -> Result<Vec<u8>, CoordError> {
-        let holder = Holder {
+    /// This process as the holder of a lease node it creates now.
+    pub(super) fn holder(&self) -> Holder {
+        Holder {
             agent: self.agent.clone(),
             host: self.host.clone(),
             machine: self.machine.clone(),
             pid: self.pid,
             since: now_secs(),
-        };
-        serde_json::to_vec(&holder).map_err(|e| CoordError::Zk {
+        }
+    }
+
+    /// `holder` as a lease node's data (JSON).
+    pub(super) fn holder_json(
+        &self,
+        volume: &VolumeKey,
+        path: &str,
+        holder: &Holder,
+    ) -> Result<Vec<u8>, CoordError> {
+        serde_json::to_vec(holder).map_err(|e| CoordError::Zk {
             volume: volume.clone(),
             op: "create",
             path: path.to_owned(),

@@ -101,6 +101,7 @@ impl Inner {
                         Some(h) if h.id == id => {
                             h.mode = taken.mode;
                             h.path = taken.path;
+                            watcher = taken.watcher;
                         }
                         _ => return,
                     }
