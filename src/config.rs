@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::coord::zk::{ZkTarget, ZkUrlError};
+use crate::csi::{PluginConfigError, PluginInfo};
 use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
 /// Every key the module and `--config` files accept, in the order of DESIGN §6.
@@ -30,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "plugin_connect_secs",
     "legacy_checkpoint",
     "state_dir",
+    "csi_plugin_config_dir",
 ];
 
 /// The module's own name (`isolator.json`, `--isolation`).
@@ -182,6 +184,9 @@ pub enum ConfigError {
         #[source]
         source: serde_json::Error,
     },
+    /// A CSI plugin configuration file that cannot be used (`csi_plugin_config_dir`).
+    #[error("parameter csi_plugin_config_dir")]
+    CsiPlugins(#[source] PluginConfigError),
     /// A `--config` value of a type that cannot be a setting.
     #[error("configuration file {path}: parameter {key:?} must be a string, number, boolean or array of strings")]
     BadJsonValue {
@@ -276,6 +281,12 @@ pub struct Config {
     pub plugin_connect_timeout: Duration,
     /// The original module's checkpoints, imported at recover (`legacy_checkpoint`).
     pub legacy_checkpoint: Vec<PathBuf>,
+    /// Mesos' CSI plugin configuration directory; `None`: no CSI plugins
+    /// (`csi_plugin_config_dir`).
+    pub csi_plugin_config_dir: Option<PathBuf>,
+    /// The CSI plugins configured there, read when the configuration is: each plugin's `type` is
+    /// a driver name.
+    pub csi_plugins: Vec<PluginInfo>,
 }
 
 /// A configuration read from module parameters, with what was ignored on purpose.
@@ -317,6 +328,8 @@ impl Default for Config {
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
+            csi_plugin_config_dir: None,
+            csi_plugins: Vec::new(),
         }
     }
 }
@@ -377,6 +390,7 @@ impl ConfigError {
             Self::BadCoordination(_) => Some("coordination"),
             Self::BadAgentName { .. } | Self::AgentNameNotUnique { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
+            Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
             Self::UnknownModule { .. } => None,
             Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
@@ -515,6 +529,10 @@ impl Config {
                 value: config.agent_name,
             });
         }
+        // Read at load, so a bad file stops the module or the CLI at start, not a task later.
+        if let Some(dir) = &config.csi_plugin_config_dir {
+            config.csi_plugins = crate::csi::load_dir(dir).map_err(ConfigError::CsiPlugins)?;
+        }
         // A prepare never waits longer for a lease than it may for its mount.
         config.lease_wait = config.lease_wait.min(config.mount_timeout);
         Ok(Loaded { config, warnings })
@@ -617,6 +635,14 @@ impl Config {
                         .collect::<Result<_, _>>()?
                 }
             }
+            "csi_plugin_config_dir" => {
+                // Empty: no CSI plugins (as the default, which isolator.json spells so).
+                self.csi_plugin_config_dir = if value.is_empty() {
+                    None
+                } else {
+                    Some(path(key, value)?)
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -687,6 +713,11 @@ impl Config {
             DockerVolumes::Handle => entries,
             DockerVolumes::Ignore => &[],
         }
+    }
+
+    /// The configured CSI plugin whose type is `driver`, if any.
+    pub fn csi_plugin(&self, driver: &DriverName) -> Option<&PluginInfo> {
+        self.csi_plugins.iter().find(|p| &p.plugin_type == driver)
     }
 
     /// Backend call limits.

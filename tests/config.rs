@@ -110,7 +110,7 @@ fn every_key_is_read() {
         c.legacy_checkpoint,
         [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
     );
-    assert_eq!(KEYS.len(), 21);
+    assert_eq!(KEYS.len(), 22);
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //!
 //! Where each phase lives (each file depends only on this one and on the files listed before
 //! it; this one depends on none of them):
+//! - `error.rs`: [`IsolatorError`], one variant per failing step, and the whole-call errors
+//!   [`PrepareError`] and [`CleanupError`].
 //! - `leases.rs`: the lease steps the phases call: which drivers are leased, take, release, and
 //!   fencing a container whose lease was lost while it was prepared.
 //! - `cleanup.rs`: [`Isolator::cleanup`]: release a container's volumes, unmount the ones no one
@@ -23,9 +25,12 @@
 //! across a backend call or a checkpoint write.
 
 mod cleanup;
+mod error;
 mod leases;
 mod prepare;
 mod recover;
+
+pub use error::{CleanupError, IsolatorError, PrepareError};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -36,11 +41,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crate::backend::{BackendError, BackendProvider, MountRequest};
 use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
-use crate::coord::{CoordError, Coordinator, LeaseLoss};
-use crate::error::render_chain;
-use crate::mount::{self, TargetError};
-use crate::spec::{DockerVolumeInput, DriverName, SpecError, VolumeKey};
-use crate::state::{ContainerId, ContainerIdError, StateError, Store, VolumeRecord};
+use crate::coord::{Coordinator, LeaseLoss};
+use crate::mount;
+use crate::spec::{DockerVolumeInput, DriverName, VolumeKey};
+use crate::state::{ContainerId, StateError, Store, VolumeRecord};
 
 /// What a container asks for and where it lives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,136 +117,6 @@ pub struct RecoverReport {
     pub fenced: Vec<(ContainerId, String)>,
     /// Problems that did not stop recovery, rendered; each names its volume or file.
     pub errors: Vec<String>,
-}
-
-/// A failed isolator step.
-#[derive(Debug, thiserror::Error)]
-pub enum IsolatorError {
-    /// The container id is not usable.
-    #[error("invalid container id")]
-    ContainerId(#[from] ContainerIdError),
-    /// `prepare` was called twice for one container.
-    #[error("container {0} is already prepared; clean it up first")]
-    AlreadyPrepared(ContainerId),
-    /// The task's volume request breaks the contract.
-    #[error("the task's volume request is invalid")]
-    Spec(#[from] SpecError),
-    /// A container path was refused.
-    #[error("{volume}: {}container path refused", place_prefix(.place))]
-    Target {
-        /// The volume.
-        volume: VolumeKey,
-        /// The variable or field that gave the path (e.g. `DVDI_VOLUME_CONTAINERPATH2`), when
-        /// known.
-        place: Option<String>,
-        /// Why.
-        #[source]
-        source: Box<TargetError>,
-    },
-    /// A backend call failed.
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    /// The checkpoint could not be read or written.
-    #[error("{volume}: checkpoint")]
-    State {
-        /// The volume.
-        volume: VolumeKey,
-        /// Why.
-        #[source]
-        source: Box<StateError>,
-    },
-    /// The checkpoint directory could not be read.
-    #[error("checkpoint")]
-    Store(#[source] Box<StateError>),
-    /// Reading the host's mount table failed.
-    #[error("reading the mount table failed")]
-    MountTable(#[source] std::io::Error),
-    /// With coordination on, the driver's scope could not be learnt (its plugin did not answer
-    /// Capabilities, or failed it), so whether the volume needs a lease is unknown: refused
-    /// rather than used without one.
-    #[error("{volume}: whether the driver's volumes need a cluster-wide lease is unknown (asking it for its scope failed), so the volume is not used without one; retry once the plugin answers (every prepare asks again), or list the driver in lease_drivers to lease its volumes whatever it answers")]
-    ScopeUnknown {
-        /// The volume.
-        volume: VolumeKey,
-        /// Why the scope is unknown.
-        #[source]
-        source: BackendError,
-    },
-    /// A writer asked for a volume mounted read-only on this host for its readers.
-    #[error("{volume}: mounted read-only on this host, as every container using it reads only (block storage is mounted so without replaying its journal, and the kernel cannot make that mount writable while they use it); a writer can have it once those readers are gone")]
-    ReadOnlyMount {
-        /// The volume.
-        volume: VolumeKey,
-    },
-    /// The volume's cluster-wide lease could not be taken or given back.
-    #[error(transparent)]
-    Lease(#[from] CoordError),
-}
-
-/// `PLACE: ` when the place is known.
-fn place_prefix(place: &Option<String>) -> String {
-    place.as_ref().map(|p| format!("{p}: ")).unwrap_or_default()
-}
-
-/// `prepare` failed; nothing it did is left behind unless `rollback` says otherwise.
-#[derive(Debug, thiserror::Error)]
-pub struct PrepareError {
-    /// The container.
-    pub container: String,
-    /// Why prepare failed.
-    #[source]
-    pub cause: Box<IsolatorError>,
-    /// Failures while undoing what prepare had done (each leaves its volume recorded, to be
-    /// released by the next cleanup or recover).
-    pub rollback: Vec<IsolatorError>,
-}
-
-impl PrepareError {
-    /// A failure of `container`'s prepare that left nothing to undo.
-    fn new(container: &str, cause: IsolatorError) -> Self {
-        Self {
-            container: container.to_owned(),
-            cause: Box::new(cause),
-            rollback: Vec::new(),
-        }
-    }
-}
-
-impl fmt::Display for PrepareError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "preparing volumes for container {} failed",
-            self.container
-        )?;
-        for e in &self.rollback {
-            write!(f, " (and undoing it failed: {})", render_chain(e))?;
-        }
-        Ok(())
-    }
-}
-
-/// `cleanup` could not unmount some volumes; they stay recorded with the error and are retried by
-/// the next cleanup or recover.
-#[derive(Debug, thiserror::Error)]
-pub struct CleanupError {
-    /// The container.
-    pub container: ContainerId,
-    /// One failure per volume.
-    pub failures: Vec<IsolatorError>,
-}
-
-impl fmt::Display for CleanupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cleaning up container {}: ", self.container)?;
-        for (i, e) in self.failures.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            f.write_str(&render_chain(e))?;
-        }
-        f.write_str(" (kept recorded; retried at the next cleanup or recover)")
-    }
 }
 
 /// Test-only crash injection: with the `crash-points` feature, the process kills itself with
@@ -432,7 +306,10 @@ impl Isolator {
                     opts: &record.opts,
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
-                    read_only: record.users.values().all(|u| u.read_only),
+                    // Read-only on the host only where other agents may share the volume (a
+                    // read-only lease): without one, no other agent mounts it, and a local
+                    // writer may still join the readers.
+                    read_only: record.lease.is_some() && record.users.values().all(|u| u.read_only),
                 })
             })
             .map_err(|e| about(e, record).into())

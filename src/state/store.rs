@@ -14,7 +14,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,9 +123,7 @@ impl Store {
             .mode(0o700)
             .create(&volumes)
             .map_err(io_err("creating", &volumes))?;
-        let durable = nix::sys::statfs::statfs(&volumes)
-            .map(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC)
-            .unwrap_or(true);
+        let durable = crate::durable::is_durable(&volumes);
         Ok(Self { volumes, durable })
     }
 
@@ -467,20 +465,13 @@ impl VolumeGuard {
     pub fn save(&self, record: &VolumeRecord) -> Result<(), StateError> {
         debug_assert_eq!(record.key(), self.key);
         let bytes = serde_json::to_vec(record).expect("a VolumeRecord always serialises");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&self.tmp)
-            .map_err(io_err("creating", &self.tmp))?;
-        f.write_all(&bytes).map_err(io_err("writing", &self.tmp))?;
-        if self.durable {
-            f.sync_all().map_err(io_err("syncing", &self.tmp))?;
-        }
-        drop(f);
-        fs::rename(&self.tmp, &self.record).map_err(io_err("renaming into place", &self.record))?;
+        crate::durable::write_and_rename(&self.record, &self.tmp, &bytes, self.durable).map_err(
+            |e| StateError::Io {
+                op: e.op,
+                path: e.path,
+                source: e.source,
+            },
+        )?;
         self.sync_dir()
     }
 
