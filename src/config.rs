@@ -143,6 +143,13 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// `coordination` is on and `agent_name` is not set, and its default, this host's name, is
+    /// one that unnamed or cloned hosts share.
+    #[error("parameter agent_name is not set, and its default, this host's name {value:?}, does not tell agents apart (unnamed and cloned hosts share it): set agent_name to a name unique in the cluster")]
+    AgentNameNotUnique {
+        /// The host name.
+        value: String,
+    },
     /// Two spellings of one setting given together (`work_dir` and `state_dir`).
     #[error("parameters {first} and {second} are the same setting; give only one of them")]
     BothSpellings {
@@ -336,7 +343,23 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Whether `name` can stand in a lease node's name (`ro-<agent_name>`).
+/// Whether a host name tells agents apart: not one that every unnamed host has.
+fn tells_hosts_apart(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let shared = [
+        "localhost",
+        "localhost6",
+        "localdomain",
+        "ip6-localhost",
+        "ip6-loopback",
+    ];
+    !(name.is_empty()
+        || shared.contains(&name.as_str())
+        || name.starts_with("localhost.")
+        || name.starts_with("localhost6."))
+}
+
+/// Whether `name` is a valid agent name (it stands in lease nodes' data, logs and messages).
 fn valid_agent_name(name: &str) -> bool {
     !matches!(name, "" | "." | "..")
         && name.len() <= 255
@@ -365,7 +388,7 @@ impl ConfigError {
             | Self::EmptyEntry { key, .. } => Some(key),
             Self::BadBackend { .. } => Some("backend"),
             Self::BadCoordination(_) => Some("coordination"),
-            Self::BadAgentName { .. } => Some("agent_name"),
+            Self::BadAgentName { .. } | Self::AgentNameNotUnique { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
             Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
@@ -495,6 +518,16 @@ impl Config {
         }
         if !seen.contains(&"legacy_checkpoint") {
             config.legacy_checkpoint = legacy_checkpoints(&agent_work_dir);
+        }
+        // Leases are told apart by agent name: the host name stands in for one only when it
+        // tells hosts apart.
+        if config.coordination.is_some()
+            && !seen.contains(&"agent_name")
+            && !tells_hosts_apart(&config.agent_name)
+        {
+            return Err(ConfigError::AgentNameNotUnique {
+                value: config.agent_name,
+            });
         }
         // Read at load, so a bad file stops the module or the CLI at start, not a task later.
         if let Some(dir) = &config.csi_plugin_config_dir {

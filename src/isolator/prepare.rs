@@ -210,9 +210,11 @@ impl Isolator {
         Ok((host, record.lease.is_some()))
     }
 
-    /// Adds `id` as a user of a volume mounted here already. A writer joining readers upgrades
-    /// the lease before the writer gets the volume (and a volume whose driver became leased since
-    /// it was mounted is leased now).
+    /// Adds `id` as a user of a volume mounted here already. A leased volume's lease is taken
+    /// in this process's own session too: every process of the agent that uses the volume holds
+    /// the agent's lease, so that it outlives any one of them and each is fenced by its own. A
+    /// writer joining readers upgrades it before the writer gets the volume (and a volume whose
+    /// driver became leased since it was mounted is leased now).
     fn join_mounted(
         &self,
         guard: &VolumeGuard,
@@ -230,25 +232,25 @@ impl Isolator {
         let before = record.clone();
         record.users.insert(id.clone(), usage);
         let mode = Self::mode_of(&record);
-        let upgrade = match record.lease {
-            Some(held) => held < mode,
-            None => self.leased(&record)?,
-        };
-        if upgrade {
-            record.lease = Some(mode);
-            guard.save(&record).map_err(Self::state_err(key))?;
-            crash_point("prepare:upgrade-saved");
+        let leased = record.lease.is_some() || self.leased(&record)?;
+        if leased {
+            if record.lease.is_none_or(|held| held < mode) {
+                // The intent first, so that recovery knows the stronger lease may be held.
+                record.lease = Some(mode);
+                guard.save(&record).map_err(Self::state_err(key))?;
+                crash_point("prepare:upgrade-saved");
+            }
+            // Held by this process already in `mode` or more, this asks ZooKeeper nothing.
             if let Err(e) = self.take_lease(key, mode, self.config.lease_wait) {
                 if let Err(se) = guard.save(&before) {
                     log::error!("{}", render_chain(&Self::state_err(key)(se)));
                 }
                 return Err(e);
             }
-        } else {
-            guard.save(&record).map_err(Self::state_err(key))?;
         }
+        guard.save(&record).map_err(Self::state_err(key))?;
         crash_point("prepare:user-added");
-        Ok((host, record.lease.is_some()))
+        Ok((host, leased))
     }
 
     /// A new volume's record, before its first mount.
