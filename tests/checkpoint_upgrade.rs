@@ -62,7 +62,11 @@ fn an_agent_upgraded_in_place_keeps_its_volumes_and_releases_the_rest() {
     let report = iso.recover(&known, &[]).unwrap();
     assert!(report.errors.is_empty(), "{report:?}");
     assert_eq!(
-        report.kept.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        report
+            .kept
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect::<Vec<_>>(),
         ["pgdata"],
         "{report:?}"
     );

@@ -1,6 +1,6 @@
 //! One volume's record, locked: read it, change it in place, remove it.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -100,8 +100,6 @@ pub struct VolumeGuard {
     path: PathBuf,
     /// fdatasync changes (see [`Store::durable`](super::Store::durable)).
     durable: bool,
-    /// Opened on the first change that must fsync the directory.
-    dir_handle: OnceCell<File>,
     held: RefCell<Held>,
 }
 
@@ -118,7 +116,6 @@ impl VolumeGuard {
             dir,
             path,
             durable,
-            dir_handle: OnceCell::new(),
             held: RefCell::new(held),
         }
     }
@@ -314,7 +311,7 @@ impl VolumeGuard {
         write_whole(&file, &bytes, self.durable).map_err(io_err("writing", &tmp))?;
         crate::crash::point("state:replace-ready");
         fs::rename(&tmp, &self.path).map_err(io_err("renaming into place", &self.path))?;
-        self.sync_dir()?;
+        crate::durable::sync_dir(&self.dir, self.durable)?;
         crate::crash::point("state:replaced");
         held.file = file;
         held.size = bytes.len() as u64;
@@ -357,21 +354,6 @@ impl VolumeGuard {
         held.found_none = true;
         held.wrote = false;
         Ok(aside)
-    }
-
-    fn sync_dir(&self) -> Result<(), StateError> {
-        if !self.durable {
-            return Ok(());
-        }
-        let dir = match self.dir_handle.get() {
-            Some(d) => d,
-            None => {
-                let d = File::open(&self.dir).map_err(io_err("opening", &self.dir))?;
-                self.dir_handle.get_or_init(|| d)
-            }
-        };
-        dir.sync_all()
-            .map_err(io_err("syncing directory", &self.dir))
     }
 }
 

@@ -80,6 +80,16 @@ pub enum StateError {
     },
 }
 
+impl From<crate::durable::DurableError> for StateError {
+    fn from(e: crate::durable::DurableError) -> Self {
+        StateError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 pub(super) fn io_err<'a>(
     op: &'static str,
     path: &'a Path,
@@ -123,17 +133,24 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`.
+    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`. A `work_dir`
+    /// made here (with any missing parent) gets mode 0711: others may pass through it, never list
+    /// it, to reach what the isolator keeps there for tasks (the directories volumes are bound on
+    /// for tasks not run as root); the checkpoint below stays closed.
     pub fn open(work_dir: &Path) -> Result<Self, StateError> {
         let volumes = work_dir.join("volumes");
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
-            .create(&volumes)
-            .map_err(io_err("creating", &volumes))?;
-        let durable = nix::sys::statfs::statfs(&volumes)
-            .map(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC)
-            .unwrap_or(true);
+            .mode(0o711)
+            .create(work_dir)
+            .map_err(io_err("creating", work_dir))?;
+        match fs::DirBuilder::new().mode(0o700).create(&volumes) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io_err("creating", &volumes)(e))
+            }
+            _ => {}
+        }
+        let durable = crate::durable::is_durable(&volumes);
         Ok(Self { volumes, durable })
     }
 
@@ -239,9 +256,7 @@ impl Store {
             Err(Errno::EEXIST) => return Ok(None),
             Err(e) => return Err(io_err("linking", path)(e.into())),
         }
-        if self.durable {
-            sync_dir(dir)?;
-        }
+        crate::durable::sync_dir(dir, self.durable)?;
         crate::crash::point("state:created");
         Ok(Some(Held::created(file, bytes.len() as u64)))
     }
@@ -561,13 +576,6 @@ pub(super) fn write_whole(file: &File, bytes: &[u8], durable: bool) -> io::Resul
         Ok(false) => Err(Errno::EWOULDBLOCK.into()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// fsyncs a directory, so that a name linked, renamed or removed in it lasts.
-pub(super) fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing directory", dir))
 }
 
 #[cfg(test)]

@@ -8,9 +8,15 @@
 // original module's name with an old modules.json's parameters and recovers what the original's
 // checkpoint (DIR/agent/meta/dvdimounts.pb, written by the caller) held.
 //
+// It also plays a task user who owns its sandbox (as Mesos makes it) swapping the entry prepare
+// checked for a symbolic link before the launcher binds: the bind must not follow the link.
+//
 // With a ZooKeeper address, it then plays two agents leasing one volume: agent A prepares it, is
 // restarted while agent B takes the volume, and A's recover fences A's container through the
-// fence sink (the shim's watch() future) with a message naming B.
+// fence sink with a message naming B. The sink hands each fence to the shim's own watch table
+// (cpp/watch_table.h, with a stand-in for libprocess' Promise), driven as the shim drives it, and
+// checks that the table keeps no entry after a fence during cleanup, a fence after it, or a fence
+// for a container Mesos never gave.
 //
 // Usage: harness DIR PLUGIN_DIR SOURCE [ZK_HOST:PORT]
 //   DIR: an empty scratch directory; PLUGIN_DIR: where a running docker-volume-easyfuse plugin
@@ -20,12 +26,14 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -35,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "mesos-dvdi/cpp/watch_table.h"
 #include "mesos-dvdi/src/ffi.rs.h"
 #include "rust/cxx.h"
 
@@ -60,22 +69,53 @@ public:
   }
 };
 
-// Records what the core fences, as the shim's promise table would complete watch() futures.
+// A stand-in for libprocess' Promise<ContainerLimitation> (the harness has no Mesos): its future
+// is a cell that set() fills.
+class StandInPromise {
+public:
+  struct Cell {
+    std::mutex mutex;
+    bool set = false;
+    std::string limitation;
+  };
+
+  std::shared_ptr<Cell> future() const { return cell; }
+
+  void set(const std::string& limitation) {
+    std::lock_guard<std::mutex> lock(cell->mutex);
+    cell->set = true;
+    cell->limitation = limitation;
+  }
+
+private:
+  std::shared_ptr<Cell> cell = std::make_shared<Cell>();
+};
+
+// The shim's watch table, as one agent's isolator holds it.
+using Watches = WatchTable<StandInPromise>;
+
+// Records what the core fences, and hands it to the agent's watch table as the shim's
+// PromiseFenceSink does.
 struct Fenced {
   std::mutex mutex;
   std::vector<std::pair<std::string, std::string>> calls;
+  std::vector<FenceOutcome> outcomes;
 };
 
 class RecordingFenceSink : public FenceSink {
 public:
-  explicit RecordingFenceSink(std::shared_ptr<Fenced> fenced) : fenced(std::move(fenced)) {}
+  RecordingFenceSink(std::shared_ptr<Fenced> fenced, std::shared_ptr<Watches> watches)
+    : fenced(std::move(fenced)), watches(std::move(watches)) {}
   void fence(rust::Str container_id, rust::Str message) const override {
     std::lock_guard<std::mutex> lock(fenced->mutex);
     fenced->calls.emplace_back(std::string(container_id), std::string(message));
+    fenced->outcomes.push_back(
+        watches->fence(std::string(container_id), std::string(message)));
   }
 
 private:
   std::shared_ptr<Fenced> fenced;
+  std::shared_ptr<Watches> watches;
 };
 
 EnvVar env(const std::string& name, const std::string& value) {
@@ -154,6 +194,53 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
+// Runs `step` in a child process as uid/gid 65534 (nobody); true when it returned true.
+bool as_nobody(const std::function<bool()>& step) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    _exit(step() ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// A task run as nobody, in a sandbox nobody owns (mode 0750, as Mesos makes it), asks for a
+// volume at a sandbox-relative path; after prepare, nobody swaps that entry for a symbolic link
+// to a directory of root's. The launcher's bind must not land there.
+void swapped_target(IsolatorCore& iso, const std::string& dir) {
+  const std::string sandbox = dir + "/sandbox-nobody";
+  const std::string victim = dir + "/victim";
+  mkdir(sandbox.c_str(), 0750);
+  CHECK(chown(sandbox.c_str(), 65534, 65534) == 0, "the sandbox given to nobody");
+  mkdir(victim.c_str(), 0755);
+  write_file(victim + "/marker", "root's own");
+
+  ContainerRequest c;
+  DockerVolume dv;
+  dv.driver = "local";
+  dv.name = "swapped";
+  dv.container_path = "data";
+  c.docker_volumes.push_back(dv);
+  c.sandbox = sandbox;
+  c.user = "nobody";
+  Launch p = iso.prepare("c5", c);
+  CHECK(p.mounts.size() == 1, "c5 has one bind");
+  write_file(dir + "/local/swapped/from-volume", "the volume's");
+
+  const std::string data = sandbox + "/data";
+  CHECK(as_nobody([&] {
+          return rename(data.c_str(), (data + ".moved").c_str()) == 0 &&
+                 symlink(victim.c_str(), data.c_str()) == 0;
+        }),
+        "the task user swapped its sandbox's entry for a link");
+  const std::string target = p.mounts.empty() ? "" : std::string(p.mounts[0].target);
+  CHECK(launch(p, "test -f " + victim + "/marker && ! test -e " + victim + "/from-volume") == 0,
+        "the bind followed the task's link onto " + victim + " (target " + target + ")");
+  iso.cleanup("c5");
+}
+
 // One agent of the fencing scenario: a leased `local` volume on storage both agents see.
 rust::Box<IsolatorCore> agent(const std::string& dir, const std::string& name,
                               const std::string& zk) {
@@ -182,8 +269,10 @@ void fencing(const std::string& dir, const std::string& zk) {
   std::shared_ptr<Fenced> fenced = std::make_shared<Fenced>();
   {
     rust::Box<IsolatorCore> a = agent(dir, "harness-a", zk);
-    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced)));
+    std::shared_ptr<Watches> watches = std::make_shared<Watches>();
+    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced, watches)));
     a->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
+    watches->open("fa1");  // as the shim's prepare does, before the core's
     a->prepare("fa1", leased(dir, "fa1"));
   }  // agent A stops (its session closes; its container lives on)
 
@@ -193,9 +282,11 @@ void fencing(const std::string& dir, const std::string& zk) {
 
   {
     rust::Box<IsolatorCore> a = agent(dir, "harness-a", zk);
-    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced)));
+    std::shared_ptr<Watches> watches = std::make_shared<Watches>();
+    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced, watches)));
     rust::Vec<rust::String> known;
     known.push_back("fa1");
+    watches->open("fa1");  // as the shim's recover does for each container Mesos recovered
     RecoverSummary r = a->recover(known, rust::Vec<rust::String>());
     CHECK(r.fenced == 1, "A's recover fenced its container");
     CHECK(metric(*a, "dvdi/containers_fenced") == 1, "the fenced container counted");
@@ -207,8 +298,26 @@ void fencing(const std::string& dir, const std::string& zk) {
       CHECK(message.find("volume \"ledger\" (driver \"local\")") != std::string::npos &&
                 message.find("agent \"harness-b\"") != std::string::npos,
             "the limitation names the volume and the holder: " + message);
+      CHECK(fenced->outcomes.size() == 1 && fenced->outcomes[0] == FenceOutcome::kCompleted,
+            "the fence completed fa1's watch promise");
+      // The containerizer asks for the future after recover: it carries the limitation.
+      std::shared_ptr<StandInPromise::Cell> future = watches->watch("fa1");
+      std::lock_guard<std::mutex> cell(future->mutex);
+      CHECK(future->set && future->limitation == message, "fa1's watch future is the limitation");
     }
+    // Cleanup as the shim runs it: fences are dropped from its start, the entry goes at its end.
+    watches->cleaning("fa1");
+    CHECK(watches->fence("fa1", std::string("during cleanup")) == FenceOutcome::kCleaningUp,
+          "a fence during cleanup is dropped");
     a->cleanup("fa1");
+    watches->forget("fa1");
+    CHECK(watches->size() == 0, "no watch entry left after a fence during cleanup");
+    CHECK(watches->fence("fa1", std::string("after cleanup")) == FenceOutcome::kUnknown &&
+              watches->size() == 0,
+          "a fence after cleanup adds no entry");
+    CHECK(watches->fence("dvdi-run-4242", std::string("lease lost")) == FenceOutcome::kUnknown &&
+              watches->size() == 0,
+          "a fence for a container Mesos never gave (a dvdi run's) adds no entry");
   }
   b->cleanup("fb1");
 }
@@ -323,6 +432,8 @@ int main(int argc, char** argv) {
     const std::string fuse_mount = std::string(p4.mounts[0].source);
     iso->cleanup("c4");
     CHECK(!is_mount_root(fuse_mount), "the plugin unmounted c4's volume");
+
+    swapped_target(*iso, dir);
 
     // Container 3: orphaned by the restart below.
     ContainerRequest c3;
