@@ -6,9 +6,8 @@ use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mesos_dvdi::backend::registry::Registry;
 use mesos_dvdi::backend::Waits;
@@ -19,7 +18,7 @@ use mesos_dvdi::mount::{self, Bind, Host};
 use mesos_dvdi::state::Owner;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{alarm, Pid};
 
 use crate::envfile::TaskInput;
 
@@ -47,18 +46,55 @@ pub struct RunRequest {
     pub argv: Vec<String>,
 }
 
-/// Shared with the signal thread: the command's pid once it runs, and whether a signal came
-/// before that.
+/// Shared with the signal thread: the command's pid once it runs, whether a signal came before
+/// that, and what to say while volumes are being prepared.
 #[derive(Default)]
 struct SignalState {
     child: Option<Pid>,
     early: Option<Signal>,
+    progress: Option<Progress>,
 }
 
+/// "attaching … N s", said every second while volumes are prepared, so a slow attach is visible,
+/// with what the backends say they wait for (a plugin refusing connections) when they wait.
+struct Progress {
+    what: String,
+    start: Instant,
+    waits: Waits,
+}
+
+impl Progress {
+    fn tell(&self) {
+        let reasons = self.waits.current();
+        let secs = self.start.elapsed().as_secs();
+        if reasons.is_empty() {
+            eprintln!("dvdi: {}… {secs} s", self.what);
+        } else {
+            eprintln!("dvdi: {}… {secs} s: {}", self.what, reasons.join("; "));
+        }
+    }
+}
+
+fn lock(state: &Mutex<SignalState>) -> std::sync::MutexGuard<'_, SignalState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The one thread besides the main one: takes the signals `set` holds (blocked in every thread),
+/// passes the forwarded ones on to the command, and on SIGALRM says how the prepare is going.
+/// (The progress clock is an alarm rather than a thread of its own: a run that prepares in under
+/// a second then starts and joins no thread for it.)
 fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>) {
     std::thread::spawn(move || loop {
         let Ok(sig) = set.wait() else { continue };
-        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&state);
+        if sig == Signal::SIGALRM {
+            // A tick that comes after the prepare ended finds no progress, and is dropped.
+            if let Some(progress) = &st.progress {
+                progress.tell();
+                alarm::set(1);
+            }
+            continue;
+        }
         match st.child {
             Some(pid) => {
                 let _ = nix::sys::signal::kill(pid, sig);
@@ -70,27 +106,23 @@ fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>) {
     });
 }
 
-/// Prints "attaching … N s" every second while `work` runs, so a slow attach is visible, with
-/// what the backends say they wait for (a plugin refusing connections) when they wait.
-fn with_progress<T>(what: &str, waits: &Waits, work: impl FnOnce() -> T) -> T {
-    let (done, wait) = mpsc::channel::<()>();
-    let start = Instant::now();
-    let what = what.to_owned();
-    let waits = waits.clone();
-    let ticker = std::thread::spawn(move || {
-        while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(1)) {
-            let reasons = waits.current();
-            let secs = start.elapsed().as_secs();
-            if reasons.is_empty() {
-                eprintln!("dvdi: {what}… {secs} s");
-            } else {
-                eprintln!("dvdi: {what}… {secs} s: {}", reasons.join("; "));
-            }
-        }
+/// Runs `work`, saying every second what it is doing (see [`Progress`]).
+fn with_progress<T>(
+    what: String,
+    waits: &Waits,
+    state: &Mutex<SignalState>,
+    work: impl FnOnce() -> T,
+) -> T {
+    lock(state).progress = Some(Progress {
+        what,
+        start: Instant::now(),
+        waits: waits.clone(),
     });
+    alarm::set(1);
     let out = work();
-    drop(done);
-    let _ = ticker.join();
+    // Cleared first: the signal thread sets the alarm again only while there is progress.
+    lock(state).progress = None;
+    alarm::cancel();
     out
 }
 
@@ -112,8 +144,9 @@ fn describe(task: &TaskInput, config: &Config) -> String {
 /// Runs the command with its volumes; returns the command's exit status (128+signal when it was
 /// killed), or [`EXIT_DVDI_FAILED`] with one message on stderr when dvdi itself failed.
 pub fn run(config: &Config, req: RunRequest) -> ExitCode {
+    // The forwarded signals, and the progress clock's.
     let mut forwarded = SigSet::empty();
-    for s in FORWARDED {
+    for s in FORWARDED.into_iter().chain([Signal::SIGALRM]) {
         forwarded.add(s);
     }
     // Blocked here (inherited by every thread started below) and taken by one thread with
@@ -157,7 +190,7 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         rootfs: req.rootfs.clone(),
         user: None,
     };
-    let plan = match with_progress(&describe(&req.task, config), &waits, || {
+    let plan = match with_progress(describe(&req.task, config), &waits, &signals, || {
         isolator.prepare(&id, owner, &input)
     }) {
         Ok(plan) => plan,
@@ -203,7 +236,7 @@ fn stop_on_fence(
         why.lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert_with(|| message.to_owned());
-        let mut st = signals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&signals);
         match st.child {
             Some(pid) => {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -288,7 +321,7 @@ fn spawn_and_wait(
     }
     // Held across spawn: a signal that arrives while the command starts waits for its pid
     // instead of being taken for one that came before the command existed.
-    let mut state = signals.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = lock(signals);
     if let Some(sig) = state.early {
         return Err(format!("interrupted by {sig} before the command started"));
     }
@@ -319,7 +352,7 @@ fn spawn_and_wait(
     let status = child
         .wait()
         .map_err(|e| format!("waiting for {program:?} failed: {e}"))?;
-    signals.lock().unwrap_or_else(|p| p.into_inner()).child = None;
+    lock(signals).child = None;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code).unwrap_or(u8::MAX),
         (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(u8::MAX),
