@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use support::host::in_private_mount_ns;
+use support::host::{in_private_mount_ns, loop_devices_under};
 use support::isolator::{is_mounted, text, Fixture};
 
 fn dvdi(fx: &Fixture) -> Command {
@@ -202,6 +202,85 @@ fn killed_dvdi_is_released_by_gc() {
             "{}",
             text(&after)
         );
+    });
+}
+
+/// Processes running `sleep SECS` (SECS made unique by the caller), killed when dropped: a
+/// failing test leaves none behind, though they live in a PID namespace of their own.
+struct Sleepers(String);
+
+impl Sleepers {
+    fn new() -> Self {
+        Self(format!("{}", 900_000 + std::process::id()))
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let wanted = format!("sleep\0{}\0", self.0);
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_command_takes_its_orphans_along_so_its_loop_volume_is_released_once() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let sleepers = Sleepers::new();
+        let env = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=orphaned".to_owned(),
+        ];
+        // The shell dies of the SIGINT; its background sleep (SIGINT ignored, as in any
+        // non-interactive shell) would live on in the command's mount namespace, holding the
+        // volume's file system and its loop device.
+        let script = format!("sleep {} & echo ready; wait", sleepers.0);
+        let (run, _out) = start_waiting(&fx, &env, &script);
+        assert_eq!(
+            sleepers.pids().len(),
+            1,
+            "the background sleep did not start"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(run.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut run = run;
+        assert_eq!(run.wait().unwrap().code(), Some(128 + 2));
+        assert_eq!(
+            sleepers.pids(),
+            Vec::<i32>::new(),
+            "the command's orphan outlived dvdi run"
+        );
+        assert_eq!(
+            loop_devices_under(fx.root()),
+            Vec::<String>::new(),
+            "the volume's loop device is still attached after dvdi run released it"
+        );
+        // The next run gets the volume on one device.
+        let out = dvdi(&fx)
+            .args(["run", "-e", &env[0], "-e", &env[1], "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(loop_devices_under(fx.root()), Vec::<String>::new());
+        assert!(!fx.recorded("loop", "orphaned"));
     });
 }
 

@@ -4,6 +4,7 @@
 //! the same parser ([`Config::from_params`]), so the two can never disagree.
 
 mod envfile;
+mod init;
 mod leases;
 mod run;
 mod table;
@@ -132,7 +133,8 @@ enum Command {
     #[command(after_help = EXAMPLES)]
     Resolve(ResolveArgs),
     /// Run a command with the volumes a task with this environment would get, in its own mount
-    /// namespace; exits with the command's status (125 when dvdi itself fails)
+    /// and PID namespaces (whatever it starts ends with it); exits with the command's status (125
+    /// when dvdi itself fails)
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
     /// List the plugins discovery finds, with their address and whether they answer
