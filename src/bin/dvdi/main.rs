@@ -6,6 +6,7 @@
 mod envfile;
 mod init;
 mod leases;
+mod logger;
 mod run;
 mod table;
 
@@ -61,6 +62,10 @@ struct Cli {
 /// The module's parameters (DESIGN §6), as flags. Flags override `--config`.
 #[derive(Debug, Args)]
 struct Global {
+    /// Say more on stderr: -v each mount and unmount, -vv debug, -vvv trace (warnings are shown
+    /// by default; RUST_LOG=LEVEL or TARGET=LEVEL sets the level instead, -v raises it)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Read parameters from a JSON object of module parameters (as in isolator.json)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -572,6 +577,7 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logger::install(cli.global.verbose);
     if let Command::Run(args) = &cli.command {
         let prepared = cli.global.config().and_then(|config| {
             let task = args.input.read()?;

@@ -1,0 +1,98 @@
+//! What every `dvdi` command prints besides its answer: the core's log lines on stderr (warnings
+//! by default, more with `-v` or `RUST_LOG`).
+
+mod support;
+
+use std::os::unix::net::UnixListener;
+use std::process::Output;
+
+use support::isolator::{text, Fixture};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `dvdi run` of a volume on a plugin that died and left its socket: the core warns while it
+/// retries (then fails).
+fn run_against_a_dead_plugin(fx: &Fixture, extra: &[&str], rust_log: Option<&str>) -> Output {
+    let plugins = fx.mkdir("plugins");
+    let sock = plugins.join("gone.sock");
+    if !sock.exists() {
+        drop(UnixListener::bind(&sock).unwrap());
+    }
+    let mut cmd = fx.dvdi();
+    cmd.arg("--plugin-dir").arg(&plugins).args(extra).args([
+        "--plugin-connect-timeout",
+        "1",
+        "run",
+        "-e",
+        "DVDI_VOLUME_NAME=v",
+        "-e",
+        "DVDI_VOLUME_DRIVER=gone",
+        "--",
+        "true",
+    ]);
+    cmd.env_remove("RUST_LOG");
+    if let Some(level) = rust_log {
+        cmd.env("RUST_LOG", level);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    out
+}
+
+const WARNING: &str = "dvdi: warning: plugin gone is not accepting connections (connection refused); retrying for up to";
+
+#[test]
+fn the_cores_warnings_reach_stderr_by_default() {
+    let fx = Fixture::new();
+    let out = run_against_a_dead_plugin(&fx, &[], None);
+    assert!(stderr(&out).contains(WARNING), "{}", text(&out));
+    // RUST_LOG may quiet them.
+    let out = run_against_a_dead_plugin(&fx, &[], Some("error"));
+    assert!(!stderr(&out).contains("warning"), "{}", text(&out));
+    assert!(stderr(&out).contains("dvdi: error: "), "{}", text(&out));
+}
+
+#[test]
+fn verbose_and_rust_log_show_each_mount_and_unmount() {
+    let fx = Fixture::new();
+    let run = |extra: &[&str], rust_log: Option<&str>| {
+        let mut cmd = fx.dvdi();
+        cmd.args(extra)
+            .args([
+                "--default-driver",
+                "local",
+                "run",
+                "-e",
+                "DVDI_VOLUME_NAME=v",
+            ])
+            .args(["--", "true"])
+            .env_remove("RUST_LOG");
+        if let Some(level) = rust_log {
+            cmd.env("RUST_LOG", level);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        stderr(&out)
+    };
+    let mounted = "dvdi: info: volume \"v\" (driver \"local\"): mounted at ";
+    let unmounted = "dvdi: info: volume \"v\" (driver \"local\"): unmounted";
+    // The local root is made by the first run (which says so).
+    run(&[], None);
+    assert_eq!(run(&[], None), "", "quiet by default");
+    for err in [run(&["-v"], None), run(&[], Some("info"))] {
+        assert!(err.contains(mounted) && err.contains(unmounted), "{err}");
+    }
+    let debug = stderr(&run_against_a_dead_plugin(&fx, &["-vv"], None));
+    assert!(
+        debug.contains("dvdi: debug: [mesos_dvdi::backend::plugin] plugin gone at "),
+        "{debug}"
+    );
+    // A level RUST_LOG cannot read is said, and the default kept.
+    let bad = run(&[], Some("loud"));
+    assert!(
+        bad.contains("dvdi: warning: RUST_LOG: \"loud\" is not a level"),
+        "{bad}"
+    );
+}
