@@ -10,13 +10,12 @@ mod logger;
 mod run;
 mod table;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use mesos_dvdi::config::{Config, ConfigError};
+use mesos_dvdi::config::{Config, ConfigError, LEGACY_MODULE_NAME, MODULE_NAME};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
@@ -66,7 +65,8 @@ struct Global {
     /// by default; RUST_LOG=LEVEL or TARGET=LEVEL sets the level instead, -v raises it)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Read parameters from a JSON object of module parameters (as in isolator.json)
+    /// Read parameters from FILE: a JSON object of module parameters ({"work_dir": "/x", ...}),
+    /// or a Mesos modules file such as isolator.json (the dvdi module's parameters)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Checkpoint root; --state-dir is another spelling [module: work_dir or state_dir; default
@@ -237,6 +237,13 @@ enum CliError {
         #[source]
         source: ConfigError,
     },
+    #[error("configuration file {}{}", path.display(), module.map(|m| format!(" (read as module {m})")).unwrap_or_default())]
+    File {
+        path: PathBuf,
+        module: Option<&'static str>,
+        #[source]
+        source: ConfigError,
+    },
     #[error(transparent)]
     EnvFile(#[from] envfile::EnvFileError),
     #[error("-e {0:?}: expected NAME=VALUE")]
@@ -258,12 +265,15 @@ enum CliError {
 impl Global {
     /// The configuration: defaults, then `--config`, then flags; all through one parser.
     fn config(&self) -> Result<Config, CliError> {
-        let mut params: BTreeMap<String, String> = BTreeMap::new();
-        if let Some(file) = &self.config {
-            for (k, v) in Config::params_from_json_file(file)? {
-                params.insert(k, v);
-            }
-        }
+        let file = match &self.config {
+            Some(path) => Some((path, Config::read_file(path)?)),
+            None => None,
+        };
+        let module = file.as_ref().map_or(MODULE_NAME, |(_, f)| f.module);
+        let mut params: Vec<(String, String)> = file
+            .as_ref()
+            .map(|(_, f)| f.params.clone())
+            .unwrap_or_default();
         // (module parameter, flag, value)
         let flags = [
             ("work_dir", "--work-dir", self.work_dir.clone()),
@@ -332,18 +342,38 @@ impl Global {
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
-            if let Some(v) = value {
-                params.insert(key.to_owned(), v);
-                from_flag.push((key, flag));
-            }
+            let Some(v) = value else { continue };
+            // Under the original module's name, work_dir is the agent's directory and the
+            // module's own is state_dir: --work-dir means the latter. Under ours, both
+            // spellings are one setting, which the flag replaces whichever the file used.
+            let key = match key {
+                "work_dir" if module == LEGACY_MODULE_NAME => "state_dir",
+                other => other,
+            };
+            params.retain(|(k, _)| {
+                k != key && !(module == MODULE_NAME && key == "work_dir" && k == "state_dir")
+            });
+            params.push((key.to_owned(), v));
+            from_flag.push((key, flag));
         }
-        let params: Vec<(String, String)> = params.into_iter().collect();
-        Config::from_params(&params).map_err(|source| {
-            match from_flag.iter().find(|(key, _)| source.key() == Some(key)) {
-                Some((_, flag)) => CliError::Flag { flag, source },
-                None => CliError::Config(source),
+        let loaded = Config::from_module_params(module, &params).map_err(|source| {
+            match (
+                from_flag.iter().find(|(key, _)| source.key() == Some(key)),
+                &file,
+            ) {
+                (Some((_, flag)), _) => CliError::Flag { flag, source },
+                (None, Some((path, f))) => CliError::File {
+                    path: path.to_path_buf(),
+                    module: (f.module != MODULE_NAME).then_some(f.module),
+                    source,
+                },
+                (None, None) => CliError::Config(source),
             }
-        })
+        })?;
+        for w in &loaded.warnings {
+            log::warn!("{w}");
+        }
+        Ok(loaded.config)
     }
 }
 
