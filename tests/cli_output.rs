@@ -96,3 +96,99 @@ fn verbose_and_rust_log_show_each_mount_and_unmount() {
         "{bad}"
     );
 }
+
+#[test]
+fn read_commands_create_no_directory_and_say_when_the_work_dir_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = |what: &str| dir.path().join(format!("typo/{what}"));
+    let dirs = ["work", "local", "loop", "plugins", "mounts"].map(typo);
+    let base = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"));
+        c.arg("--work-dir")
+            .arg(&dirs[0])
+            .arg("--local-root")
+            .arg(&dirs[1])
+            .arg("--loop-root")
+            .arg(&dirs[2])
+            .arg("--plugin-dir")
+            .arg(&dirs[3])
+            .arg("--plugin-mount-root")
+            .arg(&dirs[4])
+            .args(["--legacy-checkpoint", ""])
+            .env_remove("RUST_LOG");
+        c
+    };
+    let missing = format!(
+        "dvdi: warning: {} holds no checkpoint (nothing was ever recorded there); check --work-dir",
+        dirs[0].display()
+    );
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["gc", "--dry-run"],
+        &["gc", "--dry-run", "--json"],
+        &["gc"],
+    ] {
+        let out = base().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains(&missing), "{args:?}: {}", text(&out));
+    }
+    let status = base().arg("status").output().unwrap();
+    assert!(
+        text(&status).contains("no volumes recorded in"),
+        "{}",
+        text(&status)
+    );
+    for args in [
+        &["plugins"][..],
+        &["resolve", "-e", "DVDI_VOLUME_NAME=v"],
+        &["leases"],
+    ] {
+        base().args(args).output().unwrap();
+    }
+    assert!(
+        !dir.path().join("typo").exists(),
+        "a read command created {}",
+        dir.path().join("typo").display()
+    );
+}
+
+#[test]
+fn a_run_that_creates_a_root_says_so_once() {
+    let fx = Fixture::new();
+    let root = fx.root().join("typo/local root");
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+            .arg("--work-dir")
+            .arg(&fx.config.work_dir)
+            .arg("--local-root")
+            .arg(&root)
+            .args([
+                "--default-driver",
+                "local",
+                "run",
+                "-e",
+                "DVDI_VOLUME_NAME=v",
+            ])
+            .args(["--", "true"])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        stderr(&out)
+    };
+    let first = run();
+    let note = format!(
+        "dvdi: note: created {} (local_root, --local-root), which did not exist",
+        root.display()
+    );
+    assert_eq!(first.matches(&note).count(), 1, "{first}");
+    assert!(
+        first.contains(&format!(
+            "dvdi: note: created {} (work_dir, --work-dir)",
+            fx.config.work_dir.display()
+        )),
+        "{first}"
+    );
+    assert_eq!(run(), "", "said again");
+}

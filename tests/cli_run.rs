@@ -284,26 +284,28 @@ fn an_interrupted_command_takes_its_orphans_along_so_its_loop_volume_is_released
     });
 }
 
+/// The one error line of `dvdi`'s stderr, which must be its last line; before it may come only
+/// warnings the core logged on the way (a plugin that is not listening, say) and notes (a root
+/// directory created).
+fn the_one_error(err: &str) -> &str {
+    let lines: Vec<&str> = err.lines().collect();
+    let (last, before) = lines.split_last().expect("no error on stderr");
+    assert!(last.starts_with("dvdi: error: "), "{err}");
+    assert!(
+        before
+            .iter()
+            .all(|l| l.starts_with("dvdi: warning: ") || l.starts_with("dvdi: note: ")),
+        "{err}"
+    );
+    last
+}
+
 fn assert_fails_cleanly(fx: &Fixture, args: &[&str], needle: &str) {
     let out = dvdi(fx).args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    // One error, last; before it only warnings the core logged on the way (a plugin that is not
-    // listening, say).
-    let (last, before) = err
-        .lines()
-        .collect::<Vec<_>>()
-        .split_last()
-        .map(|(l, b)| (*l, b.to_vec()))
-        .unwrap();
-    assert!(
-        last.starts_with("dvdi: error: ") && last.contains(needle),
-        "{err}"
-    );
-    assert!(
-        before.iter().all(|l| l.starts_with("dvdi: warning: ")),
-        "{err}"
-    );
+    let last = the_one_error(&err);
+    assert!(last.contains(needle), "{err}");
     let status = dvdi(fx).arg("status").output().unwrap();
     assert!(
         text(&status).contains("no volumes recorded"),
@@ -438,9 +440,9 @@ fn assert_setup_fails(fx: &Fixture, args: &[&str], parts: &[&str]) {
     let out = dvdi(fx).args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let last = the_one_error(&err);
     for p in parts {
-        assert!(err.contains(p), "{err:?} does not mention {p:?}");
+        assert!(last.contains(p), "{err:?} does not mention {p:?}");
     }
     assert!(!err.contains("Invalid argument"), "{err}");
     let status = dvdi(fx).arg("status").output().unwrap();

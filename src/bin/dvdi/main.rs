@@ -21,7 +21,7 @@ use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
 
 use mesos_dvdi::backend::registry::Registry;
-use mesos_dvdi::isolator::{Isolator, IsolatorError};
+use mesos_dvdi::isolator::{Isolator, IsolatorError, RecoverReport};
 use mesos_dvdi::mount::Host;
 
 const EXAMPLES: &str = "\
@@ -431,9 +431,24 @@ fn print_specs(specs: &[VolumeSpec]) {
     );
 }
 
+/// The checkpoint under the work dir, for a command that only reads it: `None`, with a warning,
+/// when there is none (a mistyped --work-dir is said, never created).
+fn existing_store(config: &Config) -> Result<Option<Store>, CliError> {
+    let store = Store::open_existing(&config.work_dir)?;
+    if store.is_none() {
+        log::warn!(
+            "{} holds no checkpoint (nothing was ever recorded there); check --work-dir or the work_dir parameter",
+            config.work_dir.display()
+        );
+    }
+    Ok(store)
+}
+
 fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
-    let store = Store::open(&config.work_dir)?;
-    let scanned = mesos_dvdi::status::rows(&store, &config.legacy_checkpoint)?;
+    let scanned = match existing_store(config)? {
+        Some(store) => mesos_dvdi::status::rows(&store, &config.legacy_checkpoint)?,
+        None => mesos_dvdi::status::legacy_rows(&config.legacy_checkpoint),
+    };
     if args.json {
         println!("{}", mesos_dvdi::status::to_json(&scanned));
         return Ok(());
@@ -487,7 +502,30 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `dvdi gc --json`: the report, and whether it is what would be done (`--dry-run`) or what was.
+#[derive(serde::Serialize)]
+struct GcJson<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    report: &'a RecoverReport,
+}
+
 fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
+    if existing_store(config)?.is_none() {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&GcJson {
+                    dry_run: args.dry_run,
+                    report: &Default::default()
+                })
+                .expect("report serialises")
+            );
+        } else {
+            println!("nothing to do");
+        }
+        return Ok(());
+    }
     let isolator = Isolator::open(
         config.clone(),
         Arc::new(Registry::new(config.clone(), Arc::new(Host))),
@@ -496,7 +534,11 @@ fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
+            serde_json::to_string_pretty(&GcJson {
+                dry_run: args.dry_run,
+                report: &report
+            })
+            .expect("report serialises")
         );
     } else {
         let verb =

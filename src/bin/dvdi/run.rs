@@ -131,11 +131,32 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         eprintln!("dvdi: error: {msg}");
         ExitCode::from(EXIT_DVDI_FAILED)
     };
+    // The roots this run may create: each one it does create is said, once, in case a flag
+    // was mistyped (a new, empty volume would look like lost data).
+    let roots = [
+        ("work_dir", "--work-dir", &config.work_dir),
+        ("local_root", "--local-root", &config.local_root),
+        ("loop_root", "--loop-root", &config.loop_root),
+    ];
+    let missing: Vec<_> = roots.iter().filter(|(_, _, dir)| !dir.exists()).collect();
+    let say_created = || {
+        for (param, flag, dir) in &missing {
+            if dir.exists() {
+                eprintln!(
+                    "dvdi: note: created {} ({param}, {flag}), which did not exist",
+                    dir.display()
+                );
+            }
+        }
+    };
     let registry = Arc::new(Registry::new(config.clone(), Arc::new(Host)));
     let waits = registry.waits().clone();
     let isolator = match Isolator::open(config.clone(), registry) {
         Ok(i) => i,
-        Err(e) => return fail(render_chain(&e)),
+        Err(e) => {
+            say_created();
+            return fail(render_chain(&e));
+        }
     };
     let fenced = stop_on_fence(&isolator, &signals);
     let pid = std::process::id();
@@ -159,9 +180,11 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         rootfs: req.rootfs.clone(),
         user: None,
     };
-    let plan = match with_progress(&describe(&req.task, config), &waits, || {
+    let prepared = with_progress(&describe(&req.task, config), &waits, || {
         isolator.prepare(&id, owner, &input)
-    }) {
+    });
+    say_created();
+    let plan = match prepared {
         Ok(plan) => plan,
         Err(e) => return fail(render_chain(&e)),
     };
