@@ -192,3 +192,87 @@ fn a_run_that_creates_a_root_says_so_once() {
     );
     assert_eq!(run(), "", "said again");
 }
+
+/// A stdout whose reader is gone (as after `| head -1` has read its line): every write to it
+/// fails with EPIPE, from the first.
+fn closed_pipe() -> std::process::Stdio {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    std::process::Stdio::from(write)
+}
+
+#[test]
+fn every_command_ends_quietly_on_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let fx = Fixture::new();
+    // Something to print: a recorded volume.
+    let out = fx
+        .dvdi()
+        .args([
+            "--default-driver",
+            "local",
+            "run",
+            "-e",
+            "DVDI_VOLUME_NAME=v",
+        ])
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let plugins = fx.mkdir("plugins");
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["gc", "--dry-run"],
+        &["gc", "--json"],
+        &["plugins"],
+        &["plugins", "--json"],
+        &["resolve", "-e", "DVDI_VOLUME_NAME=v"],
+        &["resolve", "-e", "DVDI_VOLUME_NAME=v", "--json"],
+        &["--help"],
+        &["--version"],
+    ] {
+        let out = fx
+            .dvdi()
+            .arg("--plugin-dir")
+            .arg(&plugins)
+            .args(args)
+            .stdout(closed_pipe())
+            .stderr(std::process::Stdio::piped())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        // Ended by SIGPIPE, as `ls | head` is (141 in the shell), without a word.
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?}",
+            out.status
+        );
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+    // dvdi run's stdout is its command's, which gets the signal as it would alone; dvdi itself
+    // reports that status (128 + 13) and releases the volume.
+    let out = fx
+        .dvdi()
+        .args([
+            "--default-driver",
+            "local",
+            "run",
+            "-e",
+            "DVDI_VOLUME_NAME=v",
+        ])
+        .args(["--", "sh", "-c", "echo hello"])
+        .stdout(closed_pipe())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGPIPE),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out), "");
+    assert!(!fx.recorded("local", "v"));
+}

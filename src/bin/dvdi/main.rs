@@ -3,6 +3,15 @@
 //! The CLI shares the module's core: its global flags are the module's parameters and go through
 //! the same parser ([`Config::from_params`]), so the two can never disagree.
 
+/// `eprintln!` that never panics: a closed stderr must not stop `dvdi run` before it has
+/// released its volumes (it ignores SIGPIPE, so a write there fails instead of killing it).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod envfile;
 mod init;
 mod leases;
@@ -19,6 +28,7 @@ use mesos_dvdi::config::{Config, ConfigError, LEGACY_MODULE_NAME, MODULE_NAME};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
+use nix::sys::signal::{SigHandler, Signal};
 
 use mesos_dvdi::backend::registry::Registry;
 use mesos_dvdi::isolator::{Isolator, IsolatorError, RecoverReport};
@@ -647,10 +657,23 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
     Ok(())
 }
 
+/// What a write to a closed pipe does: `Kill` (the default action, as for `ls | head`: the
+/// command ends quietly, 141 in the shell) or `Ignore` (the write fails; `dvdi run`, whose
+/// cleanup must run whatever becomes of its stderr).
+fn on_sigpipe(action: SigHandler) {
+    // SAFETY: signal(2) with SIG_DFL or SIG_IGN installs no handler code; nothing else in this
+    // process changes SIGPIPE's disposition.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, action) };
+}
+
 fn main() -> ExitCode {
+    // The Rust runtime ignores SIGPIPE, so a closed stdout (`dvdi status | head -1`) would make
+    // every print panic; ended by the signal instead, a command stops quietly like any filter.
+    on_sigpipe(SigHandler::SigDfl);
     let cli = Cli::parse();
     logger::install(cli.global.verbose);
     if let Command::Run(args) = &cli.command {
+        on_sigpipe(SigHandler::SigIgn);
         let prepared = cli.global.config().and_then(|config| {
             let task = args.input.read()?;
             let sandbox = match &args.sandbox {
@@ -670,7 +693,7 @@ fn main() -> ExitCode {
                 },
             ),
             Err(e) => {
-                eprintln!("dvdi: error: {}", render_chain(&e));
+                say!("dvdi: error: {}", render_chain(&e));
                 ExitCode::from(run::EXIT_DVDI_FAILED)
             }
         };

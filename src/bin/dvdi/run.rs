@@ -84,9 +84,9 @@ fn with_progress<T>(what: &str, waits: &Waits, work: impl FnOnce() -> T) -> T {
             let reasons = waits.current();
             let secs = start.elapsed().as_secs();
             if reasons.is_empty() {
-                eprintln!("dvdi: {what}… {secs} s");
+                say!("dvdi: {what}… {secs} s");
             } else {
-                eprintln!("dvdi: {what}… {secs} s: {}", reasons.join("; "));
+                say!("dvdi: {what}… {secs} s: {}", reasons.join("; "));
             }
         }
     });
@@ -121,14 +121,14 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
     // Blocked here (inherited by every thread started below) and taken by one thread with
     // sigwait, so a Ctrl-C is passed to the command instead of killing dvdi mid-cleanup.
     if let Err(e) = forwarded.thread_block() {
-        eprintln!("dvdi: error: blocking signals failed: {e}");
+        say!("dvdi: error: blocking signals failed: {e}");
         return ExitCode::from(EXIT_DVDI_FAILED);
     }
     let signals = Arc::new(Mutex::new(SignalState::default()));
     forward_signals(forwarded, Arc::clone(&signals));
 
     let fail = |msg: String| {
-        eprintln!("dvdi: error: {msg}");
+        say!("dvdi: error: {msg}");
         ExitCode::from(EXIT_DVDI_FAILED)
     };
     // The roots this run may create: each one it does create is said, once, in case a flag
@@ -142,7 +142,7 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
     let say_created = || {
         for (param, flag, dir) in &missing {
             if dir.exists() {
-                eprintln!(
+                say!(
                     "dvdi: note: created {} ({param}, {flag}), which did not exist",
                     dir.display()
                 );
@@ -189,13 +189,13 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         Err(e) => return fail(render_chain(&e)),
     };
     for w in &plan.warnings {
-        eprintln!("dvdi: warning: {w}");
+        say!("dvdi: warning: {w}");
     }
     let status = spawn_and_wait(&req, &plan, &signals);
     let cleaned = isolator.cleanup(&id);
     if let Some(why) = fenced.lock().unwrap_or_else(|p| p.into_inner()).take() {
         if let Err(e) = cleaned {
-            eprintln!("dvdi: error: {}", render_chain(&e));
+            say!("dvdi: error: {}", render_chain(&e));
         }
         return fail(format!("{why}; the command was stopped (SIGKILL)"));
     }
@@ -203,14 +203,14 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         Ok(code) => code,
         Err(msg) => {
             if let Err(e) = cleaned {
-                eprintln!("dvdi: error: {}", render_chain(&e));
+                say!("dvdi: error: {}", render_chain(&e));
             }
             return fail(msg);
         }
     };
     if let Err(e) = cleaned {
         // The command ran; its status stands. The volume stays recorded for `dvdi gc`.
-        eprintln!("dvdi: error: {}", render_chain(&e));
+        say!("dvdi: error: {}", render_chain(&e));
     }
     ExitCode::from(code)
 }
@@ -224,7 +224,7 @@ fn stop_on_fence(
     let fenced = Arc::new(Mutex::new(None));
     let (why, signals) = (Arc::clone(&fenced), Arc::clone(signals));
     isolator.set_fence_handler(Arc::new(move |_, message: &str| {
-        eprintln!("dvdi: {message}: stopping the command");
+        say!("dvdi: {message}: stopping the command");
         why.lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert_with(|| message.to_owned());
