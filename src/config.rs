@@ -1,4 +1,4 @@
-//! One configuration for both front ends (DESIGN §6): the module's parameters and the `dvdi` CLI's
+//! One configuration for both front ends: the module's parameters and the `dvdi` CLI's
 //! flags are parsed into the same [`Config`].
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
-/// Every key the module and `--config` files accept, in the order of DESIGN §6.
+/// Every key the module and `--config` files accept, in the order of the README's table.
 pub const KEYS: &[&str] = &[
     "work_dir",
     "default_driver",
@@ -213,7 +213,7 @@ pub enum ConfigError {
     },
 }
 
-/// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
+/// Per-call time limits of backends. Defined here, below the backends, so the
 /// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

@@ -1,4 +1,4 @@
-//! Module parameters and `--config` files → one `Config` (DESIGN §6).
+//! Module parameters and `--config` files → one `Config`.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -68,7 +68,7 @@ struct Cli {
     command: Command,
 }
 
-/// The module's parameters (DESIGN §6), as flags. Flags override `--config`.
+/// The module's parameters, as flags. Flags override `--config`.
 #[derive(Debug, Args)]
 struct Global {
     /// Say more on stderr: -v each mount and unmount, -vv debug, -vvv trace (warnings are shown
