@@ -529,3 +529,40 @@ fn a_rootfs_that_is_no_directory_names_the_chroot_step() {
         ],
     );
 }
+
+#[test]
+fn reopening_a_loop_volume_with_another_size_or_fstype_says_they_are_ignored() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let run = |opts: &str| {
+            let out = dvdi(&fx)
+                .args([
+                    "run",
+                    "-e",
+                    "DVDI_VOLUME_DRIVER=loop",
+                    "-e",
+                    "DVDI_VOLUME_NAME=sized",
+                ])
+                .args(["-e", &format!("DVDI_VOLUME_OPTS={opts}"), "--", "true"])
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        run("size=1");
+        let image = fx.config.loop_root.join("images/sized.img");
+        let err = run("size=2,fstype=xfs");
+        for needle in [
+            format!(
+                "dvdi: warning: volume \"sized\" (driver \"loop\") exists: option size=2 is ignored: its image {} has 1 GiB (an image is never resized)",
+                image.display()
+            ),
+            "dvdi: warning: volume \"sized\" (driver \"loop\") exists: option fstype=xfs is ignored: it holds ext4".to_owned(),
+        ] {
+            assert!(err.contains(&needle), "{needle:?} not in {err}");
+        }
+        // The same options again say nothing.
+        assert_eq!(run("size=1,fstype=ext4"), "");
+    });
+}

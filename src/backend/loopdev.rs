@@ -426,6 +426,13 @@ fn parse_opts(opts: &VolumeOpts) -> Result<LoopOpts, LoopError> {
     Ok(out)
 }
 
+/// Checks `opts` as a mount of a `loop` volume would, touching nothing: the options the driver
+/// refuses are refused here too (for `dvdi resolve`, which must refuse what `dvdi run` refuses).
+/// Whether the host has the mkfs program a file system needs is left to the mount.
+pub fn check_options(opts: &VolumeOpts) -> Result<(), LoopError> {
+    parse_opts(opts).map(|_| ())
+}
+
 /// ext2/3/4 superblock magic, little-endian at byte 1080 (superblock at 1024, `s_magic` at 56).
 const EXT_MAGIC_OFFSET: u64 = 1080;
 const EXT_MAGIC: u16 = 0xEF53;
@@ -927,6 +934,50 @@ impl LoopBackend {
         Ok(mnt)
     }
 
+    /// Warns of each option given for an existing volume that cannot take effect: an image is
+    /// never resized, a file system is kept unless `overwritefs=true` (and always while mounted).
+    /// A task asking for more than it gets should be told, not fail: the volume and its data
+    /// are what it asked for by name.
+    fn warn_ignored(
+        &self,
+        name: &VolumeName,
+        given: &VolumeOpts,
+        opts: &LoopOpts,
+        image: &Path,
+        mounted: bool,
+    ) {
+        let key = crate::spec::VolumeKey {
+            driver: self.driver.clone(),
+            name: name.clone(),
+        };
+        let state = if mounted {
+            "is mounted already"
+        } else {
+            "exists"
+        };
+        const GIB: u64 = 1 << 30;
+        if let (Some(size), Ok(meta)) = (given.get("size"), fs::metadata(image)) {
+            let has = meta.len();
+            if opts.size_gib.saturating_mul(GIB) != has {
+                let has = if has % GIB == 0 {
+                    format!("{} GiB", has / GIB)
+                } else {
+                    format!("{has} bytes")
+                };
+                log::warn!("{key} {state}: option size={size} is ignored: its image {} has {has} (an image is never resized)", image.display());
+            }
+        }
+        let found = detect_fs(image).ok().flatten();
+        if let (Some(fstype), Some(found)) = (given.get("fstype"), found) {
+            if found != opts.fstype && (mounted || !opts.overwrite) {
+                log::warn!("{key} {state}: option fstype={fstype} is ignored: it holds {} (overwritefs=true on an unmounted volume formats it anew, erasing its data)", found.name());
+            }
+        }
+        if mounted && opts.overwrite {
+            log::warn!("{key} {state}: option overwritefs=true is ignored: a mounted file system is never formatted");
+        }
+    }
+
     /// umount(2), retried briefly on EBUSY: a process forked by another thread of this process
     /// holds copies of its descriptors until it execs, and one may be a file on this volume.
     /// A volume that stays busy (a process still using it) fails after the retries.
@@ -1094,15 +1145,16 @@ impl Backend for LoopBackend {
         let fail = |e| self.fail(Some(req.name), Call::Mount, e);
         let (opts, mkfs) = self.parse(req.opts).map_err(fail)?;
         let mnt = self.mount_point(req.name);
+        let image = self.image(req.name);
         if Self::is_mounted(&mnt) {
+            self.warn_ignored(req.name, req.opts, &opts, &image, true);
             return Ok(mnt);
         }
-        let image = self.image(req.name);
         // Not mounted here, yet the image may be attached: mounted in another mount namespace
         // (a process left from an earlier command keeps it), or attached by hand.
         self.refuse_if_attached(&image, None).map_err(fail)?;
         match fs::symlink_metadata(&image) {
-            Ok(_) => {}
+            Ok(_) => self.warn_ignored(req.name, req.opts, &opts, &image, false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if req.explicit_create {
                     return Err(BackendError::no_such_volume(&self.driver, req.name));

@@ -30,7 +30,7 @@ use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
 use nix::sys::signal::{SigHandler, Signal};
 
-use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::backend::registry::{check_options, OptionsError, Registry};
 use mesos_dvdi::isolator::{Isolator, IsolatorError, RecoverReport};
 use mesos_dvdi::mount::Host;
 
@@ -260,6 +260,13 @@ enum CliError {
     BadEnvArg(String),
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    #[error("{place}{volume}")]
+    Options {
+        place: String,
+        volume: spec::VolumeKey,
+        #[source]
+        source: Box<OptionsError>,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -396,6 +403,24 @@ fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
     )?;
     for w in &resolved.warnings {
         eprintln!("dvdi: warning: {w}");
+    }
+    // The built-in drivers' options, as their mount will judge them: refused here what `run`
+    // would refuse, and said what it would ignore.
+    for v in &resolved.volumes {
+        let place = v
+            .origin
+            .0
+            .as_ref()
+            .map(|o| format!("{}: ", o.opts_place()))
+            .unwrap_or_default();
+        let warnings = check_options(&v.driver, &v.opts).map_err(|source| CliError::Options {
+            place: place.clone(),
+            volume: v.key(),
+            source: Box::new(source),
+        })?;
+        for w in warnings {
+            eprintln!("dvdi: warning: {place}{}: {w}", v.key());
+        }
     }
     if args.json {
         println!(
