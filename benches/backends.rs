@@ -42,6 +42,7 @@ fn round_trips(c: &mut Criterion) {
         opts: &opts,
         explicit_create: false,
         id: &id,
+        read_only: false,
     };
 
     let _server = plugin::TestPlugin::unix(

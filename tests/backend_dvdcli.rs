@@ -57,6 +57,7 @@ fn mount(b: &DvdcliBackend, opts: &str, explicit: bool) -> Result<PathBuf, Backe
         opts: &VolumeOpts::parse(opts).unwrap(),
         explicit_create: explicit,
         id: &MountId("m1".into()),
+        read_only: false,
     })
 }
 

@@ -22,6 +22,7 @@ fn mount(b: &LocalBackend, n: &VolumeName, explicit: bool) -> Result<PathBuf, St
         opts: &VolumeOpts::empty(),
         explicit_create: explicit,
         id: &MountId("m1".into()),
+        read_only: false,
     })
     .map_err(|e| render_chain(&e))
 }
@@ -57,6 +58,7 @@ fn explicit_create_refuses_a_missing_volume_and_creates_nothing() {
             opts: &VolumeOpts::empty(),
             explicit_create: true,
             id: &MountId("m1".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");

@@ -35,6 +35,7 @@ fn mount(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) -> Pat
         opts: o,
         explicit_create: explicit,
         id: &MountId("m1".into()),
+        read_only: false,
     })
     .unwrap_or_else(|e| panic!("{}", render_chain(&e)))
 }
@@ -46,6 +47,7 @@ fn mount_err(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) ->
             opts: o,
             explicit_create: explicit,
             id: &MountId("m1".into()),
+            read_only: false,
         })
         .unwrap_err();
     render_chain(&e)
@@ -144,6 +146,7 @@ fn explicit_create_refuses_a_missing_volume_and_creates_nothing() {
             opts: &VolumeOpts::empty(),
             explicit_create: true,
             id: &MountId("m1".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
@@ -435,6 +438,120 @@ fn mountinfo_octal_escapes_are_decoded() {
     );
 }
 
+/// A digest of `image`'s data regions and their offsets (holes skipped with SEEK_DATA /
+/// SEEK_HOLE): it changes with any write to the image.
+fn image_digest(image: &Path) -> u64 {
+    use nix::unistd::{lseek, Whence};
+    use std::hash::Hasher;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(image).unwrap();
+    let mut h = std::hash::DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    loop {
+        let start = match lseek(&f, pos, Whence::SeekData) {
+            Ok(start) => start,
+            Err(Errno::ENXIO) => return h.finish(),
+            Err(e) => panic!("SEEK_DATA in {}: {e}", image.display()),
+        };
+        let end = lseek(&f, start, Whence::SeekHole).unwrap();
+        h.write_i64(start);
+        f.seek(SeekFrom::Start(u64::try_from(start).unwrap()))
+            .unwrap();
+        let mut left = usize::try_from(end - start).unwrap();
+        while left > 0 {
+            let chunk = &mut buf[..left.min(1 << 20)];
+            f.read_exact(chunk).unwrap();
+            h.write(chunk);
+            left -= chunk.len();
+        }
+        pos = end;
+    }
+}
+
+/// A file system left as a crashed writer leaves it: its journal (or log) still to replay.
+/// `committed` is written and unmounted cleanly; then a file is written and synced to the
+/// journal only, and the file system shut down without a checkpoint (the `shutdown` ioctl,
+/// which ext4 and xfs share).
+fn leave_dirty(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts) {
+    let p = mount(b, n, o, false);
+    fs::write(p.join("committed"), b"1").unwrap();
+    unmount(b, n);
+    let p = mount(b, n, o, false);
+    fs::write(p.join("in-journal-only"), b"2").unwrap();
+    nix::unistd::sync();
+    let out = std::process::Command::new("xfs_io")
+        .args(["-x", "-c", "shutdown"])
+        .arg(&p)
+        .output()
+        .expect("xfs_io (xfsprogs) runs");
+    assert!(out.status.success(), "{out:?}");
+    // A shut-down file system answers stat with EIO, so the backend cannot see the mount: taken
+    // down here, then the backend lets the device go.
+    nix::mount::umount(&p).unwrap();
+    unmount(b, n);
+}
+
+fn readers_only_mount_writes_nothing(fstype: &str, no_replay: &str) {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        let (n, o) = (name("shared"), opts(&format!("fstype={fstype}")));
+        leave_dirty(&b, &n, &o);
+        let image = root(&t).join("images/shared.img");
+        let before = image_digest(&image);
+
+        let ro = MountRequest {
+            name: &n,
+            opts: &o,
+            explicit_create: true,
+            id: &MountId("r".into()),
+            read_only: true,
+        };
+        let p = b
+            .mount(&ro)
+            .unwrap_or_else(|e| panic!("{}", render_chain(&e)));
+        let m = mesos_dvdi::mount::read_mountinfo(Path::new(THREAD_MOUNTINFO))
+            .unwrap()
+            .into_iter()
+            .rfind(|m| m.mount_point == p)
+            .expect("mounted");
+        assert!(m.is_read_only(), "{m:?}");
+        let sb: Vec<&str> = m.super_options.split(',').collect();
+        assert!(sb.contains(&"ro") && sb.contains(&no_replay), "{m:?}");
+        assert_eq!(fs::read(p.join("committed")).unwrap(), b"1");
+
+        // A writer cannot have it while it is mounted so, and is told why.
+        let e = b
+            .mount(&MountRequest {
+                read_only: false,
+                ..ro
+            })
+            .unwrap_err();
+        let text = render_chain(&e);
+        assert!(
+            text.contains("mounted read-only for readers only"),
+            "{text}"
+        );
+        assert!(mesos_dvdi::mount::is_read_only(&p));
+        unmount(&b, &n);
+        // The journal was not replayed: not a byte of the image changed.
+        assert_eq!(image_digest(&image), before, "{fstype} wrote to the image");
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn ext4_read_only_mount_replays_no_journal_and_writes_nothing() {
+    readers_only_mount_writes_nothing("ext4", "norecovery");
+}
+
+#[test]
+fn xfs_read_only_mount_replays_no_log_and_writes_nothing() {
+    readers_only_mount_writes_nothing("xfs", "norecovery");
+}
+
 /// A process killed and reaped when dropped, so a failing test leaves none behind.
 struct Orphan(std::process::Child);
 
@@ -481,8 +598,9 @@ fn an_image_still_mounted_in_another_namespace_is_refused_naming_device_and_proc
         for needle in [
             "volume \"kept\" (driver \"loop\"): mount failed".to_owned(),
             format!("is already attached to {device}"),
+            // Named by pid and command name (sh until it has exec'd sleep).
             format!(
-                "mounted at {} in the mount namespace of process {} (sleep)",
+                "mounted at {} in the mount namespace of process {} (",
                 p.display(),
                 orphan.0.id()
             ),

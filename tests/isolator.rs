@@ -9,9 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mesos_dvdi::backend::registry::Registry;
+use mesos_dvdi::coord::recording::{RecordingCluster, RecordingCoordinator};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{IsolatorError, KnownContainer, LaunchPlan};
 use mesos_dvdi::mount::{self, Host};
+use mesos_dvdi::spec::DriverName;
 use mesos_dvdi::state::{ContainerId, Owner};
 use support::host::in_private_mount_ns;
 use support::isolator::{is_mounted, Counting, Fixture};
@@ -605,4 +607,114 @@ fn cleanup_during_a_slow_prepare_releases_what_the_prepare_mounts() {
         !fx.recorded("slow", "v"),
         "a reference outlived its container's cleanup"
     );
+}
+
+/// The host mount at `path`, as this thread's mount table shows it.
+fn host_mount(path: &std::path::Path) -> mount::MountInfoEntry {
+    mount::read_mountinfo(std::path::Path::new(support::host::THREAD_MOUNTINFO))
+        .unwrap()
+        .into_iter()
+        .rfind(|m| m.mount_point == path)
+        .unwrap_or_else(|| panic!("{} is not mounted", path.display()))
+}
+
+#[test]
+fn leased_readers_only_mount_a_block_volume_read_only_and_a_writer_waits_for_them() {
+    in_private_mount_ns(|| {
+        // Leased: read-only leases let other agents mount the same image at the same time.
+        let mut fx = Fixture::new();
+        fx.config.lease_drivers = vec![DriverName::new("loop").unwrap()];
+        let cluster = RecordingCluster::new();
+        let iso = fx
+            .isolator()
+            .with_coordinator(Arc::new(RecordingCoordinator::new(&cluster, "a1")));
+        let input = |id: &str, read_only: bool| {
+            let mut env = vec![
+                ("DVDI_VOLUME_DRIVER", "loop"),
+                ("DVDI_VOLUME_NAME", "blk"),
+                ("DVDI_VOLUME_CONTAINERPATH", "/data"),
+            ];
+            if read_only {
+                env.push(("DVDI_VOLUME_READONLY", "true"));
+            }
+            fx.input(id, &env, true)
+        };
+        // Written once, so the readers have something to read.
+        let w0 = iso
+            .prepare("w0", Owner::Mesos, &input("w0", false))
+            .unwrap();
+        let host = w0.mounts[0].source.clone();
+        assert!(!host_mount(&host).is_read_only());
+        fs::write(host.join("row"), b"42").unwrap();
+        iso.cleanup("w0").unwrap();
+
+        // Two readers: the file system is mounted read-only on the host, its journal not
+        // replayed (ext4 shows `noload` as `norecovery`), so nothing is written to the device.
+        for id in ["r1", "r2"] {
+            let plan = iso.prepare(id, Owner::Mesos, &input(id, true)).unwrap();
+            assert_eq!(plan.mounts[0].source, host);
+        }
+        let m = host_mount(&host);
+        assert!(m.is_read_only(), "{m:?}");
+        let sb: Vec<&str> = m.super_options.split(',').collect();
+        assert!(sb.contains(&"ro") && sb.contains(&"norecovery"), "{m:?}");
+        assert_eq!(fs::read(host.join("row")).unwrap(), b"42");
+        let err = fs::write(host.join("x"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+
+        // A writer is refused while the readers use it, and changes nothing.
+        let err = render_chain(
+            &iso.prepare("w1", Owner::Mesos, &input("w1", false))
+                .unwrap_err(),
+        );
+        for part in ["volume \"blk\" (driver \"loop\")", "read-only", "readers"] {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
+        assert!(host_mount(&host).is_read_only());
+        iso.cleanup("r1").unwrap();
+        iso.cleanup("r2").unwrap();
+        assert!(!is_mounted(&host));
+        assert!(!fx.recorded("loop", "blk"));
+
+        // Once they are gone, a writer gets the volume read-write.
+        iso.prepare("w2", Owner::Mesos, &input("w2", false))
+            .unwrap();
+        assert!(!host_mount(&host).is_read_only());
+        fs::write(host.join("row"), b"43").unwrap();
+        iso.cleanup("w2").unwrap();
+        assert!(!is_mounted(&host));
+    });
+}
+
+#[test]
+fn unleased_readers_mount_a_block_volume_read_write_so_a_local_writer_can_join() {
+    in_private_mount_ns(|| {
+        // No lease: no other agent mounts the image, so the host mount stays writable and a
+        // writer joins the readers (their binds are read-only).
+        let fx = Fixture::new();
+        let iso = fx.isolator();
+        let input = |id: &str, read_only: bool| {
+            let mut env = vec![
+                ("DVDI_VOLUME_DRIVER", "loop"),
+                ("DVDI_VOLUME_NAME", "blk"),
+                ("DVDI_VOLUME_CONTAINERPATH", "/data"),
+            ];
+            if read_only {
+                env.push(("DVDI_VOLUME_READONLY", "true"));
+            }
+            fx.input(id, &env, true)
+        };
+        let r1 = iso.prepare("r1", Owner::Mesos, &input("r1", true)).unwrap();
+        let host = r1.mounts[0].source.clone();
+        assert!(!host_mount(&host).is_read_only());
+        assert!(r1.mounts[0].read_only);
+        let w1 = iso
+            .prepare("w1", Owner::Mesos, &input("w1", false))
+            .unwrap();
+        assert_eq!(w1.mounts[0].source, host);
+        assert!(!w1.mounts[0].read_only);
+        iso.cleanup("r1").unwrap();
+        iso.cleanup("w1").unwrap();
+        assert!(!is_mounted(&host));
+    });
 }

@@ -532,3 +532,100 @@ fn a_lease_release_that_fails_is_retried_without_unmounting_twice() {
         "one unmount each for the two volumes, none repeated"
     );
 }
+
+#[test]
+fn a_plugin_whose_capabilities_fail_is_refused_until_it_answers_then_leased() {
+    let cluster = RecordingCluster::new();
+    let fx = Fixture::new();
+    let plugins = fx.mkdir("plugins");
+    // A global plugin still starting up: its first Capabilities answer is a 500.
+    let inner = support::plugin::memory_plugin(fx.mkdir("netfs"));
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let plugin = support::plugin::TestPlugin::unix(&plugins.join("netfs.sock"), move |req| {
+        if req.path == "/VolumeDriver.Capabilities"
+            && !answered.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            support::plugin::Reply::Json(500, serde_json::json!({"Err": "still starting up"}))
+        } else {
+            inner(req)
+        }
+    });
+    let a = Agent::with_fixture(&cluster, "agent-a", fx);
+    let input = |id| {
+        a.fx.input(
+            id,
+            &[("DVDI_VOLUME_DRIVER", "netfs"), ("DVDI_VOLUME_NAME", "v")],
+            false,
+        )
+    };
+
+    // Fail closed: whether the volume needs a lease is unknown, so it is not mounted unleased.
+    let err = a.iso.prepare("c1", Owner::Mesos, &input("c1")).unwrap_err();
+    let err = mesos_dvdi::error::render_chain(&err);
+    for part in ["driver \"netfs\"", "still starting up", "lease_drivers"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(a.coord.calls().is_empty(), "{:?}", a.coord.calls());
+    assert_eq!(plugin.count("/VolumeDriver.Mount"), 0);
+    assert_eq!(a.recorded_lease(), None, "nothing recorded");
+
+    // The failure was not remembered: the next prepare asks again and leases the volume.
+    a.iso.prepare("c2", Owner::Mesos, &input("c2")).unwrap();
+    let netfs = VolumeKey {
+        driver: DriverName::new("netfs").unwrap(),
+        name: VolumeName::new("v").unwrap(),
+    };
+    assert_eq!(
+        a.coord.calls(),
+        [Call::Acquire {
+            volume: netfs.clone(),
+            mode: LeaseMode::ReadWrite
+        }]
+    );
+    assert_eq!(a.recorded_lease(), Some(Some(LeaseMode::ReadWrite)));
+    a.iso.cleanup("c2").unwrap();
+    assert_eq!(a.coord.held(&netfs), None);
+    assert_eq!(plugin.count("/VolumeDriver.Capabilities"), 2);
+}
+
+#[test]
+fn recover_keeps_an_unleased_volume_whose_driver_scope_is_unknown_and_says_so() {
+    let cluster = RecordingCluster::new();
+    let fx = Fixture::new();
+    let plugins = fx.mkdir("plugins");
+    // Mounted while the agent did not coordinate; after the restart the plugin's Capabilities
+    // fails.
+    let inner = support::plugin::memory_plugin(fx.mkdir("netfs"));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = Arc::clone(&failing);
+    let _plugin = support::plugin::TestPlugin::unix(&plugins.join("netfs.sock"), move |req| {
+        if req.path == "/VolumeDriver.Capabilities"
+            && fails.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            support::plugin::Reply::Json(500, serde_json::json!({"Err": "still starting up"}))
+        } else {
+            inner(req)
+        }
+    });
+    let env = [("DVDI_VOLUME_DRIVER", "netfs"), ("DVDI_VOLUME_NAME", "v")];
+    fx.isolator()
+        .prepare("c1", Owner::Mesos, &fx.input("c1", &env, false))
+        .unwrap();
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let a = Agent::with_fixture(&cluster, "agent-a", fx);
+    let known = [KnownContainer {
+        id: ContainerId::new("c1").unwrap(),
+    }];
+    let report = a.iso.recover(&known, &[]).unwrap();
+    // No worse than before the restart: still in use, not fenced, and the operator is told.
+    assert!(report.fenced.is_empty(), "{report:?}");
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    for part in ["volume \"v\" (driver \"netfs\")", "kept without a lease"] {
+        assert!(report.errors[0].contains(part), "{part:?}: {report:?}");
+    }
+    assert!(a.coord.calls().is_empty(), "{:?}", a.coord.calls());
+    a.iso.cleanup("c1").unwrap();
+    assert_eq!(a.recorded_lease(), None);
+}

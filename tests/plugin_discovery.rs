@@ -222,6 +222,7 @@ fn a_json_described_plugin_serves_a_mount() {
             opts: &VolumeOpts::empty(),
             explicit_create: false,
             id: &MountId("i".into()),
+            read_only: false,
         })
         .unwrap();
     assert_eq!(mp, a.path().join("vols/v"));
@@ -258,6 +259,7 @@ fn tcp_plugin_serves_a_mount(dir: &Path, hostport: &str, plugin: &TestPlugin) {
             opts: &VolumeOpts::empty(),
             explicit_create: false,
             id: &id,
+            read_only: false,
         })
         .unwrap();
     assert_eq!(mp, dir.join("vols/v"));

@@ -70,6 +70,7 @@ fn lifecycle(dir: &Path) {
             opts: &opts,
             explicit_create: true,
             id: &MountId("never".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(
@@ -87,6 +88,7 @@ fn lifecycle(dir: &Path) {
             opts: &opts,
             explicit_create: true,
             id: &id,
+            read_only: false,
         }),
     );
     assert_eq!(mp, dir.join("easyfuse-mnt/shared-data"));
@@ -140,6 +142,7 @@ fn lifecycle(dir: &Path) {
                 opts: &opts,
                 explicit_create: false,
                 id: &id,
+                read_only: false,
             }),
         );
         assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), b"through fuse");

@@ -54,6 +54,7 @@ fn mount(b: &PluginBackend, name: &str, id: &str) -> Result<PathBuf, BackendErro
         opts: &VolumeOpts::parse("size=5").unwrap(),
         explicit_create: false,
         id: &MountId(id.into()),
+        read_only: false,
     })
 }
 
@@ -567,6 +568,7 @@ fn existing_volume_is_mounted_without_create_and_explicit_create_refuses_missing
             opts: &VolumeOpts::empty(),
             explicit_create: true,
             id: &MountId("y".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
@@ -602,6 +604,7 @@ fn plugin_without_get_still_mounts_as_docker_would() {
             opts: &VolumeOpts::empty(),
             explicit_create: true,
             id: &MountId("2".into()),
+            read_only: false,
         })
         .unwrap_err();
     assert!(
@@ -614,9 +617,15 @@ fn plugin_without_get_still_mounts_as_docker_would() {
 #[test]
 fn capabilities_follow_docker_defaults() {
     for (reply, want) in [
+        // No such endpoint: the plugin has no way to say, and is local.
         (Reply::Json(404, json!("404 page not found")), Scope::Local),
         (
-            Reply::Json(500, json!({"Err": "not implemented"})),
+            Reply::Json(404, json!({"Err": "not implemented"})),
+            Scope::Local,
+        ),
+        (Reply::Json(405, json!("method not allowed")), Scope::Local),
+        (
+            Reply::Json(501, json!({"Err": "not implemented"})),
             Scope::Local,
         ),
         (Reply::Json(200, json!({})), Scope::Local),
@@ -642,6 +651,23 @@ fn capabilities_follow_docker_defaults() {
             backend(dir.path(), LONG).capabilities().unwrap().scope,
             want
         );
+    }
+    // A failed answer is not "local" (Docker takes it so): the scope is unknown, and a global
+    // plugin that stumbles once must not lose its leases.
+    for reply in [
+        Reply::Json(500, json!({"Err": "still starting up"})),
+        Reply::Json(200, json!({"Err": "no volume driver yet"})),
+        Reply::Json(503, json!("unavailable")),
+        Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnope".to_vec()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let reply = Mutex::new(Some(reply));
+        let _p = plugin(dir.path(), move |_| {
+            reply.lock().unwrap().take().unwrap_or(Reply::Hang)
+        });
+        let e = backend(dir.path(), LONG).capabilities().unwrap_err();
+        assert!(matches!(e.call, Call::Capabilities), "{e:?}");
+        assert!(plugin_error(&e).is_answer(), "{e:?}");
     }
     // A plugin that is down is not "local": it is down.
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,11 @@
 //! corrupts the file system. Mount refuses an image the kernel shows attached already (a device
 //! still mounted in another mount namespace, say) and names the device and who uses it.
 //!
+//! A mount for readers only ([`MountRequest::read_only`]) is read-only on the host and skips the
+//! journal (ext4 `noload`, xfs `norecovery`): another host may be reading the same image, and a
+//! journal replay is a write. Such a mount cannot be made writable in place, so a writer is
+//! refused while it stands.
+//!
 //! This module must never detach a device whose backing file is not one of its own images.
 
 use std::ffi::OsStr;
@@ -267,6 +272,12 @@ pub enum LoopError {
     /// Unmounting failed (the error names the mount point).
     #[error(transparent)]
     Unmount(MountError),
+    /// A writer asked for a volume mounted read-only for readers.
+    #[error("{path} is mounted read-only for readers only (without its journal replayed, so the kernel cannot make it writable); a writer can have it once it is unmounted")]
+    MountedReadOnly {
+        /// The mount point.
+        path: PathBuf,
+    },
     /// Removing a mounted volume.
     #[error("{path} is mounted; unmount the volume before removing it")]
     Mounted {
@@ -363,6 +374,16 @@ impl FsType {
         match self {
             FsType::Ext4 => ["-q", "-F"],
             FsType::Xfs => ["-q", "-f"],
+        }
+    }
+
+    /// The mount option that keeps a read-only mount from writing to the device: no journal
+    /// (ext4) or log (xfs) replay. Without it a read-only mount of a file system left dirty by
+    /// a crashed writer replays the journal, a write to storage others may be reading.
+    fn no_replay(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "noload",
+            FsType::Xfs => "norecovery",
         }
     }
 
@@ -886,12 +907,14 @@ impl LoopBackend {
         })
     }
 
-    /// Attach, format if needed, mount. Any failure after attach detaches the device again.
+    /// Attach, format if needed, mount (read-only, without journal replay, for `read_only`).
+    /// Any failure after attach detaches the device again.
     fn attach_and_mount(
         &self,
         name: &VolumeName,
         opts: &LoopOpts,
         mkfs: &Path,
+        read_only: bool,
     ) -> Result<PathBuf, LoopError> {
         let mnt = self.mount_point(name);
         let image = self.image(name);
@@ -921,14 +944,16 @@ impl LoopBackend {
                 path: mnt.clone(),
                 source,
             })?;
-        self.mounter
-            .mount(
-                &attached.device,
-                &mnt,
-                Some(fstype.name()),
-                MsFlags::MS_NOATIME,
-                None,
+        let (flags, data) = if read_only {
+            (
+                MsFlags::MS_NOATIME | MsFlags::MS_RDONLY,
+                Some(fstype.no_replay()),
             )
+        } else {
+            (MsFlags::MS_NOATIME, None)
+        };
+        self.mounter
+            .mount(&attached.device, &mnt, Some(fstype.name()), flags, data)
             .map_err(LoopError::Mount)?;
         attached.disarm();
         Ok(mnt)
@@ -1147,6 +1172,10 @@ impl Backend for LoopBackend {
         let mnt = self.mount_point(req.name);
         let image = self.image(req.name);
         if Self::is_mounted(&mnt) {
+            // A read-only mount without journal cannot be made writable in place.
+            if !req.read_only && crate::mount::is_read_only(&mnt) {
+                return Err(fail(LoopError::MountedReadOnly { path: mnt }));
+            }
             self.warn_ignored(req.name, req.opts, &opts, &image, true);
             return Ok(mnt);
         }
@@ -1168,7 +1197,8 @@ impl Backend for LoopBackend {
                 }))
             }
         }
-        self.attach_and_mount(req.name, &opts, &mkfs).map_err(fail)
+        self.attach_and_mount(req.name, &opts, &mkfs, req.read_only)
+            .map_err(fail)
     }
 
     fn unmount(&self, name: &VolumeName, _id: &MountId) -> Result<(), BackendError> {

@@ -51,6 +51,10 @@ pub struct MountRequest<'a> {
     pub explicit_create: bool,
     /// The id of this host mount.
     pub id: &'a MountId,
+    /// Every user of this host mount reads only. A backend that mounts block storage itself
+    /// (`loop`) then mounts the file system read-only without replaying its journal, so this
+    /// host writes nothing to storage that other hosts may be reading; the others ignore it.
+    pub read_only: bool,
 }
 
 /// A volume as a backend describes it.
@@ -163,6 +167,15 @@ impl BackendError {
         )
     }
 
+    /// Whether the backend has no such call at all (dvdcli has no capabilities command): a
+    /// permanent answer, unlike a call that failed.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            *self.kind,
+            BackendErrorKind::Dvdcli(dvdcli::DvdcliError::Unsupported { .. })
+        )
+    }
+
     fn context(&self) -> String {
         match &self.volume {
             Some(v) => format!(
@@ -262,7 +275,10 @@ pub trait Backend: Send + Sync {
     /// Lists the driver's volumes.
     fn list(&self) -> Result<Vec<VolumeInfo>, BackendError>;
 
-    /// The driver's capabilities.
+    /// The driver's capabilities. An error means they are unknown (the driver could not be
+    /// asked, or its answer failed), never "local": callers that must not take a global driver
+    /// for a local one ask again later. A backend with no way to say answers an error for which
+    /// [`BackendError::is_unsupported`] holds.
     fn capabilities(&self) -> Result<Capabilities, BackendError>;
 }
 

@@ -107,7 +107,7 @@ mod users;
 
 pub use fake::{FakeMounter, MountCall};
 pub use mountinfo::{
-    is_mount_point, is_mount_root, parse_mountinfo, read_mountinfo, MountInfoEntry,
+    is_mount_point, is_mount_root, is_read_only, parse_mountinfo, read_mountinfo, MountInfoEntry,
 };
 pub use target::{
     resolve_target, resolve_target_in, resolve_target_with, CreatedDirs, ResolvedTarget, Resolver,

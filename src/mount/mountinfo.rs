@@ -144,6 +144,13 @@ pub fn is_mount_point(table: &[MountInfoEntry], path: &Path) -> bool {
     table.iter().any(|e| e.mount_point == path)
 }
 
+/// Whether the file system at `path` is mounted read-only where this process sees it (statvfs
+/// `ST_RDONLY`); `false` when `path` cannot be examined.
+pub fn is_read_only(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 /// Whether `path` is the root of a mount, asked of the kernel directly (statx
 /// `STATX_ATTR_MOUNT_ROOT`, Linux 5.8+): exact for bind mounts too, and far cheaper than reading
 /// mountinfo. `None` when the kernel cannot say (older kernels) or `path` cannot be examined.

@@ -10,7 +10,10 @@
 //
 // With a ZooKeeper address, it then plays two agents leasing one volume: agent A prepares it, is
 // restarted while agent B takes the volume, and A's recover fences A's container through the
-// fence sink (the shim's watch() future) with a message naming B.
+// fence sink with a message naming B. The sink hands each fence to the shim's own watch table
+// (cpp/watch_table.h, with a stand-in for libprocess' Promise), driven as the shim drives it, and
+// checks that the table keeps no entry after a fence during cleanup, a fence after it, or a fence
+// for a container Mesos never gave.
 //
 // Usage: harness DIR PLUGIN_DIR SOURCE [ZK_HOST:PORT]
 //   DIR: an empty scratch directory; PLUGIN_DIR: where a running docker-volume-easyfuse plugin
@@ -35,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "mesos-dvdi/cpp/watch_table.h"
 #include "mesos-dvdi/src/ffi.rs.h"
 #include "rust/cxx.h"
 
@@ -60,22 +64,53 @@ public:
   }
 };
 
-// Records what the core fences, as the shim's promise table would complete watch() futures.
+// A stand-in for libprocess' Promise<ContainerLimitation> (the harness has no Mesos): its future
+// is a cell that set() fills.
+class StandInPromise {
+public:
+  struct Cell {
+    std::mutex mutex;
+    bool set = false;
+    std::string limitation;
+  };
+
+  std::shared_ptr<Cell> future() const { return cell; }
+
+  void set(const std::string& limitation) {
+    std::lock_guard<std::mutex> lock(cell->mutex);
+    cell->set = true;
+    cell->limitation = limitation;
+  }
+
+private:
+  std::shared_ptr<Cell> cell = std::make_shared<Cell>();
+};
+
+// The shim's watch table, as one agent's isolator holds it.
+using Watches = WatchTable<StandInPromise>;
+
+// Records what the core fences, and hands it to the agent's watch table as the shim's
+// PromiseFenceSink does.
 struct Fenced {
   std::mutex mutex;
   std::vector<std::pair<std::string, std::string>> calls;
+  std::vector<FenceOutcome> outcomes;
 };
 
 class RecordingFenceSink : public FenceSink {
 public:
-  explicit RecordingFenceSink(std::shared_ptr<Fenced> fenced) : fenced(std::move(fenced)) {}
+  RecordingFenceSink(std::shared_ptr<Fenced> fenced, std::shared_ptr<Watches> watches)
+    : fenced(std::move(fenced)), watches(std::move(watches)) {}
   void fence(rust::Str container_id, rust::Str message) const override {
     std::lock_guard<std::mutex> lock(fenced->mutex);
     fenced->calls.emplace_back(std::string(container_id), std::string(message));
+    fenced->outcomes.push_back(
+        watches->fence(std::string(container_id), std::string(message)));
   }
 
 private:
   std::shared_ptr<Fenced> fenced;
+  std::shared_ptr<Watches> watches;
 };
 
 EnvVar env(const std::string& name, const std::string& value) {
@@ -182,8 +217,10 @@ void fencing(const std::string& dir, const std::string& zk) {
   std::shared_ptr<Fenced> fenced = std::make_shared<Fenced>();
   {
     rust::Box<IsolatorCore> a = agent(dir, "harness-a", zk);
-    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced)));
+    std::shared_ptr<Watches> watches = std::make_shared<Watches>();
+    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced, watches)));
     a->recover(rust::Vec<rust::String>(), rust::Vec<rust::String>());
+    watches->open("fa1");  // as the shim's prepare does, before the core's
     a->prepare("fa1", leased(dir, "fa1"));
   }  // agent A stops (its session closes; its container lives on)
 
@@ -193,9 +230,11 @@ void fencing(const std::string& dir, const std::string& zk) {
 
   {
     rust::Box<IsolatorCore> a = agent(dir, "harness-a", zk);
-    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced)));
+    std::shared_ptr<Watches> watches = std::make_shared<Watches>();
+    a->set_fence_sink(std::unique_ptr<FenceSink>(new RecordingFenceSink(fenced, watches)));
     rust::Vec<rust::String> known;
     known.push_back("fa1");
+    watches->open("fa1");  // as the shim's recover does for each container Mesos recovered
     RecoverSummary r = a->recover(known, rust::Vec<rust::String>());
     CHECK(r.fenced == 1, "A's recover fenced its container");
     CHECK(metric(*a, "dvdi/containers_fenced") == 1, "the fenced container counted");
@@ -207,8 +246,26 @@ void fencing(const std::string& dir, const std::string& zk) {
       CHECK(message.find("volume \"ledger\" (driver \"local\")") != std::string::npos &&
                 message.find("agent \"harness-b\"") != std::string::npos,
             "the limitation names the volume and the holder: " + message);
+      CHECK(fenced->outcomes.size() == 1 && fenced->outcomes[0] == FenceOutcome::kCompleted,
+            "the fence completed fa1's watch promise");
+      // The containerizer asks for the future after recover: it carries the limitation.
+      std::shared_ptr<StandInPromise::Cell> future = watches->watch("fa1");
+      std::lock_guard<std::mutex> cell(future->mutex);
+      CHECK(future->set && future->limitation == message, "fa1's watch future is the limitation");
     }
+    // Cleanup as the shim runs it: fences are dropped from its start, the entry goes at its end.
+    watches->cleaning("fa1");
+    CHECK(watches->fence("fa1", std::string("during cleanup")) == FenceOutcome::kCleaningUp,
+          "a fence during cleanup is dropped");
     a->cleanup("fa1");
+    watches->forget("fa1");
+    CHECK(watches->size() == 0, "no watch entry left after a fence during cleanup");
+    CHECK(watches->fence("fa1", std::string("after cleanup")) == FenceOutcome::kUnknown &&
+              watches->size() == 0,
+          "a fence after cleanup adds no entry");
+    CHECK(watches->fence("dvdi-run-4242", std::string("lease lost")) == FenceOutcome::kUnknown &&
+              watches->size() == 0,
+          "a fence for a container Mesos never gave (a dvdi run's) adds no entry");
   }
   b->cleanup("fb1");
 }

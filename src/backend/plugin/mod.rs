@@ -242,8 +242,13 @@ impl PluginBackend {
         body: &Value,
         d: &Deadline,
     ) -> Result<Value, PluginError> {
-        let addr = || self.client.addr().clone();
         let resp = self.post(endpoint, body, d)?;
+        self.answer(endpoint, &resp)
+    }
+
+    /// The JSON object of a plugin's answer to `endpoint`, or the failure it reports.
+    fn answer(&self, endpoint: &'static str, resp: &http::Response) -> Result<Value, PluginError> {
+        let addr = || self.client.addr().clone();
         let parsed: Result<Value, _> = serde_json::from_slice(&resp.body);
         // A non-empty Err is a failure whatever the status.
         if let Some(msg) = parsed
@@ -537,24 +542,35 @@ impl Backend for PluginBackend {
     }
 
     fn capabilities(&self) -> Result<Capabilities, BackendError> {
+        const ENDPOINT: &str = "VolumeDriver.Capabilities";
         let d = Deadline::after(self.timeouts.mount);
         self.activate(&d)?;
-        // As Docker (volume/drivers/adapter.go): the endpoint is optional, so any answer that
-        // is not a capability (404, Err, not JSON) means local scope, and so does a scope that
-        // is missing or unknown; the scope is matched without regard to case. A plugin that
-        // cannot be reached is still an error: it is down, not local.
-        let scope = match self.request("VolumeDriver.Capabilities", &json!({}), &d) {
-            Ok(v) => v
-                .pointer("/Capabilities/Scope")
-                .and_then(Value::as_str)
-                .filter(|s| s.eq_ignore_ascii_case("global"))
-                .map_or(Scope::Local, |_| Scope::Global),
-            Err(e) if e.is_answer() => {
-                log::debug!("{}; assuming local scope", crate::error::render_chain(&e));
-                Scope::Local
-            }
-            Err(e) => return Err(self.fail(None, Call::Capabilities, e)),
-        };
+        let fail = |e| self.fail(None, Call::Capabilities, e);
+        let resp = self.post(ENDPOINT, &json!({}), &d).map_err(fail)?;
+        // The endpoint is optional: a plugin without it has local scope, as Docker
+        // (volume/drivers/adapter.go) treats it. Only a status that says the endpoint is not
+        // there means that; any other failed answer (a 500 from a plugin still starting, an
+        // `Err`, a body that is not JSON) leaves the scope unknown, and is an error here: a
+        // caller that must not treat a global plugin as local asks again later.
+        if matches!(resp.status, 404 | 405 | 501) {
+            log::debug!(
+                "driver {}: {ENDPOINT} answered HTTP {}: no such endpoint, so local scope",
+                self.driver,
+                resp.status
+            );
+            return Ok(Capabilities {
+                scope: Scope::Local,
+            });
+        }
+        // A scope that is missing or unknown is local, as for Docker; it is matched without
+        // regard to case.
+        let scope = self
+            .answer(ENDPOINT, &resp)
+            .map_err(fail)?
+            .pointer("/Capabilities/Scope")
+            .and_then(Value::as_str)
+            .filter(|s| s.eq_ignore_ascii_case("global"))
+            .map_or(Scope::Local, |_| Scope::Global);
         Ok(Capabilities { scope })
     }
 }
