@@ -566,3 +566,43 @@ fn reopening_a_loop_volume_with_another_size_or_fstype_says_they_are_ignored() {
         assert_eq!(run("size=1,fstype=ext4"), "");
     });
 }
+
+#[test]
+fn gc_does_not_mount_again_a_loop_volume_a_running_command_still_has() {
+    use mesos_dvdi::mount::{Host, MntFlags, Mounter};
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=held".to_owned(),
+        ];
+        let (mut run, _out) = start_waiting(&fx, &env, "echo ready; read x");
+        let host = fx.config.loop_root.join("mnt/held");
+        let devices = loop_devices_under(fx.root());
+        assert_eq!(devices.len(), 1);
+        // An operator unmounts the host's mount while the command runs on its own copy.
+        Host.umount(&host, MntFlags::empty()).unwrap();
+        let gc = dvdi(&fx).arg("gc").output().unwrap();
+        assert_eq!(gc.status.code(), Some(2), "{}", text(&gc));
+        let err = String::from_utf8_lossy(&gc.stderr);
+        assert!(
+            err.contains(&format!(
+                "volume \"held\" (driver \"loop\"): not mounted again at {}",
+                host.display()
+            )) && err.contains("in the mount namespace of process"),
+            "{err}"
+        );
+        assert_eq!(loop_devices_under(fx.root()), devices, "a second device");
+        assert!(!is_mounted(&host));
+        let status = dvdi(&fx).arg("status").output().unwrap();
+        assert!(
+            text(&status).contains("not mounted again"),
+            "{}",
+            text(&status)
+        );
+        // The command ends; its release lets the device go.
+        assert_eq!(release(&mut run), 0);
+        assert_eq!(loop_devices_under(fx.root()), Vec::<String>::new());
+        assert!(!fx.recorded("loop", "held"));
+    });
+}

@@ -1061,7 +1061,7 @@ impl LoopBackend {
                 let uses = device
                     .file_name()
                     .and_then(|n| self.device_number(n))
-                    .map(|number| device_users(&self.paths.proc, number, &device))
+                    .map(|number| device_users(&self.paths.proc, number, Some(&device)))
                     .unwrap_or_default();
                 AttachedDevice { device, uses }
             })

@@ -34,6 +34,37 @@ impl DeviceNumber {
     }
 }
 
+impl DeviceNumber {
+    /// The device of the file system `path` lies on (`st_dev`); `None` when it cannot be
+    /// examined.
+    pub fn of_path(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = fs::metadata(path).ok()?.dev();
+        Some(Self {
+            major: nix::sys::stat::major(dev).try_into().ok()?,
+            minor: nix::sys::stat::minor(dev).try_into().ok()?,
+        })
+    }
+}
+
+/// Written as `major:minor`, as mountinfo and sysfs write it.
+impl serde::Serialize for DeviceNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "{text:?} is not a device number (major:minor)"
+            ))
+        })
+    }
+}
+
 impl fmt::Display for DeviceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.major, self.minor)
@@ -114,11 +145,10 @@ fn process(proc_root: &Path, pid: i32) -> Process {
     Process { pid, comm }
 }
 
-/// Every use of the block device `number` (whose node is `node`, e.g. `/dev/loop3`) that
-/// `proc_root` shows: its mounts in each mount namespace (one process named per namespace), then
-/// the processes holding the node open. Processes that vanish or cannot be read meanwhile are
-/// skipped.
-pub fn device_users(proc_root: &Path, number: DeviceNumber, node: &Path) -> Vec<DeviceUse> {
+/// Every use of the device `number` that `proc_root` shows: its mounts in each mount namespace
+/// (one process named per namespace), then, given its `node` (e.g. `/dev/loop3`), the processes
+/// holding the node open. Processes that vanish or cannot be read meanwhile are skipped.
+pub fn device_users(proc_root: &Path, number: DeviceNumber, node: Option<&Path>) -> Vec<DeviceUse> {
     let own_ns = fs::read_link(proc_root.join("thread-self/ns/mnt")).ok();
     let mut seen_ns = HashSet::new();
     let mut out = Vec::new();
@@ -151,6 +181,9 @@ pub fn device_users(proc_root: &Path, number: DeviceNumber, node: &Path) -> Vec<
             });
         }
     }
+    let Some(node) = node else {
+        return out;
+    };
     for &pid in &pids {
         let Ok(fds) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
             continue;
@@ -212,7 +245,7 @@ mod tests {
         let users = device_users(
             root,
             DeviceNumber { major: 7, minor: 3 },
-            Path::new("/dev/loop3"),
+            Some(Path::new("/dev/loop3")),
         );
         let text: Vec<String> = users.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -227,7 +260,7 @@ mod tests {
         assert!(device_users(
             root,
             DeviceNumber { major: 7, minor: 4 },
-            Path::new("/dev/loop4")
+            Some(Path::new("/dev/loop4"))
         )
         .is_empty());
     }
