@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::backend::{BackendError, BackendProvider, MountRequest};
+use crate::backend::{BackendError, BackendProvider, MountRequest, Waits};
 use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{Coordinator, LeaseLoss};
@@ -168,6 +168,9 @@ pub struct Isolator {
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
     pending: Mutex<HashSet<VolumeKey>>,
     next_mount: AtomicU64,
+    /// What prepare waits for (a lease, ZooKeeper), named for a progress display, and the handle
+    /// that interrupts those waits.
+    waits: Waits,
     /// `/proc`, read to find where a volume's file system is still mounted.
     proc_root: PathBuf,
 }
@@ -199,6 +202,7 @@ impl Isolator {
             prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
+            waits: Waits::default(),
             proc_root: PathBuf::from("/proc"),
         })
     }
@@ -224,6 +228,14 @@ impl Isolator {
     /// Reads the mount table from `path` instead of `/proc/self/mountinfo` (for tests).
     pub fn with_mountinfo(mut self, path: PathBuf) -> Self {
         self.mountinfo = path;
+        self
+    }
+
+    /// Names its waits (for a lease, for ZooKeeper) in `waits`, and gives them up when `waits` is
+    /// interrupted: `dvdi run` passes its backends' waits, so one progress display shows them all
+    /// and one Ctrl-C ends them all. A prepare interrupted undoes what it did.
+    pub fn with_waits(mut self, waits: Waits) -> Self {
+        self.waits = waits;
         self
     }
 

@@ -252,6 +252,10 @@ impl Isolator {
         usage: Use,
     ) -> Result<(PathBuf, bool), IsolatorError> {
         let key = spec.key();
+        // Interrupted while another volume waited: nothing more is started.
+        if self.waits.is_interrupted() {
+            return Err(self.interrupted(&key, "waiting to be attached".to_owned()));
+        }
         let guard = self.store.lock(&key).map_err(Self::state_err(&key))?;
         let existing = guard.load().map_err(Self::state_err(&key))?;
         let existed = existing.is_some();
@@ -285,7 +289,11 @@ impl Isolator {
                 }),
             None => Ok(()),
         }
-        .and_then(|()| self.mount_record(&record));
+        .and_then(|()| match self.waits.is_interrupted() {
+            // Interrupted while its lease was taken: not attached, and the lease given back.
+            true => Err(self.interrupted(&key, "about to be attached".to_owned())),
+            false => self.mount_record(&record),
+        });
         let host = match mounted {
             Ok(host) => host,
             Err(e) => {
