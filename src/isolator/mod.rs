@@ -31,6 +31,7 @@ mod prepare;
 mod recover;
 
 pub use error::{CleanupError, IsolatorError, PrepareError};
+pub use recover::{GcAction, GcWould};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
