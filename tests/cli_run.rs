@@ -770,3 +770,39 @@ fn a_leased_run_fails_at_once_when_zookeeper_refuses_connections() {
     );
     assert!(!fx.recorded("local", "v"));
 }
+
+#[test]
+fn joining_a_mounted_volume_with_other_options_says_they_are_ignored() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let first = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=joined".to_owned(),
+            "DVDI_VOLUME_OPTS=size=1".to_owned(),
+        ];
+        let (mut holder, _out) = start_waiting(&fx, &first, "echo ready; read x");
+        let join = |opts: &str| {
+            let out = dvdi(&fx)
+                .args([
+                    "run",
+                    "-e",
+                    "DVDI_VOLUME_DRIVER=loop",
+                    "-e",
+                    "DVDI_VOLUME_NAME=joined",
+                ])
+                .args(["-e", &format!("DVDI_VOLUME_OPTS={opts}"), "--", "true"])
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let err = join("size=2,fstype=xfs");
+        assert!(
+            err.contains("dvdi: warning: volume \"joined\" (driver \"loop\") is mounted here already with options size=1; this container's options size=2,fstype=xfs are ignored"),
+            "{err}"
+        );
+        assert_eq!(join("size=1"), "", "the same options said something");
+        assert_eq!(release(&mut holder), 0);
+    });
+}

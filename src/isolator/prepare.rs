@@ -261,6 +261,7 @@ impl Isolator {
         let existed = existing.is_some();
         let mut record = match existing {
             Some(record) if record.phase == Phase::Mounted && record.host_path.is_some() => {
+                warn_other_options(&record, spec);
                 return self.join_mounted(&guard, record, id, usage);
             }
             // Half mounted or half unmounted by a process that died (or a failed unmount):
@@ -423,6 +424,29 @@ impl Isolator {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         MountId(format!("mesos-dvdi-{}-{nanos:x}-{n}", std::process::id()))
+    }
+}
+
+/// A container joining a volume mounted with other options gets the volume as it is: options
+/// apply when a volume is made or mounted, and the mount it joins stands. Said, not refused: the
+/// volume, found by its name, is what the container asked for.
+fn warn_other_options(record: &VolumeRecord, spec: &VolumeSpec) {
+    let set = |o: &spec::VolumeOpts| -> std::collections::BTreeMap<String, String> {
+        o.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    if set(&record.opts) != set(&spec.opts) {
+        let shown = |o: &spec::VolumeOpts| match o.is_empty() {
+            true => "none".to_owned(),
+            false => o.to_string(),
+        };
+        log::warn!(
+            "{} is mounted here already with options {}; this container's options {} are ignored (options apply when a volume is mounted anew)",
+            spec.key(),
+            shown(&record.opts),
+            shown(&spec.opts)
+        );
     }
 }
 
