@@ -207,6 +207,9 @@ impl InputArgs {
                 .ok_or_else(|| CliError::BadEnvArg(e.clone()))?;
             input.env.push((k.to_owned(), v.to_owned()));
         }
+        for w in &input.warnings {
+            say!("dvdi: warning: {w}");
+        }
         Ok(input)
     }
 }
