@@ -623,6 +623,8 @@ impl Config {
             "loop_root" => self.loop_root = path(key, value)?,
             "mount_timeout_secs" => self.mount_timeout = seconds(key, value)?,
             "unmount_timeout_secs" => self.unmount_timeout = seconds(key, value)?,
+            // Empty: no restriction, the default (there is no other way to write "all").
+            "allowed_drivers" if value.is_empty() => self.allowed_drivers = None,
             "allowed_drivers" => {
                 self.allowed_drivers = Some(
                     list(key, value, ',')?
@@ -649,6 +651,8 @@ impl Config {
                     _ => Some(ZkTarget::parse(value).map_err(ConfigError::BadCoordination)?),
                 }
             }
+            // Empty: the host name, the default (which a modules file cannot spell otherwise).
+            "agent_name" if value.is_empty() => self.agent_name = host_name(),
             "agent_name" => {
                 if !valid_agent_name(value) {
                     return Err(ConfigError::BadAgentName {
@@ -659,6 +663,7 @@ impl Config {
             }
             "lease_session_timeout_secs" => self.lease_session_timeout = seconds(key, value)?,
             "lease_wait_secs" => self.lease_wait = seconds(key, value)?,
+            "lease_drivers" if value.is_empty() => self.lease_drivers = Vec::new(),
             "lease_drivers" => {
                 self.lease_drivers = list(key, value, ',')?
                     .into_iter()
@@ -676,6 +681,7 @@ impl Config {
                     }
                 }
             }
+            "plugin_mount_roots" if value.is_empty() => self.plugin_mount_roots = Vec::new(),
             "plugin_mount_roots" => {
                 self.plugin_mount_roots = list(key, value, ':')?
                     .into_iter()
