@@ -221,7 +221,10 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
     // table follows); state_dir is work_dir's other spelling, so not both.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
     let every: Vec<&str> = KEYS.iter().copied().filter(|k| *k != "state_dir").collect();
-    assert_eq!(keys, every, "isolator.json and the configuration's parameters differ");
+    assert_eq!(
+        keys, every,
+        "isolator.json and the configuration's parameters differ"
+    );
 }
 
 #[test]

@@ -145,18 +145,20 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Resolve a task's volumes as the module would, and show them (exit 2 when invalid)
+    /// Resolve a task's volumes as the module would (the built-in drivers' options judged as their
+    /// mount judges them), and show them (exit 2 when invalid)
     #[command(after_help = EXAMPLES)]
     Resolve(ResolveArgs),
     /// Run a command with the volumes a task with this environment would get, in its own mount
     /// and PID namespaces (whatever it starts ends with it); exits with the command's status (125
-    /// when dvdi itself fails)
+    /// when dvdi itself fails; 128+signal when Ctrl-C or another signal ended it before the
+    /// command ran, what was done undone)
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
     /// List the plugins discovery finds, with their address and whether they answer
     #[command(after_help = EXAMPLES)]
     Plugins(JsonArg),
-    /// Show the mount table: volumes, host mount points, users, errors
+    /// Show the mount table: volumes, host mount points, users, errors, and what gc would fix
     #[command(after_help = EXAMPLES)]
     Status(JsonArg),
     /// List every volume lease in the cluster (with --coordination): volume, mode, holding
@@ -226,7 +228,7 @@ struct GcArgs {
     /// Report what would be done, change nothing
     #[arg(long)]
     dry_run: bool,
-    /// Print JSON
+    /// Print JSON (its dry_run says whether it lists what would be done or what was)
     #[arg(long)]
     json: bool,
 }
