@@ -1,4 +1,4 @@
-//! One configuration for both front ends (DESIGN §6): the module's parameters and the `dvdi` CLI's
+//! One configuration for both front ends: the module's parameters and the `dvdi` CLI's
 //! flags are parsed into the same [`Config`].
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::csi::{PluginConfigError, PluginInfo};
 use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
-/// Every key the module and `--config` files accept, in the order of DESIGN §6.
+/// Every key the module and `--config` files accept, in the order of the README's table.
 pub const KEYS: &[&str] = &[
     "work_dir",
     "default_driver",
@@ -176,7 +176,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A `--config` file that is not a JSON object of settings.
-    #[error("configuration file {path} is not a JSON object of parameters")]
+    #[error(
+        "configuration file {path} is not a JSON object of parameters nor a Mesos modules file"
+    )]
     ParseFile {
         /// The file.
         path: PathBuf,
@@ -187,6 +189,32 @@ pub enum ConfigError {
     /// A CSI plugin configuration file that cannot be used (`csi_plugin_config_dir`).
     #[error("parameter csi_plugin_config_dir")]
     CsiPlugins(#[source] PluginConfigError),
+    /// A Mesos modules file `--config` names without a module of this library.
+    #[error("configuration file {path} is a Mesos modules file without a {MODULE_NAME} (or {LEGACY_MODULE_NAME}) module{}", if others.is_empty() { String::new() } else { format!("; it declares {}", others.join(", ")) })]
+    NoDvdiModule {
+        /// The file.
+        path: PathBuf,
+        /// The modules it declares.
+        others: Vec<String>,
+    },
+    /// A Mesos modules file that declares this library's module more than once.
+    #[error("configuration file {path} declares the dvdi module more than once ({}); keep one", places.join(", "))]
+    SeveralDvdiModules {
+        /// The file.
+        path: PathBuf,
+        /// Where each is.
+        places: Vec<String>,
+    },
+    /// A Mesos modules file whose shape is not the agent's.
+    #[error("configuration file {path}: {field} must be {expected}")]
+    ModulesShape {
+        /// The file.
+        path: PathBuf,
+        /// The field, e.g. `libraries[0].modules[1].parameters[2].value`.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// A `--config` value of a type that cannot be a setting.
     #[error("configuration file {path}: parameter {key:?} must be a string, number, boolean or array of strings")]
     BadJsonValue {
@@ -197,7 +225,7 @@ pub enum ConfigError {
     },
 }
 
-/// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
+/// Per-call time limits of backends. Defined here, below the backends, so the
 /// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -393,7 +421,12 @@ impl ConfigError {
             Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
             Self::UnknownModule { .. } => None,
-            Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
+            Self::ReadFile { .. }
+            | Self::ParseFile { .. }
+            | Self::BadJsonValue { .. }
+            | Self::NoDvdiModule { .. }
+            | Self::SeveralDvdiModules { .. }
+            | Self::ModulesShape { .. } => None,
         }
     }
 }
@@ -437,6 +470,83 @@ fn list<'a>(key: &'static str, value: &'a str, sep: char) -> Result<Vec<&'a str>
         });
     }
     Ok(items)
+}
+
+/// The parameters of a `dvdi --config` file, and the module name they are read under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// [`MODULE_NAME`], or [`LEGACY_MODULE_NAME`] for a modules file that loads this library
+    /// under the original module's name (whose `work_dir` means the agent's directory).
+    pub module: &'static str,
+    /// The parameters, in the file's order.
+    pub params: Vec<(String, String)>,
+}
+
+/// The dvdi module's parameters from a Mesos modules file's `libraries`.
+fn modules_file(path: &Path, libraries: &serde_json::Value) -> Result<ConfigFile, ConfigError> {
+    let shape = |field: String, expected: &'static str| ConfigError::ModulesShape {
+        path: path.to_owned(),
+        field,
+        expected,
+    };
+    let libraries = libraries
+        .as_array()
+        .ok_or_else(|| shape("libraries".into(), "an array"))?;
+    let mut found: Vec<(String, &'static str, &serde_json::Value)> = Vec::new();
+    let mut others = Vec::new();
+    for (i, library) in libraries.iter().enumerate() {
+        let modules = match library.get("modules") {
+            None => continue,
+            Some(m) => m
+                .as_array()
+                .ok_or_else(|| shape(format!("libraries[{i}].modules"), "an array"))?,
+        };
+        for (j, module) in modules.iter().enumerate() {
+            let place = format!("libraries[{i}].modules[{j}]");
+            let name = module
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| shape(format!("{place}.name"), "a string"))?;
+            match name {
+                MODULE_NAME => found.push((place, MODULE_NAME, module)),
+                LEGACY_MODULE_NAME => found.push((place, LEGACY_MODULE_NAME, module)),
+                other => others.push(other.to_owned()),
+            }
+        }
+    }
+    let (place, module, entry) = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(ConfigError::NoDvdiModule {
+                path: path.to_owned(),
+                others,
+            })
+        }
+        _ => {
+            return Err(ConfigError::SeveralDvdiModules {
+                path: path.to_owned(),
+                places: found.into_iter().map(|(p, _, _)| p).collect(),
+            })
+        }
+    };
+    let params = match entry.get("parameters") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(k, item)| {
+                let field = |f: &str| {
+                    item.get(f)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| shape(format!("{place}.parameters[{k}].{f}"), "a string"))
+                };
+                Ok((field("key")?, field("value")?))
+            })
+            .collect::<Result<_, ConfigError>>()?,
+        Some(_) => return Err(shape(format!("{place}.parameters"), "an array")),
+    };
+    Ok(ConfigFile { module, params })
 }
 
 impl Config {
@@ -648,10 +758,14 @@ impl Config {
         Ok(())
     }
 
-    /// Reads the parameters from a JSON object (the `dvdi --config` file): strings as in the
-    /// module's parameters, and numbers, booleans and arrays of strings (joined as the module's
-    /// lists are) where natural.
-    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    /// Reads a `dvdi --config` file, of either form:
+    ///
+    /// - a JSON object of parameters: strings as in the module's parameters, and numbers,
+    ///   booleans and arrays of strings (joined as the module's lists are) where natural;
+    /// - a Mesos modules file (`isolator.json`: `{"libraries": [{"modules": [{"name",
+    ///   "parameters": [{"key", "value"}]}]}]}`): the parameters of its one module named
+    ///   [`MODULE_NAME`] or [`LEGACY_MODULE_NAME`], read as the agent would read them.
+    pub fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
             path: path.to_owned(),
             source,
@@ -661,11 +775,14 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
+        if let Some(libraries) = object.get("libraries") {
+            return modules_file(path, libraries);
+        }
         let bad = |key: &str| ConfigError::BadJsonValue {
             path: path.to_owned(),
             key: key.to_owned(),
         };
-        object
+        let params = object
             .iter()
             .map(|(key, value)| {
                 let text = match value {
@@ -691,7 +808,16 @@ impl Config {
                 };
                 Ok((key.clone(), text))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ConfigFile {
+            module: MODULE_NAME,
+            params,
+        })
+    }
+
+    /// The parameters of a `dvdi --config` file of either form (see [`Config::read_file`]).
+    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        Self::read_file(path).map(|f| f.params)
     }
 
     /// The settings spec resolution needs.

@@ -32,15 +32,20 @@ pub fn rows(store: &Store, legacy: &[PathBuf]) -> Result<Vec<StatusRow>, StateEr
             record: s.record.map_err(|e| render_chain(&e)),
         })
         .collect();
-    rows.extend(
-        crate::legacy::unreadable(legacy)
-            .into_iter()
-            .map(|(file, error)| StatusRow {
-                file,
-                record: Err(error),
-            }),
-    );
+    rows.extend(legacy_rows(legacy));
     Ok(rows)
+}
+
+/// The legacy checkpoints of `legacy` that exist but cannot be imported, as rows (all of the
+/// status when no store exists yet).
+pub fn legacy_rows(legacy: &[PathBuf]) -> Vec<StatusRow> {
+    crate::legacy::unreadable(legacy)
+        .into_iter()
+        .map(|(file, error)| StatusRow {
+            file,
+            record: Err(error),
+        })
+        .collect()
 }
 
 /// The rows as `dvdi status --json` prints them (and `GET /dvdi/volumes` serves them): an array of

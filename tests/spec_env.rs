@@ -1,4 +1,4 @@
-//! The environment form of the task contract (DESIGN §2), rule by rule: what is accepted, and
+//! The environment form of the task contract (README, "The task contract"), rule by rule: what is accepted, and
 //! what is refused with a message naming the variable and the value.
 
 use std::path::Path;

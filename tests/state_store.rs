@@ -31,6 +31,7 @@ fn record(k: &VolumeKey, users: &[&str]) -> VolumeRecord {
         phase: Phase::Mounted,
         host_path: Some(PathBuf::from("/var/lib/dvdi/x")),
         is_mount_point: true,
+        device: None,
         users: users
             .iter()
             .map(|u| {

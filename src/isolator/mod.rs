@@ -173,6 +173,8 @@ pub struct Isolator {
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
     pending: Mutex<HashSet<VolumeKey>>,
     next_mount: AtomicU64,
+    /// `/proc`, read to find where a volume's file system is still mounted.
+    proc_root: PathBuf,
 }
 
 impl fmt::Debug for Isolator {
@@ -202,6 +204,7 @@ impl Isolator {
             prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
+            proc_root: PathBuf::from("/proc"),
         })
     }
 
@@ -315,6 +318,37 @@ impl Isolator {
                 })
             })
             .map_err(|e| about(e, record).into())
+    }
+
+    /// Records that `record`'s volume is mounted at `host`: whether that is a mount point of its
+    /// own, and then its file system's device (to recognise it later in other namespaces).
+    fn note_mount(&self, record: &mut VolumeRecord, host: PathBuf) {
+        record.is_mount_point = self.is_mount_point(&host);
+        record.device = record
+            .is_mount_point
+            .then(|| mount::DeviceNumber::of_path(&host))
+            .flatten();
+        record.host_path = Some(host);
+    }
+
+    /// Refuses to mount `record`'s vanished mount again while its file system is still mounted
+    /// somewhere (a container's namespace keeps it after the host's mount went): a second
+    /// instance beside it (a second loop device on the image, a second FUSE daemon) could
+    /// corrupt it.
+    fn refuse_second_mount(&self, record: &VolumeRecord) -> Result<(), IsolatorError> {
+        let Some(device) = record.device else {
+            return Ok(());
+        };
+        let uses = mount::device_users(&self.proc_root, device, None);
+        if uses.is_empty() {
+            return Ok(());
+        }
+        Err(IsolatorError::StillMounted {
+            volume: record.key(),
+            host: record.host_path.clone().unwrap_or_default(),
+            device,
+            uses,
+        })
     }
 
     /// Whether `path` is a mount point of its own (a backend may answer a plain directory).

@@ -200,8 +200,7 @@ impl Isolator {
             }
         };
         crash_point("prepare:backend-mounted");
-        record.is_mount_point = self.is_mount_point(&host);
-        record.host_path = Some(host.clone());
+        self.note_mount(&mut record, host.clone());
         record.phase = Phase::Mounted;
         record.last_error = None;
         guard.save(&record).map_err(Self::state_err(&key))?;
@@ -266,6 +265,7 @@ impl Isolator {
             phase: Phase::Mounting,
             host_path: None,
             is_mount_point: false,
+            device: None,
             users: Default::default(),
             last_error: None,
             lease: None,

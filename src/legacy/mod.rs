@@ -303,6 +303,10 @@ fn record(store: &Store, key: &VolumeKey, entries: &[Entry]) -> Result<usize, St
                     .as_deref()
                     .and_then(crate::mount::is_mount_root)
                     .unwrap_or(false),
+                device: host_path
+                    .as_deref()
+                    .filter(|p| crate::mount::is_mount_root(p) == Some(true))
+                    .and_then(crate::mount::DeviceNumber::of_path),
                 host_path,
                 users: BTreeMap::new(),
                 last_error: None,

@@ -1,6 +1,6 @@
 //! Task input → validated volume specs.
 //!
-//! This layer owns the task-facing contract (DESIGN §2): the `DVDI_VOLUME_*` environment variables
+//! This layer owns the task-facing contract (README, "The task contract"): the `DVDI_VOLUME_*` environment variables
 //! and `DOCKER_VOLUME` entries of a `ContainerInfo`. It is pure: no I/O, no syscalls. Once a
 //! [`VolumeSpec`] exists, every part of it is valid; later layers never re-check what is here.
 //!

@@ -83,6 +83,20 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// The variable or field that gives this volume's driver options: `DVDI_VOLUME_OPTS3`, or
+    /// `ContainerInfo.volumes[2].driver_options (DOCKER_VOLUME "pgdata")`.
+    pub fn opts_place(&self) -> String {
+        match self {
+            Origin::Env(index) => env::variable_name("OPTS", *index),
+            Origin::DockerVolume { index, name } => format!(
+                "ContainerInfo.volumes[{index}].driver_options (DOCKER_VOLUME {:?})",
+                shown(name)
+            ),
+        }
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::MountId;
 use crate::coord::LeaseMode;
+use crate::mount::DeviceNumber;
 use crate::spec::{DriverName, VolumeKey, VolumeName, VolumeOpts};
 
 /// The checkpoint format this build writes and reads.
@@ -159,6 +160,12 @@ pub struct VolumeRecord {
     /// Whether `host_path` was a mount point of its own when mounted (a `local` volume is a plain
     /// directory); recovery treats a vanished mount point as a lost mount only when this is set.
     pub is_mount_point: bool,
+    /// The device of the file system mounted at `host_path`, when that is a mount point of its
+    /// own: a vanished mount is not made again while this file system is still mounted
+    /// somewhere (in a container's namespace), since a second instance beside it could corrupt
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceNumber>,
     /// The containers using it.
     pub users: BTreeMap<ContainerId, Use>,
     /// The last backend failure, kept until a later call succeeds.
