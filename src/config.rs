@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::coord::zk::{ZkTarget, ZkUrlError};
+use crate::csi::{PluginConfigError, PluginInfo};
 use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
 /// Every key the module and `--config` files accept, in the order of the README's table.
@@ -28,6 +29,7 @@ pub const KEYS: &[&str] = &[
     "docker_volumes",
     "plugin_mount_roots",
     "plugin_connect_secs",
+    "csi_plugin_config_dir",
     "legacy_checkpoint",
     "state_dir",
 ];
@@ -141,6 +143,13 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// `coordination` is on and `agent_name` is not set, and its default, this host's name, is
+    /// one that unnamed or cloned hosts share.
+    #[error("parameter agent_name is not set, and its default, this host's name {value:?}, does not tell agents apart (unnamed and cloned hosts share it): set agent_name to a name unique in the cluster")]
+    AgentNameNotUnique {
+        /// The host name.
+        value: String,
+    },
     /// Two spellings of one setting given together (`work_dir` and `state_dir`).
     #[error("parameters {first} and {second} are the same setting; give only one of them")]
     BothSpellings {
@@ -177,6 +186,9 @@ pub enum ConfigError {
         #[source]
         source: serde_json::Error,
     },
+    /// A CSI plugin configuration file that cannot be used (`csi_plugin_config_dir`).
+    #[error("parameter csi_plugin_config_dir")]
+    CsiPlugins(#[source] PluginConfigError),
     /// A Mesos modules file `--config` names without a module of this library.
     #[error("configuration file {path} is a Mesos modules file without a {MODULE_NAME} (or {LEGACY_MODULE_NAME}) module{}", if others.is_empty() { String::new() } else { format!("; it declares {}", others.join(", ")) })]
     NoDvdiModule {
@@ -297,6 +309,12 @@ pub struct Config {
     pub plugin_connect_timeout: Duration,
     /// The original module's checkpoints, imported at recover (`legacy_checkpoint`).
     pub legacy_checkpoint: Vec<PathBuf>,
+    /// Mesos' CSI plugin configuration directory; `None`: no CSI plugins
+    /// (`csi_plugin_config_dir`).
+    pub csi_plugin_config_dir: Option<PathBuf>,
+    /// The CSI plugins configured there, read when the configuration is: each plugin's `type` is
+    /// a driver name.
+    pub csi_plugins: Vec<PluginInfo>,
 }
 
 /// A configuration read from module parameters, with what was ignored on purpose.
@@ -338,6 +356,8 @@ impl Default for Config {
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
+            csi_plugin_config_dir: None,
+            csi_plugins: Vec::new(),
         }
     }
 }
@@ -351,7 +371,23 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Whether `name` can stand in a lease node's name (`ro-<agent_name>`).
+/// Whether a host name tells agents apart: not one that every unnamed host has.
+fn tells_hosts_apart(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let shared = [
+        "localhost",
+        "localhost6",
+        "localdomain",
+        "ip6-localhost",
+        "ip6-loopback",
+    ];
+    !(name.is_empty()
+        || shared.contains(&name.as_str())
+        || name.starts_with("localhost.")
+        || name.starts_with("localhost6."))
+}
+
+/// Whether `name` is a valid agent name (it stands in lease nodes' data, logs and messages).
 fn valid_agent_name(name: &str) -> bool {
     !matches!(name, "" | "." | "..")
         && name.len() <= 255
@@ -380,8 +416,9 @@ impl ConfigError {
             | Self::EmptyEntry { key, .. } => Some(key),
             Self::BadBackend { .. } => Some("backend"),
             Self::BadCoordination(_) => Some("coordination"),
-            Self::BadAgentName { .. } => Some("agent_name"),
+            Self::BadAgentName { .. } | Self::AgentNameNotUnique { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
+            Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
             Self::UnknownModule { .. } => None,
             Self::ReadFile { .. }
@@ -592,6 +629,21 @@ impl Config {
         if !seen.contains(&"legacy_checkpoint") {
             config.legacy_checkpoint = legacy_checkpoints(&agent_work_dir);
         }
+        // Leases are told apart by agent name: the host name stands in for one only when it
+        // tells hosts apart.
+        // (An empty agent_name is the default spelt out, as in isolator.json: not a name given.)
+        let named = params
+            .iter()
+            .any(|(k, v)| k == "agent_name" && !v.is_empty());
+        if config.coordination.is_some() && !named && !tells_hosts_apart(&config.agent_name) {
+            return Err(ConfigError::AgentNameNotUnique {
+                value: config.agent_name,
+            });
+        }
+        // Read at load, so a bad file stops the module or the CLI at start, not a task later.
+        if let Some(dir) = &config.csi_plugin_config_dir {
+            config.csi_plugins = crate::csi::load_dir(dir).map_err(ConfigError::CsiPlugins)?;
+        }
         // A prepare never waits longer for a lease than it may for its mount.
         config.lease_wait = config.lease_wait.min(config.mount_timeout);
         Ok(Loaded { config, warnings })
@@ -700,6 +752,14 @@ impl Config {
                         .collect::<Result<_, _>>()?
                 }
             }
+            "csi_plugin_config_dir" => {
+                // Empty: no CSI plugins (as the default, which isolator.json spells so).
+                self.csi_plugin_config_dir = if value.is_empty() {
+                    None
+                } else {
+                    Some(path(key, value)?)
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
@@ -786,6 +846,11 @@ impl Config {
             DockerVolumes::Handle => entries,
             DockerVolumes::Ignore => &[],
         }
+    }
+
+    /// The configured CSI plugin whose type is `driver`, if any.
+    pub fn csi_plugin(&self, driver: &DriverName) -> Option<&PluginInfo> {
+        self.csi_plugins.iter().find(|p| &p.plugin_type == driver)
     }
 
     /// Backend call limits.

@@ -530,6 +530,79 @@ fn a_rootfs_that_is_no_directory_names_the_chroot_step() {
     );
 }
 
+/// `dvdi run` shares the isolator's answer to a task user who swaps its sandbox's checked entry
+/// for a symbolic link after prepare: the command's bind does not follow it. The swap is made by
+/// a real `nobody` process, from inside the plugin's Mount (after the targets were checked, before
+/// the bind); the plugin is a test double only in that it runs the swap.
+#[test]
+fn a_sandbox_entry_swapped_for_a_symlink_after_prepare_cannot_move_the_bind() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let fx = Fixture::new();
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(fx.root(), 0o755);
+    let victim = fx.mkdir("victim");
+    std::fs::write(victim.join("marker"), "root's own").unwrap();
+    let sandbox = fx.mkdir("sandbox");
+    std::os::unix::fs::chown(&sandbox, Some(65534), Some(65534)).unwrap();
+    mode(&sandbox, 0o750);
+    let volumes = fx.root().join("plugin-volumes");
+    let inner = support::plugin::memory_plugin(volumes.clone());
+    let (data, to) = (sandbox.join("data"), victim.clone());
+    let as_nobody = |argv: &[&Path]| {
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .uid(65534)
+            .gid(65534)
+            .status()
+            .unwrap()
+            .success()
+    };
+    std::fs::create_dir_all(fx.root().join("plugins")).unwrap();
+    let _plugin =
+        support::plugin::TestPlugin::unix(&fx.root().join("plugins/swapper.sock"), move |req| {
+            if req.path == "/VolumeDriver.Mount" {
+                let moved = data.with_extension("moved");
+                assert!(
+                    as_nobody(&[Path::new("mv"), &data, &moved])
+                        && as_nobody(&[Path::new("ln"), Path::new("-s"), &to, &data]),
+                    "the task user could not swap its own sandbox's entry"
+                );
+            }
+            let reply = inner(req);
+            if req.path == "/VolumeDriver.Mount" {
+                std::fs::write(volumes.join("v/from-volume"), "the volume's").unwrap();
+            }
+            reply
+        });
+    let app = fx.root().join("app.json");
+    let json = serde_json::json!({"container": {"volumes": [{
+        "containerPath": "data",
+        "external": {"provider": "dvdi", "name": "v", "options": {"dvdi/driver": "swapper"}},
+    }]}});
+    std::fs::write(&app, json.to_string()).unwrap();
+    let check = format!(
+        "test -f {0}/marker && ! test -e {0}/from-volume",
+        victim.display()
+    );
+    let out = dvdi(&fx)
+        .args(["run", "--env-file"])
+        .arg(&app)
+        .arg("--sandbox")
+        .arg(&sandbox)
+        .args(["--", "sh", "-c", &check])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the bind followed the task's link onto {}: {}",
+        victim.display(),
+        text(&out)
+    );
+}
+
 #[test]
 fn reopening_a_loop_volume_with_another_size_or_fstype_says_they_are_ignored() {
     in_private_mount_ns(|| {

@@ -110,7 +110,7 @@ fn every_key_is_read() {
         c.legacy_checkpoint,
         [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
     );
-    assert_eq!(KEYS.len(), 21);
+    assert_eq!(KEYS.len(), 22);
 }
 
 #[test]
@@ -411,6 +411,33 @@ fn isolator_command_is_unknown_under_the_new_name_and_names_are_checked() {
     let e = Config::from_module_params("org_apache_mesos_Other", &[]).unwrap_err();
     assert!(matches!(e, ConfigError::UnknownModule { .. }), "{e:?}");
     assert!(Config::from_module_params(MODULE_NAME, &[]).is_ok());
+}
+
+#[test]
+fn coordination_refuses_a_default_agent_name_that_does_not_tell_hosts_apart() {
+    // In a UTS namespace of this thread alone, the host is named like every unnamed host.
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).expect("unshare UTS");
+        for name in ["localhost", "localhost.localdomain"] {
+            nix::unistd::sethostname(name).expect("sethostname");
+            let (e, text) = refused(&[("coordination", "zk://zk1:2181/dvdi")]);
+            assert_eq!(e.key(), Some("agent_name"), "{text}");
+            assert!(
+                text.contains(&format!("{name:?}")) && text.contains("set agent_name"),
+                "{text}"
+            );
+            // Named explicitly, or without coordination (no leases), the host name is fine.
+            let c = Config::from_params(&params(&[
+                ("coordination", "zk://zk1:2181/dvdi"),
+                ("agent_name", "agent-7"),
+            ]))
+            .unwrap();
+            assert_eq!(c.agent_name, "agent-7");
+            assert_eq!(Config::from_params(&[]).unwrap().agent_name, name);
+        }
+    })
+    .join()
+    .unwrap();
 }
 
 fn dvdi(args: &[&str]) -> std::process::Output {

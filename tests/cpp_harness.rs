@@ -61,6 +61,13 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
         String::from_utf8_lossy(&built.stderr)
     );
     let dir = tempfile::tempdir().unwrap();
+    // Searchable by others, as an agent's sandboxes are: the task user of the swap scenario
+    // must reach its sandbox.
+    std::fs::set_permissions(
+        dir.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
     let plugins = dir.path().join("plugins");
     let source = dir.path().join("fuse-source");
     std::fs::create_dir_all(&plugins).unwrap();

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mesos_dvdi::backend::registry::Registry;
-use mesos_dvdi::coord::recording::{RecordingCluster, RecordingCoordinator};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{IsolatorError, KnownContainer, LaunchPlan};
 use mesos_dvdi::mount::{self, Host, Mounter};
@@ -619,15 +618,10 @@ fn host_mount(path: &std::path::Path) -> mount::MountInfoEntry {
 }
 
 #[test]
-fn leased_readers_only_mount_a_block_volume_read_only_and_a_writer_waits_for_them() {
+fn readers_only_mount_a_block_volume_read_only_and_a_writer_waits_for_them() {
     in_private_mount_ns(|| {
-        // Leased: read-only leases let other agents mount the same image at the same time.
-        let mut fx = Fixture::new();
-        fx.config.lease_drivers = vec![DriverName::new("loop").unwrap()];
-        let cluster = RecordingCluster::new();
-        let iso = fx
-            .isolator()
-            .with_coordinator(Arc::new(RecordingCoordinator::new(&cluster, "a1")));
+        let fx = Fixture::new();
+        let iso = fx.isolator();
         let input = |id: &str, read_only: bool| {
             let mut env = vec![
                 ("DVDI_VOLUME_DRIVER", "loop"),
@@ -682,39 +676,6 @@ fn leased_readers_only_mount_a_block_volume_read_only_and_a_writer_waits_for_the
         assert!(!host_mount(&host).is_read_only());
         fs::write(host.join("row"), b"43").unwrap();
         iso.cleanup("w2").unwrap();
-        assert!(!is_mounted(&host));
-    });
-}
-
-#[test]
-fn unleased_readers_mount_a_block_volume_read_write_so_a_local_writer_can_join() {
-    in_private_mount_ns(|| {
-        // No lease: no other agent mounts the image, so the host mount stays writable and a
-        // writer joins the readers (their binds are read-only).
-        let fx = Fixture::new();
-        let iso = fx.isolator();
-        let input = |id: &str, read_only: bool| {
-            let mut env = vec![
-                ("DVDI_VOLUME_DRIVER", "loop"),
-                ("DVDI_VOLUME_NAME", "blk"),
-                ("DVDI_VOLUME_CONTAINERPATH", "/data"),
-            ];
-            if read_only {
-                env.push(("DVDI_VOLUME_READONLY", "true"));
-            }
-            fx.input(id, &env, true)
-        };
-        let r1 = iso.prepare("r1", Owner::Mesos, &input("r1", true)).unwrap();
-        let host = r1.mounts[0].source.clone();
-        assert!(!host_mount(&host).is_read_only());
-        assert!(r1.mounts[0].read_only);
-        let w1 = iso
-            .prepare("w1", Owner::Mesos, &input("w1", false))
-            .unwrap();
-        assert_eq!(w1.mounts[0].source, host);
-        assert!(!w1.mounts[0].read_only);
-        iso.cleanup("r1").unwrap();
-        iso.cleanup("w1").unwrap();
         assert!(!is_mounted(&host));
     });
 }

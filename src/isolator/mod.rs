@@ -15,6 +15,8 @@
 //!   fencing a container whose lease was lost while it was prepared.
 //! - `cleanup.rs`: [`Isolator::cleanup`]: release a container's volumes, unmount the ones no one
 //!   uses (and give their leases back), retry failed unmounts.
+//! - `targets.rs`: where each volume is bound: container paths verified, bind targets that no one
+//!   but root can change before Mesos binds onto them (a volume re-homed where that needs it).
 //! - `prepare.rs`: [`Isolator::prepare`]: resolve the request, verify the targets, acquire each
 //!   volume (lease, backend mount, record); a failure releases what was acquired.
 //! - `recover.rs`: [`Isolator::recover`] and [`Isolator::gc`]: reconcile the checkpoint with the
@@ -29,6 +31,7 @@ mod error;
 mod leases;
 mod prepare;
 mod recover;
+mod targets;
 
 pub use error::{CleanupError, IsolatorError, PrepareError};
 pub use recover::{GcAction, GcWould};
@@ -69,7 +72,9 @@ pub struct PlannedMount {
     pub volume: VolumeKey,
     /// The volume's host mount point.
     pub source: PathBuf,
-    /// The verified absolute host path to bind onto.
+    /// The absolute host path to bind onto: verified, and one no one but root can change until
+    /// the bind. For a volume re-homed out of a sandbox its task user owns, a directory of the
+    /// agent's, which the task reaches through a link at the path it asked for.
     pub target: PathBuf,
     /// Bind read-only.
     pub read_only: bool,
@@ -322,10 +327,7 @@ impl Isolator {
                     opts: &record.opts,
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
-                    // Read-only on the host only where other agents may share the volume (a
-                    // read-only lease): without one, no other agent mounts it, and a local
-                    // writer may still join the readers.
-                    read_only: record.lease.is_some() && record.users.values().all(|u| u.read_only),
+                    read_only: record.users.values().all(|u| u.read_only),
                 })
             })
             .map_err(|e| about(e, record).into())

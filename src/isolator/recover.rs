@@ -303,14 +303,17 @@ impl Isolator {
                 .all(|(id, u)| (step.alive)(id, u.owner))
     }
 
-    /// Whether this pass takes `record`'s lease again (its volume is leased, and the pass is a
-    /// recover); an error when the driver's scope is unknown.
+    /// Whether this pass takes `record`'s lease again (its volume is leased, this process has
+    /// users of it, and the pass is a recover); an error when the driver's scope is unknown. A
+    /// volume only other processes use (live `dvdi run`s) is leased by them, in their sessions.
     fn lease_to_retake(
         &self,
         record: &VolumeRecord,
         step: &Reconcile<'_>,
     ) -> Result<bool, IsolatorError> {
-        Ok(step.leases && (record.lease.is_some() || self.leased(record)?))
+        Ok(step.leases
+            && record.users.values().any(Self::own_user)
+            && (record.lease.is_some() || self.leased(record)?))
     }
 
     /// Takes again the lease of a volume in use here (this process's session is new) and says

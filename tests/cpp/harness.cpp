@@ -8,6 +8,9 @@
 // original module's name with an old modules.json's parameters and recovers what the original's
 // checkpoint (DIR/agent/meta/dvdimounts.pb, written by the caller) held.
 //
+// It also plays a task user who owns its sandbox (as Mesos makes it) swapping the entry prepare
+// checked for a symbolic link before the launcher binds: the bind must not follow the link.
+//
 // With a ZooKeeper address, it then plays two agents leasing one volume: agent A prepares it, is
 // restarted while agent B takes the volume, and A's recover fences A's container through the
 // fence sink with a message naming B. The sink hands each fence to the shim's own watch table
@@ -23,12 +26,14 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -187,6 +192,53 @@ std::string read_file(const std::string& path) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
+}
+
+// Runs `step` in a child process as uid/gid 65534 (nobody); true when it returned true.
+bool as_nobody(const std::function<bool()>& step) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    _exit(step() ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// A task run as nobody, in a sandbox nobody owns (mode 0750, as Mesos makes it), asks for a
+// volume at a sandbox-relative path; after prepare, nobody swaps that entry for a symbolic link
+// to a directory of root's. The launcher's bind must not land there.
+void swapped_target(IsolatorCore& iso, const std::string& dir) {
+  const std::string sandbox = dir + "/sandbox-nobody";
+  const std::string victim = dir + "/victim";
+  mkdir(sandbox.c_str(), 0750);
+  CHECK(chown(sandbox.c_str(), 65534, 65534) == 0, "the sandbox given to nobody");
+  mkdir(victim.c_str(), 0755);
+  write_file(victim + "/marker", "root's own");
+
+  ContainerRequest c;
+  DockerVolume dv;
+  dv.driver = "local";
+  dv.name = "swapped";
+  dv.container_path = "data";
+  c.docker_volumes.push_back(dv);
+  c.sandbox = sandbox;
+  c.user = "nobody";
+  Launch p = iso.prepare("c5", c);
+  CHECK(p.mounts.size() == 1, "c5 has one bind");
+  write_file(dir + "/local/swapped/from-volume", "the volume's");
+
+  const std::string data = sandbox + "/data";
+  CHECK(as_nobody([&] {
+          return rename(data.c_str(), (data + ".moved").c_str()) == 0 &&
+                 symlink(victim.c_str(), data.c_str()) == 0;
+        }),
+        "the task user swapped its sandbox's entry for a link");
+  const std::string target = p.mounts.empty() ? "" : std::string(p.mounts[0].target);
+  CHECK(launch(p, "test -f " + victim + "/marker && ! test -e " + victim + "/from-volume") == 0,
+        "the bind followed the task's link onto " + victim + " (target " + target + ")");
+  iso.cleanup("c5");
 }
 
 // One agent of the fencing scenario: a leased `local` volume on storage both agents see.
@@ -380,6 +432,8 @@ int main(int argc, char** argv) {
     const std::string fuse_mount = std::string(p4.mounts[0].source);
     iso->cleanup("c4");
     CHECK(!is_mount_root(fuse_mount), "the plugin unmounted c4's volume");
+
+    swapped_target(*iso, dir);
 
     // Container 3: orphaned by the restart below.
     ContainerRequest c3;

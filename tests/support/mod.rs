@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests. Each test file includes this with `mod support;`.
 #![allow(dead_code)]
 
+pub mod csi;
 pub mod easyfuse;
 pub mod host;
 pub mod isolator;

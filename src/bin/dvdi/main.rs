@@ -12,6 +12,7 @@ macro_rules! say {
     }};
 }
 
+mod csi;
 mod envfile;
 mod init;
 mod leases;
@@ -141,6 +142,10 @@ struct Global {
     /// repeatable; '' for none [legacy_checkpoint; default: the original's four locations]
     #[arg(long, global = true, value_name = "FILE")]
     legacy_checkpoint: Vec<String>,
+    /// Mesos' CSI plugin configuration directory (one CSIPluginInfo JSON per file); each
+    /// plugin's type is a driver name [csi_plugin_config_dir; default none]
+    #[arg(long, global = true, value_name = "DIR")]
+    csi_plugin_config_dir: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +366,11 @@ impl Global {
                 "legacy_checkpoint",
                 "--legacy-checkpoint",
                 (!self.legacy_checkpoint.is_empty()).then(|| self.legacy_checkpoint.join(":")),
+            ),
+            (
+                "csi_plugin_config_dir",
+                "--csi-plugin-config-dir",
+                self.csi_plugin_config_dir.clone(),
             ),
         ];
         let mut from_flag = Vec::new();
@@ -705,12 +715,20 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             }
         })
         .collect();
+    let csi_rows = csi::rows(config, probe.mount);
     if args.json {
+        let all: Vec<&serde_json::Value> = rows.iter().chain(&csi_rows).collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&rows).expect("rows serialise")
+            serde_json::to_string_pretty(&all).expect("rows serialise")
         );
         return Ok(());
+    }
+    if !csi_rows.is_empty() {
+        print!("{}", csi::render(&csi_rows));
+        if rows.is_empty() {
+            return Ok(());
+        }
     }
     if rows.is_empty() {
         let dirs: Vec<String> = config
