@@ -242,6 +242,12 @@ fn empty_means_the_default_for_parameters_whose_default_is_none_or_all() {
     assert!(c.plugin_mount_roots.is_empty());
     assert_eq!(c.agent_name, mesos_dvdi::config::host_name());
     assert!(c.legacy_checkpoint.is_empty());
+    // With coordination on, an empty agent_name is judged as no agent_name at all.
+    let coord = ("coordination", "zk://127.0.0.1:2181/dvdi");
+    assert_eq!(
+        Config::from_params(&params(&[coord, ("agent_name", "")])).is_ok(),
+        Config::from_params(&params(&[coord])).is_ok()
+    );
     // A list whose default is not empty still refuses an empty value.
     let (_, text) = refused(&[("plugin_dirs", "")]);
     assert!(text.contains("plugin_dirs"), "{text}");
