@@ -390,8 +390,8 @@ impl Report {
         self.findings.iter().filter(|f| !f.excused()).collect()
     }
 
-    /// The findings table; `bound` says, for the measured kinds, what bounds their overlap.
-    pub fn table(&self, bound: &str) -> String {
+    /// The findings table; `bound` says, for each measured kind, what bounds its overlap.
+    pub fn table(&self, bound: impl Fn(Kind) -> String) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -399,11 +399,11 @@ impl Report {
             "fault kind", "injected", "hand-overs", "records", "violations", "largest ms"
         );
         let rows = std::iter::once(("no fault around", &self.quiet, "0 (asserted)".to_owned()))
-            .chain(self.by_kind.iter().map(|(k, row)| {
+            .chain(self.by_kind.iter().map(|(&k, row)| {
                 let goal = if k.asserted() {
                     "0 (asserted)".to_owned()
                 } else {
-                    format!("measured; {bound}")
+                    format!("measured; {}", bound(k))
                 };
                 (k.name(), row, goal)
             }))

@@ -160,6 +160,7 @@ fn no_agent_uses_a_volume_while_another_writes_it_under_a_nemesis() {
     let cluster = Cluster::new(&zk, AGENTS);
     let agents = Agents::new(AGENTS);
     let started = Instant::now();
+    let t0 = monotonic_ns();
     let faults = std::thread::scope(|s| {
         let _abort = agents.abort_on_unwind();
         let root = Rng::new(seed);
@@ -194,35 +195,39 @@ fn no_agent_uses_a_volume_while_another_writes_it_under_a_nemesis() {
         .map(|f| f.end - f.start)
         .max()
         .unwrap_or(0);
-    let table = report.table(&format!(
-        "session {SESSION_SECS} s, longest pause {} ms",
-        check::ms(longest_pause)
-    ));
-    let overlapping = schedule::overlapping(&faults);
+    let table = report.table(|k| match k {
+        check::Kind::AgentPaused => format!(
+            "session {SESSION_SECS} s; pauses up to {} ms",
+            check::ms(longest_pause)
+        ),
+        _ => format!("session {SESSION_SECS} s"),
+    });
     println!(
-        "nemesis: seed {seed}: {:.0} s, {} faults ({overlapping} overlapping another), {} agents, {} servers\n{table}\nholds by outcome: {}",
+        "nemesis: seed {seed}: {:.0} s, {} faults ({} overlapping another), {AGENTS} agents, \
+         {SERVERS} servers\n{table}\nholds by outcome: {}",
         elapsed.as_secs_f64(),
         faults.len(),
-        AGENTS,
-        SERVERS,
+        schedule::overlapping(&faults),
         agents.outcomes()
     );
-    let unexcused = report.unexcused();
-    for f in report.findings.iter().take(20) {
+    let described = |f: &check::Finding| {
         let v = &f.violation;
-        println!(
-            "violation on {}: agent {} {} hold {} and agent {} {} hold {}: {} ms from +{} ms; around: {:?}",
+        let hold = |h: &check::Hold| {
+            let mode = if h.rw { "rw" } else { "ro" };
+            format!("{} {mode} hold {}", Cluster::agent_name(h.agent), h.hold)
+        };
+        format!(
+            "{}: {} and {}: {} ms of overlap from +{} ms; around: {:?}",
             cluster::VOLUMES[f.volume].1,
-            v.earlier.agent,
-            if v.earlier.rw { "rw" } else { "ro" },
-            v.earlier.hold,
-            v.later.agent,
-            if v.later.rw { "rw" } else { "ro" },
-            v.later.hold,
+            hold(&v.earlier),
+            hold(&v.later),
             check::ms(v.overlap()),
-            check::ms(v.from.saturating_sub(faults.first().map_or(v.from, |f| f.start))),
+            check::ms(v.from.saturating_sub(t0)),
             f.kinds.iter().map(|k| k.name()).collect::<Vec<_>>()
-        );
+        )
+    };
+    for f in &report.findings {
+        println!("violation on {}", described(f));
     }
     // Something was checked: agents took turns on the volumes.
     assert!(
@@ -230,11 +235,17 @@ fn no_agent_uses_a_volume_while_another_writes_it_under_a_nemesis() {
         "no hand-over happened (seed {seed}): nothing was checked\n{table}\nholds by outcome: {}",
         agents.outcomes()
     );
+    let unexcused = report.unexcused();
     assert!(
         unexcused.is_empty(),
         "{} violation(s) of the lease with only asserted faults or none around (seed {seed}; \
-         replay: {replay})\n{table}",
-        unexcused.len()
+         replay: {replay}; the table is above):\n{}",
+        unexcused.len(),
+        unexcused
+            .iter()
+            .map(|f| described(f))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -344,4 +355,62 @@ fn the_checker_finds_interleaved_holds_and_nothing_else() {
     assert_eq!(report.total.records, 10);
     // Hand-overs: 0→1 (rw, ro), 1→2 (ro, rw), 2→0 (rw, rw); 2→1 and 1→2 among readers are not.
     assert_eq!(report.total.hand_overs, 3);
+}
+
+/// The partition the nemesis uses, on a plain echo server: a blackholed proxy keeps its
+/// connections open and passes nothing (old connections' bytes, new connections) until healed,
+/// then delivers what waited, in order.
+#[test]
+fn the_proxy_holds_traffic_while_blackholed_and_delivers_it_when_healed() {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = upstream.local_addr().unwrap().to_string();
+    let echo = std::thread::spawn(move || {
+        let echoes: Vec<_> = upstream
+            .incoming()
+            .take(2)
+            .map(|conn| {
+                let mut conn = conn.unwrap();
+                let mut from = conn.try_clone().unwrap();
+                std::thread::spawn(move || std::io::copy(&mut from, &mut conn))
+            })
+            .collect();
+        for e in echoes {
+            let _ = e.join();
+        }
+    });
+    let proxy = support::zookeeper::ZkProxy::to(&addr);
+    let read_one = |s: &mut TcpStream| {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).map(|()| b[0])
+    };
+    let mut before = TcpStream::connect(proxy.address()).unwrap();
+    before.write_all(b"1").unwrap();
+    assert_eq!(read_one(&mut before).unwrap(), b'1');
+
+    proxy.blackhole();
+    before.write_all(b"2").unwrap();
+    let mut during = TcpStream::connect(proxy.address()).unwrap();
+    during.write_all(b"3").unwrap();
+    for s in [&mut before, &mut during] {
+        // Neither an answer nor a close: the read times out.
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let e = read_one(s).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        );
+        s.set_read_timeout(None).unwrap();
+    }
+
+    proxy.heal();
+    assert_eq!(read_one(&mut before).unwrap(), b'2');
+    assert_eq!(read_one(&mut during).unwrap(), b'3');
+    drop((before, during, proxy));
+    echo.join().unwrap();
 }
