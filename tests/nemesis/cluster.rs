@@ -142,8 +142,13 @@ impl Cluster {
         if rw {
             self.container_path(i).join("log")
         } else {
-            self.path(&format!("{}-read-only.log", VOLUMES[v].1))
+            self.read_only_log(v)
         }
+    }
+
+    /// Where read-only holders of volume `v` keep their records (their volume is read-only).
+    fn read_only_log(&self, v: usize) -> PathBuf {
+        self.path(&format!("{}-read-only.log", VOLUMES[v].1))
     }
 
     /// Every record written for volume `v`: its log on the shared storage and the read-only
@@ -155,7 +160,7 @@ impl Cluster {
         }
         .join(VOLUMES[v].1)
         .join("log");
-        [on_volume, self.log(0, v, false)]
+        [on_volume, self.read_only_log(v)]
             .iter()
             .flat_map(|p| match std::fs::read_to_string(p) {
                 Ok(text) => text

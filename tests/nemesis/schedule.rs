@@ -203,7 +203,6 @@ impl<'a> Nemesis<'a> {
                     return; // an election is under way
                 };
                 self.zk.kill(leader);
-                fault.agent = None;
                 Some(Undo::RestartServer(leader))
             }
             Kind::ServerPaused => {
