@@ -11,7 +11,8 @@
 //!   span inside one of theirs; the *overlap* is the length of the spans' intersection.
 //! - A *hand-over* is a pair of consecutive holds on one volume (in order of their first
 //!   record) of two different agents, at least one read-write: the volume changed hands where
-//!   the lease must order the two.
+//!   the lease must order the two. Its *gap* is the next hold's first record less the previous
+//!   one's last; the smallest gap of those that did not overlap is the margin the lease kept.
 //! - A fault is *around* an instant or interval when its window — from its start to its end
 //!   plus a settling time — meets it; a fault aimed at one agent counts only for findings that
 //!   involve that agent, and one aimed at one volume only for that volume.
@@ -280,6 +281,9 @@ pub struct Row {
     pub injected: usize,
     /// Hand-overs with this kind around.
     pub hand_overs: usize,
+    /// The shortest gap among those that did not overlap (the next holder's first record less
+    /// the previous one's last, in ns): the margin the lease kept.
+    pub closest: Option<u64>,
     /// Records written with this kind around.
     pub records: usize,
     /// Violations with this kind around.
@@ -289,6 +293,13 @@ pub struct Row {
 }
 
 impl Row {
+    fn add_hand_over(&mut self, gap: Option<u64>) {
+        self.hand_overs += 1;
+        if let Some(gap) = gap {
+            self.closest = Some(self.closest.map_or(gap, |c| c.min(gap)));
+        }
+    }
+
     fn add_violation(&mut self, v: &Violation) {
         self.violations += 1;
         self.largest_overlap = self.largest_overlap.max(v.overlap());
@@ -360,8 +371,9 @@ pub fn check(volumes: &[Vec<Record>], faults: &[Fault], settle: u64) -> Report {
         let holds = holds(records);
         for (a, b) in hand_overs(&holds) {
             let (from, to) = (a.last.min(b.first), b.first);
+            let gap = b.first.checked_sub(a.last);
             each(&mut report, &[a.agent, b.agent], from, to, &|row| {
-                row.hand_overs += 1
+                row.add_hand_over(gap)
             });
         }
         for violation in violations(&holds) {
@@ -395,8 +407,14 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<20} {:>8} {:>10} {:>9} {:>10} {:>12}  goal",
-            "fault kind", "injected", "hand-overs", "records", "violations", "largest ms"
+            "{:<20} {:>8} {:>10} {:>10} {:>9} {:>10} {:>10}  goal",
+            "fault kind",
+            "injected",
+            "hand-overs",
+            "closest ms",
+            "records",
+            "violations",
+            "largest ms"
         );
         let rows = std::iter::once(("no fault around", &self.quiet, "0 (asserted)".to_owned()))
             .chain(self.by_kind.iter().map(|(&k, row)| {
@@ -414,9 +432,10 @@ impl Report {
             } else {
                 ms(row.largest_overlap)
             };
+            let closest = row.closest.map_or("-".to_owned(), ms);
             let _ = writeln!(
                 out,
-                "{name:<20} {:>8} {:>10} {:>9} {:>10} {largest:>12}  {goal}",
+                "{name:<20} {:>8} {:>10} {closest:>10} {:>9} {:>10} {largest:>10}  {goal}",
                 row.injected, row.hand_overs, row.records, row.violations
             );
         }

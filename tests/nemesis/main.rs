@@ -365,6 +365,9 @@ fn the_checker_finds_interleaved_holds_and_nothing_else() {
     assert_eq!(report.total.records, 10);
     // Hand-overs: 0→1 (rw, ro), 1→2 (ro, rw), 2→0 (rw, rw); 2→1 and 1→2 among readers are not.
     assert_eq!(report.total.hand_overs, 3);
+    // Two of them overlapped; the third kept 35 ms (agent 1 read until 165, agent 2 wrote from
+    // 200).
+    assert_eq!(report.total.closest, Some(ms(35)));
 }
 
 /// The partition the nemesis uses, on a plain echo server: a blackholed proxy keeps its
