@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// One line a writer appends: `<agent> <rw|ro> <hold> <seq> <ns>`.
+/// One record a writer appends: a newline, then `<agent> <rw|ro> <hold> <seq> <ns>;`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     /// The writing agent's index.
@@ -36,18 +36,21 @@ pub struct Record {
 }
 
 impl Record {
-    /// The record as one log line, newline included.
-    pub fn line(&self) -> String {
+    /// The bytes a writer appends. A writer SIGKILLed in the middle of its write (when it is
+    /// fenced) may leave only the start of them (the kernel stops a write between pages when
+    /// a fatal signal is pending): the newline first keeps the next record on a line of its
+    /// own, and the closing `;` tells a whole record from a torn one.
+    pub fn entry(&self) -> String {
         let mode = if self.rw { "rw" } else { "ro" };
         format!(
-            "{} {mode} {} {} {}\n",
+            "\n{} {mode} {} {} {};",
             self.agent, self.hold, self.seq, self.ns
         )
     }
 
-    /// Parses [`Record::line`]'s form; `None` for anything else.
+    /// Parses one line of [`Record::entry`]s; `None` for anything else (a torn record).
     pub fn parse(line: &str) -> Option<Record> {
-        let mut f = line.split_ascii_whitespace();
+        let mut f = line.strip_suffix(';')?.split_ascii_whitespace();
         let agent = f.next()?.parse().ok()?;
         let rw = match f.next()? {
             "rw" => true,
@@ -63,6 +66,20 @@ impl Record {
         };
         f.next().is_none().then_some(r)
     }
+}
+
+/// The records in a log's text, and how many torn ones it holds (lines that are not whole
+/// records: the start of a record whose writer was killed while writing it).
+pub fn parse_log(text: &str) -> (Vec<Record>, usize) {
+    let mut torn = 0;
+    let mut records = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        match Record::parse(line) {
+            Some(r) => records.push(r),
+            None => torn += 1,
+        }
+    }
+    (records, torn)
 }
 
 /// The records of one writer's run.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::check::Record;
+use crate::check::{parse_log, Record};
 use crate::support::plugin::{memory_plugin, TestPlugin};
 use crate::support::zookeeper::{ZkEnsemble, ZkProxy};
 use crate::{LEASE_WAIT_SECS, SESSION_SECS};
@@ -151,29 +151,28 @@ impl Cluster {
         self.path(&format!("{}-read-only.log", VOLUMES[v].1))
     }
 
-    /// Every record written for volume `v`: its log on the shared storage and the read-only
-    /// holders' log. Panics on a line that is not a record.
-    pub fn records(&self, v: usize) -> Vec<Record> {
+    /// Every record written for volume `v` (its log on the shared storage and the read-only
+    /// holders' log), and how many torn ones those hold.
+    pub fn records(&self, v: usize) -> (Vec<Record>, usize) {
         let on_volume = match v {
             PLUGIN_VOLUME => self.path("plugin-volumes"),
             _ => self.path("shared"),
         }
         .join(VOLUMES[v].1)
         .join("log");
-        [on_volume, self.read_only_log(v)]
-            .iter()
-            .flat_map(|p| match std::fs::read_to_string(p) {
-                Ok(text) => text
-                    .lines()
-                    .map(|l| {
-                        Record::parse(l)
-                            .unwrap_or_else(|| panic!("{}: not a record: {l:?}", p.display()))
-                    })
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let mut all = (Vec::new(), 0);
+        for p in [on_volume, self.read_only_log(v)] {
+            match std::fs::read_to_string(&p) {
+                Ok(text) => {
+                    let (records, torn) = parse_log(&text);
+                    all.0.extend(records);
+                    all.1 += torn;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => panic!("read {}: {e}", p.display()),
-            })
-            .collect()
+            }
+        }
+        all
     }
 
     /// Cuts agent `i` off from every member, closing nothing.

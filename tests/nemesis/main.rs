@@ -185,9 +185,9 @@ fn no_agent_uses_a_volume_while_another_writes_it_under_a_nemesis() {
         "mounts left on the host"
     );
 
-    let volumes: Vec<Vec<Record>> = (0..cluster::VOLUMES.len())
+    let (volumes, torn): (Vec<Vec<Record>>, Vec<usize>) = (0..cluster::VOLUMES.len())
         .map(|v| cluster.records(v))
-        .collect();
+        .unzip();
     let session = Duration::from_secs(SESSION_SECS);
     let report = check::check(&volumes, &faults, 2 * schedule::ns(session));
     let longest_pause = faults
@@ -205,11 +205,13 @@ fn no_agent_uses_a_volume_while_another_writes_it_under_a_nemesis() {
     });
     println!(
         "nemesis: seed {seed}: {:.0} s, {} faults ({} overlapping another), {AGENTS} agents, \
-         {SERVERS} servers\n{table}\nholds by outcome: {}",
+         {SERVERS} servers\n{table}\nholds by outcome: {}\ntorn records (a writer killed while \
+         writing): {}",
         elapsed.as_secs_f64(),
         faults.len(),
         schedule::overlapping(&faults),
-        agents.outcomes()
+        agents.outcomes(),
+        torn.iter().sum::<usize>()
     );
     let described = |f: &check::Finding| {
         let v = &f.violation;
@@ -289,7 +291,7 @@ fn nemesis_writer() {
             seq,
             ns: monotonic_ns(),
         }
-        .line();
+        .entry();
         // One write per record: appends of a few bytes to a local file are never interleaved.
         let n = log.write(line.as_bytes()).expect("append a record");
         assert_eq!(n, line.len(), "a record in one write");
@@ -426,4 +428,27 @@ fn the_proxy_holds_traffic_while_blackholed_and_delivers_it_when_healed() {
     assert_eq!(read_one(&mut during).unwrap(), b'3');
     drop((before, during, proxy));
     echo.join().unwrap();
+}
+
+/// A writer killed in the middle of a record leaves its start; the record after it is whole.
+#[test]
+fn a_torn_record_is_counted_and_the_next_one_kept() {
+    let rec = |agent, seq| Record {
+        agent,
+        rw: true,
+        hold: 125,
+        seq,
+        ns: 5_203_542_691_170 + seq,
+    };
+    let torn = rec(0, 22).entry();
+    let text = [
+        rec(0, 21).entry(),
+        torn[..torn.len() / 2].to_owned(),
+        rec(2, 0).entry(),
+    ]
+    .concat();
+    assert_eq!(check::parse_log(&text), (vec![rec(0, 21), rec(2, 0)], 1));
+    // Cut just before its closing `;`, it is still torn (its time may be cut short).
+    let text = [torn[..torn.len() - 1].to_owned(), rec(2, 0).entry()].concat();
+    assert_eq!(check::parse_log(&text), (vec![rec(2, 0)], 1));
 }
