@@ -187,6 +187,12 @@ impl Running {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            // A first run's note that it created the agent's work dir is not a complaint.
+            let text = text
+                .lines()
+                .filter(|l| !l.starts_with("dvdi: note: created "))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>();
             let code = child.wait().unwrap().code().unwrap_or(-1);
             let _ = tx.send((code, text));
         });
