@@ -46,7 +46,7 @@ use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{Coordinator, LeaseLoss};
 use crate::mount;
-use crate::spec::{DockerVolumeInput, DriverName, VolumeKey};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, VolumeKey};
 use crate::state::{ContainerId, StateError, Store, VolumeRecord};
 
 /// What a container asks for and where it lives.
@@ -56,6 +56,8 @@ pub struct ContainerInput {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// `DOCKER_VOLUME` entries of its `ContainerInfo`.
     pub docker_volumes: Vec<DockerVolumeInput>,
+    /// `CSI_VOLUME` entries of its `ContainerInfo`.
+    pub csi_volumes: Vec<CsiVolumeInput>,
     /// Its sandbox directory on the host.
     pub sandbox: PathBuf,
     /// Its root filesystem on the host, when it has an image.
@@ -312,6 +314,7 @@ impl Isolator {
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
                     read_only: record.users.values().all(|u| u.read_only),
+                    csi: record.csi.as_ref(),
                 })
             })
             .map_err(|e| about(e, record).into())

@@ -114,12 +114,12 @@ fn remove_dir(path: &Path) -> Result<(), CsiBackendError> {
 }
 
 impl CsiBackend {
-    fn capability(&self, mode: i32, fs_type: &str) -> VolumeCapability {
+    fn capability(&self, mode: i32, fs_type: &str, mount_flags: &[String]) -> VolumeCapability {
         VolumeCapability {
             access_type: Some(volume_capability::AccessType::Mount(
                 volume_capability::MountVolume {
                     fs_type: fs_type.to_owned(),
-                    mount_flags: Vec::new(),
+                    mount_flags: mount_flags.to_vec(),
                 },
             )),
             access_mode: Some(volume_capability::AccessMode { mode }),
@@ -157,9 +157,9 @@ impl CsiBackend {
         mode: i32,
     ) -> CreateVolumeRequest {
         let writer = Self::access_mode(state, false);
-        let mut volume_capabilities = vec![self.capability(writer, &plan.fs_type)];
+        let mut volume_capabilities = vec![self.capability(writer, &plan.fs_type, &[])];
         if mode != writer {
-            volume_capabilities.push(self.capability(mode, &plan.fs_type));
+            volume_capabilities.push(self.capability(mode, &plan.fs_type, &[]));
         }
         CreateVolumeRequest {
             name: name.as_str().to_owned(),
@@ -235,7 +235,7 @@ impl CsiBackend {
             publish_context: BTreeMap::new(),
             steps: BTreeMap::new(),
         });
-        match self.mount_steps(&state, &file, &mut record, &plan, req.name) {
+        match self.mount_steps(&state, &file, &mut record, &plan, req) {
             Ok(()) => Ok(record.target_path),
             Err(error) => match self.undo(&file, &mut record) {
                 Ok(()) => Err(error),
@@ -253,13 +253,17 @@ impl CsiBackend {
         file: &RecordFile,
         rec: &mut CsiRecord,
         plan: &Plan,
-        name: &VolumeName,
+        req: &MountRequest<'_>,
     ) -> Result<(), CsiBackendError> {
         let t = self.timeouts.mount;
+        let name = req.name;
+        // A CSI_VOLUME entry's flags, context and secrets; none for the environment form.
+        let csi = req.csi.cloned().unwrap_or_default();
         if rec.volume_id.is_none() {
             if let Some(id) = &plan.volume_id {
                 rec.volume_id = Some(id.clone());
                 rec.pre_provisioned = true;
+                rec.volume_context = csi.volume_context.clone();
                 file.save(rec)?;
             } else {
                 self.check_can_create(state)?;
@@ -274,7 +278,7 @@ impl CsiBackend {
             }
         }
         let volume_id = rec.volume_id.clone().unwrap_or_default();
-        let capability = self.capability(rec.access_mode, &rec.fs_type);
+        let capability = self.capability(rec.access_mode, &rec.fs_type, &csi.mount_flags);
         if state.controller_publish && rec.step(Step::ControllerPublish) != Some(StepState::Done) {
             let controller = self.controller()?;
             let req = ControllerPublishVolumeRequest {
@@ -304,7 +308,7 @@ impl CsiBackend {
                 publish_context: rec.publish_context.clone(),
                 staging_target_path: staging.clone(),
                 volume_capability: Some(capability.clone()),
-                secrets: BTreeMap::new(),
+                secrets: csi.node_stage_secrets.to_map(),
                 volume_context: rec.volume_context.clone(),
             };
             self.step(file, rec, Step::NodeStage, |_| self.node.node_stage(req, t))?;
@@ -323,7 +327,7 @@ impl CsiBackend {
                 target_path: utf8(&rec.target_path)?,
                 volume_capability: Some(capability),
                 readonly: rec.readonly,
-                secrets: BTreeMap::new(),
+                secrets: csi.node_publish_secrets.to_map(),
                 volume_context: rec.volume_context.clone(),
             };
             self.step(file, rec, Step::NodePublish, |_| {
