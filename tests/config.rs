@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mesos_dvdi::config::{
-    BackendKind, Config, ConfigError, CsiVolumes, DockerVolumes, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
+    BackendKind, Config, ConfigError, CsiVolumes, DockerVolumes, KEYS, LEGACY_MODULE_NAME,
+    MODULE_NAME,
 };
 use mesos_dvdi::error::render_chain;
 
