@@ -205,6 +205,57 @@ fn a_static_csi_volume_reaches_the_plugin_with_its_flags_context_and_secrets() {
 }
 
 #[test]
+fn dvdi_status_shows_the_csi_id_paths_and_how_far_the_steps_got() {
+    in_private_mount_ns(|| {
+        let (fx, plugin) = csi_fixture();
+        let id = provision(&plugin);
+        let iso = fx.isolator();
+        iso.prepare("c1", Owner::Mesos, &input(&fx, "c1", entry(&id)))
+            .unwrap();
+        let status = |json: bool| {
+            let mut c = fx.dvdi();
+            c.arg("status");
+            if json {
+                c.arg("--json");
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{}", support::isolator::text(&out));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let text = status(false);
+        let csi_dir = fx.config.work_dir.join("csi").join(TYPE).join(&id);
+        let staging = fs::canonicalize(&csi_dir).unwrap().join("staging");
+        for part in [
+            "VOLUME ID",
+            "node_stage=done,node_publish=done",
+            &staging.display().to_string(),
+            "target",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        let rows: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+        let csi = &rows[0]["csi"];
+        assert_eq!(csi["volume_id"], id.as_str(), "{rows}");
+        assert_eq!(csi["steps"]["node_publish"], "done", "{rows}");
+        assert_eq!(csi["staging_path"], staging.display().to_string(), "{rows}");
+
+        // A cleanup that stops half way shows where.
+        plugin.fail(Rpc::NodeUnstageVolume, Code::Internal, "busy");
+        iso.cleanup("c1").unwrap_err();
+        let text = status(false);
+        assert!(!text.contains("node_publish=done"), "{text}");
+        assert!(text.contains("node_stage="), "{text}");
+        for secret in [STAGE_SECRET, PUBLISH_SECRET] {
+            assert!(!text.contains(secret) && !status(true).contains(secret));
+        }
+        plugin.heal(Rpc::NodeUnstageVolume);
+        iso.cleanup("c1").unwrap();
+        assert!(plugin.is_idle());
+        assert!(!status(false).contains("VOLUME ID"));
+    });
+}
+
+#[test]
 fn a_failing_publish_names_the_plugin_and_shows_no_secret() {
     capture_logs();
     in_private_mount_ns(|| {

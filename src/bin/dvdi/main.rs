@@ -460,6 +460,9 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             )
         );
     }
+    if let Some(section) = csi::status_section(&scanned) {
+        print!("{section}");
+    }
     for line in leases::status_section(config) {
         println!("{line}");
     }
