@@ -126,14 +126,7 @@ pub struct RecoverReport {
     pub errors: Vec<String>,
 }
 
-/// Test-only crash injection: with the `crash-points` feature, the process kills itself with
-/// SIGKILL when `DVDI_CRASH_AT` names the point it reaches.
-fn crash_point(_point: &str) {
-    #[cfg(feature = "crash-points")]
-    if std::env::var("DVDI_CRASH_AT").is_ok_and(|p| p == _point) {
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGKILL);
-    }
-}
+use crate::crash::crash_point;
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
 /// them.
@@ -149,6 +142,23 @@ pub const CRASH_POINTS: &[&str] = &[
     "cleanup:unmount-intent-saved",
     "cleanup:backend-unmounted",
     "cleanup:lease-released",
+    // The CSI backend's, around each RPC of a volume's lifecycle: its step recorded as calling
+    // (before the RPC) and the RPC answered (before the step is recorded done); likewise when
+    // undoing (recorded as undoing, then the RPC answered). CreateVolume is never undone.
+    "csi:create_volume:calling",
+    "csi:create_volume:answered",
+    "csi:controller_publish:calling",
+    "csi:controller_publish:answered",
+    "csi:node_stage:calling",
+    "csi:node_stage:answered",
+    "csi:node_publish:calling",
+    "csi:node_publish:answered",
+    "csi:node_publish:undoing",
+    "csi:node_publish:undone",
+    "csi:node_stage:undoing",
+    "csi:node_stage:undone",
+    "csi:controller_publish:undoing",
+    "csi:controller_publish:undone",
 ];
 
 /// The isolator: prepare, cleanup and recover for any number of threads at once.

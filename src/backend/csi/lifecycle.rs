@@ -58,6 +58,14 @@ pub(super) fn plan(opts: &VolumeOpts) -> Result<Plan, CsiBackendError> {
     Ok(plan)
 }
 
+/// The crash point `csi:<step>:<moment>` (see the isolator's `CRASH_POINTS`).
+fn crash_at(step: Step, moment: &str) {
+    if cfg!(feature = "crash-points") {
+        let step = serde_json::to_value(step).unwrap_or_default();
+        crate::crash::crash_point(&format!("csi:{}:{moment}", step.as_str().unwrap_or("?")));
+    }
+}
+
 /// Bytes from `10`, `10K`, `10Mi`, …; `None` when not a size or too large.
 pub(super) fn parse_size(s: &str) -> Option<i64> {
     const UNITS: [(&str, i64); 8] = [
@@ -347,7 +355,9 @@ impl CsiBackend {
     ) -> Result<(), CsiBackendError> {
         rec.steps.insert(step, StepState::Calling);
         file.save(rec)?;
+        crash_at(step, "calling");
         call(rec).inspect_err(|e| self.forget_if_gone(e))?;
+        crash_at(step, "answered");
         rec.steps.insert(step, StepState::Done);
         file.save(rec)
     }
@@ -366,6 +376,7 @@ impl CsiBackend {
         }
         rec.steps.insert(step, StepState::Undoing);
         file.save(rec)?;
+        crash_at(step, "undoing");
         match call() {
             Ok(()) => {}
             Err(e) if e.code() == Some(Code::NotFound) => {
@@ -376,6 +387,7 @@ impl CsiBackend {
                 return Err(e.into());
             }
         }
+        crash_at(step, "undone");
         rec.steps.remove(&step);
         file.save(rec)
     }
