@@ -290,7 +290,12 @@ fn first_error(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let found = match lines.iter().position(|l| l.contains("panicked at")) {
-        Some(i) => lines[i..].iter().take(2).copied().collect::<Vec<_>>().join(" "),
+        Some(i) => lines[i..]
+            .iter()
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
         None => lines
             .iter()
             .find(|l| l.contains("error"))
