@@ -284,16 +284,25 @@ impl Drop for Ended<'_> {
     }
 }
 
-/// The first `dvdi: error:` line of `stderr`, without the names that vary, to count alike
-/// failures together.
+/// What `stderr` says went wrong, cut short, to count alike failures together: a panic's
+/// place and message (the writer's), else the first line naming an error, else the first line.
 fn first_error(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let line = text
-        .lines()
-        .find(|l| l.contains("error"))
-        .or_else(|| text.lines().next())
-        .unwrap_or("");
-    line.chars().take(100).collect()
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let found = match lines.iter().position(|l| l.contains("panicked at")) {
+        Some(i) => lines[i..]
+            .iter()
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => lines
+            .iter()
+            .find(|l| l.contains("error"))
+            .or(lines.first())
+            .map_or_else(String::new, |l| (*l).to_owned()),
+    };
+    found.chars().take(200).collect()
 }
 
 /// How a hold ended, from dvdi's status and stderr.
