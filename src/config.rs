@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::csi::{PluginConfigError, PluginInfo};
-use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
 /// Every key the module and `--config` files accept, in the order of the README's table.
 pub const KEYS: &[&str] = &[
@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "lease_wait_secs",
     "lease_drivers",
     "docker_volumes",
+    "csi_volumes",
     "plugin_mount_roots",
     "plugin_connect_secs",
     "csi_plugin_config_dir",
@@ -112,6 +113,12 @@ pub enum ConfigError {
     /// A `docker_volumes` other than `handle` or `ignore`.
     #[error("parameter docker_volumes: {value:?} is not a choice; use handle (this module mounts DOCKER_VOLUME entries) or ignore (another isolator, such as Mesos' docker/volume, does)")]
     BadDockerVolumes {
+        /// The value.
+        value: String,
+    },
+    /// A `csi_volumes` other than `handle` or `ignore`.
+    #[error("parameter csi_volumes: {value:?} is not a choice; use handle (this module mounts CSI_VOLUME entries) or ignore (another isolator, such as Mesos' volume/csi, does)")]
+    BadCsiVolumes {
         /// The value.
         value: String,
     },
@@ -264,6 +271,16 @@ pub enum DockerVolumes {
     Ignore,
 }
 
+/// Who acts on a task's `CSI_VOLUME` entries (`csi_volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsiVolumes {
+    /// This module mounts them through its CSI backend, with leases (the default).
+    Handle,
+    /// They are left to Mesos' own `volume/csi` isolator. Both acting on one entry would
+    /// publish the volume twice.
+    Ignore,
+}
+
 /// Every setting of the module and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -301,6 +318,8 @@ pub struct Config {
     pub lease_drivers: Vec<DriverName>,
     /// Who acts on `DOCKER_VOLUME` entries (`docker_volumes`).
     pub docker_volumes: DockerVolumes,
+    /// Who acts on `CSI_VOLUME` entries (`csi_volumes`).
+    pub csi_volumes: CsiVolumes,
     /// Where plugin and dvdcli mount points may lie; empty: anywhere outside `/` and the system
     /// trees (`plugin_mount_roots`).
     pub plugin_mount_roots: Vec<PathBuf>,
@@ -353,6 +372,7 @@ impl Default for Config {
             lease_wait: Duration::from_secs(30),
             lease_drivers: Vec::new(),
             docker_volumes: DockerVolumes::Handle,
+            csi_volumes: CsiVolumes::Handle,
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
@@ -418,6 +438,7 @@ impl ConfigError {
             Self::BadCoordination(_) => Some("coordination"),
             Self::BadAgentName { .. } | Self::AgentNameNotUnique { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
+            Self::BadCsiVolumes { .. } => Some("csi_volumes"),
             Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
             Self::UnknownModule { .. } => None,
@@ -734,6 +755,17 @@ impl Config {
                 }
             }
             "plugin_mount_roots" if value.is_empty() => self.plugin_mount_roots = Vec::new(),
+            "csi_volumes" => {
+                self.csi_volumes = match value {
+                    "handle" => CsiVolumes::Handle,
+                    "ignore" => CsiVolumes::Ignore,
+                    _ => {
+                        return Err(ConfigError::BadCsiVolumes {
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
             "plugin_mount_roots" => {
                 self.plugin_mount_roots = list(key, value, ':')?
                     .into_iter()
@@ -845,6 +877,15 @@ impl Config {
         match self.docker_volumes {
             DockerVolumes::Handle => entries,
             DockerVolumes::Ignore => &[],
+        }
+    }
+
+    /// The `CSI_VOLUME` entries this isolator acts on: all of `entries`, or none when
+    /// `csi_volumes=ignore` leaves them to another isolator.
+    pub fn csi_volumes_of<'a>(&self, entries: &'a [CsiVolumeInput]) -> &'a [CsiVolumeInput] {
+        match self.csi_volumes {
+            CsiVolumes::Handle => entries,
+            CsiVolumes::Ignore => &[],
         }
     }
 

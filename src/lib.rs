@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod config;
 pub mod coord;
+mod crash;
 pub mod csi;
 pub mod durable;
 pub mod error;

@@ -36,6 +36,7 @@ fn mount(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) -> Pat
         explicit_create: explicit,
         id: &MountId("m1".into()),
         read_only: false,
+        csi: None,
     })
     .unwrap_or_else(|e| panic!("{}", render_chain(&e)))
 }
@@ -48,6 +49,7 @@ fn mount_err(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) ->
             explicit_create: explicit,
             id: &MountId("m1".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     render_chain(&e)
@@ -147,6 +149,7 @@ fn explicit_create_refuses_a_missing_volume_and_creates_nothing() {
             explicit_create: true,
             id: &MountId("m1".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
@@ -507,6 +510,7 @@ fn readers_only_mount_writes_nothing(fstype: &str, no_replay: &str) {
             explicit_create: true,
             id: &MountId("r".into()),
             read_only: true,
+            csi: None,
         };
         let p = b
             .mount(&ro)

@@ -224,6 +224,20 @@ impl Sleepers {
             })
             .collect()
     }
+
+    /// The sleepers once one has exec'd: `echo ready` runs after the shell forks the
+    /// background job, not after the job's exec, so its command line may still be the shell's
+    /// for a moment. Waits for that exec (bounded), not for a time.
+    fn started(&self) -> Vec<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let pids = self.pids();
+            if !pids.is_empty() || std::time::Instant::now() > deadline {
+                return pids;
+            }
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl Drop for Sleepers {
@@ -252,16 +266,11 @@ fn an_interrupted_command_takes_its_orphans_along_so_its_loop_volume_is_released
         // as test runners may start everything, ignores SIGINT for good.)
         let script = format!("sleep {} & echo ready; wait", sleepers.0);
         let (run, _out) = start_waiting(&fx, &env, &script);
-        // "ready" comes as the background job is forked; wait until it runs sleep (a bound on
-        // a hang, never reached when it starts).
-        let deadline = std::time::Instant::now() + HANG;
-        while sleepers.pids().is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the background sleep did not start"
-            );
-            std::thread::yield_now();
-        }
+        assert_eq!(
+            sleepers.started().len(),
+            1,
+            "the background sleep did not start"
+        );
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(run.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mesos_dvdi::config::{
-    BackendKind, Config, ConfigError, DockerVolumes, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
+    BackendKind, Config, ConfigError, CsiVolumes, DockerVolumes, KEYS, LEGACY_MODULE_NAME,
+    MODULE_NAME,
 };
 use mesos_dvdi::error::render_chain;
 
@@ -74,6 +75,7 @@ fn every_key_is_read() {
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
         ("docker_volumes", "ignore"),
+        ("csi_volumes", "ignore"),
         ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
         ("plugin_connect_secs", "3"),
         ("legacy_checkpoint", "/old/a.pb:/old/b.json"),
@@ -98,6 +100,7 @@ fn every_key_is_read() {
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
     assert_eq!(c.docker_volumes, DockerVolumes::Ignore);
+    assert_eq!(c.csi_volumes, CsiVolumes::Ignore);
     assert_eq!(
         c.plugin_mount_roots,
         [
@@ -110,7 +113,7 @@ fn every_key_is_read() {
         c.legacy_checkpoint,
         [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
     );
-    assert_eq!(KEYS.len(), 22);
+    assert_eq!(KEYS.len(), 23);
 }
 
 #[test]
@@ -148,6 +151,7 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("allowed_drivers", "lo cal", "driver"),
         ("docker_volumes", "Ignore", "handle"),
         ("docker_volumes", "", "ignore"),
+        ("csi_volumes", "sometimes", "volume/csi"),
         ("plugin_mount_roots", "mnt", "absolute"),
         ("plugin_mount_roots", "/a::/b", "empty entry"),
         ("plugin_connect_secs", "0", "positive"),
@@ -335,6 +339,20 @@ fn docker_volumes_flag_reaches_the_same_parser() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--docker-volumes") && err.contains("\"sometimes\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn csi_volumes_flag_reaches_the_same_parser() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(["--csi-volumes", "sometimes", "resolve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--csi-volumes") && err.contains("\"sometimes\""),
         "{err}"
     );
 }

@@ -77,8 +77,10 @@ impl Cluster {
         .collect()
     }
 
-    /// `dvdi` as agent `name` (through `--config`, the same parser as the module's).
+    /// `dvdi` as agent `name` (through `--config`, the same parser as the module's), whose work
+    /// dir exists, as on an installed agent (dvdi notes on stderr a work dir it had to create).
     fn dvdi(&self, name: &str, lease_wait_secs: u64) -> Command {
+        std::fs::create_dir_all(self.path(&format!("{name}/work"))).unwrap();
         let file = self.path(&format!("{name}-{lease_wait_secs}.json"));
         let json: serde_json::Map<String, serde_json::Value> = self
             .params(name, lease_wait_secs)
@@ -187,6 +189,12 @@ impl Running {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            // A first run's note that it created the agent's work dir is not a complaint.
+            let text = text
+                .lines()
+                .filter(|l| !l.starts_with("dvdi: note: created "))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>();
             let code = child.wait().unwrap().code().unwrap_or(-1);
             let _ = tx.send((code, text));
         });

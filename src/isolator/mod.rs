@@ -47,7 +47,7 @@ use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{Coordinator, LeaseLoss};
 use crate::mount;
-use crate::spec::{DockerVolumeInput, DriverName, VolumeKey};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, VolumeKey};
 use crate::state::{ContainerId, StateError, Store, VolumeRecord};
 
 /// What a container asks for and where it lives.
@@ -57,6 +57,8 @@ pub struct ContainerInput {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// `DOCKER_VOLUME` entries of its `ContainerInfo`.
     pub docker_volumes: Vec<DockerVolumeInput>,
+    /// `CSI_VOLUME` entries of its `ContainerInfo`.
+    pub csi_volumes: Vec<CsiVolumeInput>,
     /// Its sandbox directory on the host.
     pub sandbox: PathBuf,
     /// Its root filesystem on the host, when it has an image.
@@ -125,14 +127,7 @@ pub struct RecoverReport {
     pub errors: Vec<String>,
 }
 
-/// Test-only crash injection: with the `crash-points` feature, the process kills itself with
-/// SIGKILL when `DVDI_CRASH_AT` names the point it reaches.
-fn crash_point(_point: &str) {
-    #[cfg(feature = "crash-points")]
-    if std::env::var("DVDI_CRASH_AT").is_ok_and(|p| p == _point) {
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGKILL);
-    }
-}
+use crate::crash::crash_point;
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
 /// them.
@@ -148,6 +143,23 @@ pub const CRASH_POINTS: &[&str] = &[
     "cleanup:unmount-intent-saved",
     "cleanup:backend-unmounted",
     "cleanup:lease-released",
+    // The CSI backend's, around each RPC of a volume's lifecycle: its step recorded as calling
+    // (before the RPC) and the RPC answered (before the step is recorded done); likewise when
+    // undoing (recorded as undoing, then the RPC answered). CreateVolume is never undone.
+    "csi:create_volume:calling",
+    "csi:create_volume:answered",
+    "csi:controller_publish:calling",
+    "csi:controller_publish:answered",
+    "csi:node_stage:calling",
+    "csi:node_stage:answered",
+    "csi:node_publish:calling",
+    "csi:node_publish:answered",
+    "csi:node_publish:undoing",
+    "csi:node_publish:undone",
+    "csi:node_stage:undoing",
+    "csi:node_stage:undone",
+    "csi:controller_publish:undoing",
+    "csi:controller_publish:undone",
 ];
 
 /// The isolator: prepare, cleanup and recover for any number of threads at once.
@@ -328,6 +340,7 @@ impl Isolator {
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
                     read_only: record.users.values().all(|u| u.read_only),
+                    csi: record.csi.as_ref(),
                 })
             })
             .map_err(|e| about(e, record).into())

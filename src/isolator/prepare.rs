@@ -69,6 +69,7 @@ impl Isolator {
         let resolved = spec::resolve(
             &input.env,
             self.config.docker_volumes_of(&input.docker_volumes),
+            self.config.csi_volumes_of(&input.csi_volumes),
             &self.config.resolve_options(),
         )
         .map_err(|e| fail(e.into()))?;
@@ -172,7 +173,11 @@ impl Isolator {
             }
             // Half mounted or half unmounted by a process that died (or a failed unmount):
             // mount again under the same id, which every backend treats as idempotent.
-            Some(record) => record,
+            // The task's secrets are in memory only: a record read back has none.
+            Some(record) => VolumeRecord {
+                csi: spec.csi.clone(),
+                ..record
+            },
             None => self.new_record(spec),
         };
         let before = record.clone();
@@ -278,6 +283,7 @@ impl Isolator {
             users: Default::default(),
             last_error: None,
             lease: None,
+            csi: spec.csi.clone(),
         }
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::backend::MountId;
 use crate::coord::LeaseMode;
 use crate::mount::DeviceNumber;
-use crate::spec::{DriverName, VolumeKey, VolumeName, VolumeOpts};
+use crate::spec::{CsiStatic, DriverName, VolumeKey, VolumeName, VolumeOpts};
 
 /// The checkpoint format this build writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -176,6 +176,10 @@ pub struct VolumeRecord {
     /// back, so recovery knows which leases may be held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseMode>,
+    /// What a `CSI_VOLUME` entry added (mount flags, volume context), so a remount uses them too.
+    /// Its secrets are never saved: they live in memory while a prepare needs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CsiStatic>,
 }
 
 impl VolumeRecord {

@@ -152,6 +152,11 @@ impl Store {
         Self { volumes, durable }
     }
 
+    /// The `work_dir` the store lives in.
+    pub fn work_dir(&self) -> &Path {
+        self.volumes.parent().unwrap_or(&self.volumes)
+    }
+
     /// Whether records are fsynced (false on tmpfs, where that would change nothing).
     pub fn durable(&self) -> bool {
         self.durable

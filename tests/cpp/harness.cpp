@@ -18,6 +18,12 @@
 // checks that the table keeps no entry after a fence during cleanup, a fence after it, or a fence
 // for a container Mesos never gave.
 //
+// With DVDI_HARNESS_CSI_CONFIG (a CSI plugin configuration directory) and DVDI_HARNESS_CSI_VOLUME
+// (the id of a volume that plugin has) in its environment, it sends a CSI_VOLUME entry through the
+// bridge, with VALUE secrets, mount flags and a volume context, writes through its bind and cleans
+// up; then one with a REFERENCE secret, which must be refused naming it. The caller checks what the
+// plugin saw.
+//
 // Usage: harness DIR PLUGIN_DIR SOURCE [ZK_HOST:PORT]
 //   DIR: an empty scratch directory; PLUGIN_DIR: where a running docker-volume-easyfuse plugin
 //   has its easyfuse.sock; SOURCE: a directory that plugin's bindfs volume mirrors.
@@ -239,6 +245,66 @@ void swapped_target(IsolatorCore& iso, const std::string& dir) {
   CHECK(launch(p, "test -f " + victim + "/marker && ! test -e " + victim + "/from-volume") == 0,
         "the bind followed the task's link onto " + victim + " (target " + target + ")");
   iso.cleanup("c5");
+}
+
+CsiSecret csi_secret(const std::string& key, int32_t kind, const std::string& value,
+                     const std::string& reference) {
+  CsiSecret s;
+  s.key = key;
+  s.kind = kind;
+  for (char c : value) s.value.push_back(static_cast<uint8_t>(c));
+  s.reference = reference;
+  return s;
+}
+
+// A CSI_VOLUME entry as the shim translates Mesos 1.11's Volume.Source.CSIVolume.
+void csi_volume(const std::string& dir, const std::string& config, const std::string& id) {
+  rust::Vec<Param> params;
+  params.push_back(param("work_dir", dir + "/csi-work"));
+  params.push_back(param("plugin_dirs", dir + "/no-plugins"));
+  params.push_back(param("default_driver", "local"));
+  params.push_back(param("csi_plugin_config_dir", config));
+  rust::Box<IsolatorCore> iso = create("org_apache_mesos_DvdiIsolator", params);
+  const std::string sandbox = dir + "/sandbox-csi";
+  mkdir(sandbox.c_str(), 0755);
+
+  CsiVolume v;
+  v.index = 2;
+  v.plugin_name = "hostpath.csi.k8s.io";
+  v.has_static_provisioning = true;
+  v.volume_id = id;
+  v.block = false;
+  v.fs_type = "ext4";
+  v.mount_flags.push_back("noatime");
+  v.access_mode = 1;  // SINGLE_NODE_WRITER
+  v.volume_context.push_back(param("share", "projects"));
+  v.node_stage_secrets.push_back(csi_secret("password", 2, "harness-stage-secret", ""));
+  v.node_publish_secrets.push_back(csi_secret("token", 2, "harness-publish-secret", ""));
+  v.container_path = "csi";
+  v.read_only = false;
+  ContainerRequest c;
+  c.csi_volumes.push_back(v);
+  c.sandbox = sandbox;
+  Launch p = iso->prepare("c6", c);
+  CHECK(p.mounts.size() == 1, "c6 has one bind");
+  CHECK(launch(p, "echo via-csi > " + sandbox + "/csi/file") == 0, "c6 writes through the bind");
+  iso->cleanup("c6");
+
+  CsiVolume ref = v;
+  ref.node_publish_secrets.clear();
+  ref.node_publish_secrets.push_back(csi_secret("token", 1, "", "/secrets/nfs-token"));
+  ContainerRequest r;
+  r.csi_volumes.push_back(ref);
+  r.sandbox = sandbox;
+  try {
+    iso->prepare("c7", r);
+    CHECK(false, "a REFERENCE secret was accepted");
+  } catch (const rust::Error& e) {
+    const std::string what = e.what();
+    CHECK(what.find("node_publish_secrets[\"token\"]") != std::string::npos &&
+              what.find("/secrets/nfs-token") != std::string::npos,
+          "the error names the REFERENCE secret: " + what);
+  }
 }
 
 // One agent of the fencing scenario: a leased `local` volume on storage both agents see.
@@ -497,6 +563,17 @@ int main(int argc, char** argv) {
       fencing(dir, argv[4]);
     } catch (const std::exception& e) {
       CHECK(false, std::string("fencing scenario: ") + e.what());
+    }
+  }
+
+  const char* csi_config = getenv("DVDI_HARNESS_CSI_CONFIG");
+  const char* csi_id = getenv("DVDI_HARNESS_CSI_VOLUME");
+  if (csi_config != nullptr && csi_id != nullptr) {
+    try {
+      csi_volume(dir, csi_config, csi_id);
+      std::cerr << "harness: CSI_VOLUME scenario ran" << std::endl;
+    } catch (const std::exception& e) {
+      CHECK(false, std::string("CSI_VOLUME scenario: ") + e.what());
     }
   }
 

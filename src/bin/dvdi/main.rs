@@ -131,6 +131,10 @@ struct Global {
     /// [docker_volumes; default handle]
     #[arg(long, global = true, value_name = "WHO")]
     docker_volumes: Option<String>,
+    /// Who mounts CSI_VOLUME entries: handle (dvdi) or ignore (Mesos' volume/csi isolator)
+    /// [csi_volumes; default handle]
+    #[arg(long, global = true, value_name = "WHO")]
+    csi_volumes: Option<String>,
     /// A directory plugin and dvdcli mount points must lie under; repeatable (default: anywhere
     /// but / and the system trees) [plugin_mount_roots]
     #[arg(long, global = true, value_name = "DIR")]
@@ -352,6 +356,7 @@ impl Global {
                 "--docker-volumes",
                 self.docker_volumes.clone(),
             ),
+            ("csi_volumes", "--csi-volumes", self.csi_volumes.clone()),
             (
                 "plugin_mount_roots",
                 "--plugin-mount-root",
@@ -415,6 +420,7 @@ fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
     let resolved = spec::resolve(
         &input.env,
         config.docker_volumes_of(&input.docker_volumes),
+        &[],
         &config.resolve_options(),
     )?;
     for w in &resolved.warnings {
@@ -573,6 +579,9 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
                 table::stdout_width()
             )
         );
+    }
+    if let Some(section) = csi::status_section(&scanned) {
+        print!("{section}");
     }
     for line in leases::status_section(config) {
         println!("{line}");

@@ -119,7 +119,7 @@ fn with_progress<T>(what: &str, waits: &Waits, work: impl FnOnce() -> T) -> T {
 
 fn describe(task: &TaskInput, config: &Config) -> String {
     let docker_volumes = config.docker_volumes_of(&task.docker_volumes);
-    match mesos_dvdi::spec::resolve(&task.env, docker_volumes, &config.resolve_options()) {
+    match mesos_dvdi::spec::resolve(&task.env, docker_volumes, &[], &config.resolve_options()) {
         Ok(r) if !r.volumes.is_empty() => {
             let names: Vec<String> = r
                 .volumes
@@ -197,6 +197,7 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
             .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
             .collect(),
         docker_volumes: req.task.docker_volumes.clone(),
+        csi_volumes: Vec::new(),
         sandbox: req.sandbox.clone(),
         rootfs: req.rootfs.clone(),
         user: None,
