@@ -8,7 +8,7 @@ use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::csi::{PluginConfigError, PluginInfo};
 use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
-/// Every key the module and `--config` files accept, in the order of the README's table.
+/// Every key the module and `--config` files accept, in the order `isolator.json` lists them.
 pub const KEYS: &[&str] = &[
     "work_dir",
     "default_driver",
