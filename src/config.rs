@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "plugin_connect_secs",
     "legacy_checkpoint",
     "state_dir",
+    "call_threads",
 ];
 
 /// The module's own name (`isolator.json`, `--isolation`).
@@ -88,6 +89,14 @@ pub enum ConfigError {
     /// A timeout that is not a positive whole number of seconds.
     #[error("parameter {key}: {value:?} is not a positive whole number of seconds")]
     BadSeconds {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A count that is not a positive whole number.
+    #[error("parameter {key}: {value:?} is not a positive whole number")]
+    BadCount {
         /// The key.
         key: &'static str,
         /// The value.
@@ -185,6 +194,10 @@ pub enum ConfigError {
     },
 }
 
+/// The default `call_threads`: enough for 512 containers to be prepared at once, each waiting on
+/// its own plugin call (a thread blocked in a call costs its stack's touched pages, not a core).
+pub const DEFAULT_CALL_THREADS: usize = 512;
+
 /// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
 /// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +282,9 @@ pub struct Config {
     pub plugin_connect_timeout: Duration,
     /// The original module's checkpoints, imported at recover (`legacy_checkpoint`).
     pub legacy_checkpoint: Vec<PathBuf>,
+    /// How many of the module's calls (recover, prepare, cleanup) may run at once, each on a
+    /// thread of its own; more wait for one (`call_threads`).
+    pub call_threads: usize,
 }
 
 /// A configuration read from module parameters, with what was ignored on purpose.
@@ -310,6 +326,7 @@ impl Default for Config {
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
+            call_threads: DEFAULT_CALL_THREADS,
         }
     }
 }
@@ -347,6 +364,7 @@ impl ConfigError {
             Self::UnknownKey { key } | Self::DuplicateKey { key } => Some(key),
             Self::NotAbsolute { key, .. }
             | Self::BadSeconds { key, .. }
+            | Self::BadCount { key, .. }
             | Self::BadBool { key, .. }
             | Self::BadDriver { key, .. }
             | Self::EmptyEntry { key, .. } => Some(key),
@@ -377,6 +395,16 @@ fn seconds(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     match value.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
         _ => Err(ConfigError::BadSeconds {
+            key,
+            value: value.to_owned(),
+        }),
+    }
+}
+
+fn count(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::BadCount {
             key,
             value: value.to_owned(),
         }),
@@ -584,6 +612,7 @@ impl Config {
                         .collect::<Result<_, _>>()?
                 }
             }
+            "call_threads" => self.call_threads = count(key, value)?,
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())

@@ -124,6 +124,10 @@ struct Global {
     /// repeatable; '' for none [legacy_checkpoint; default: the original's four locations]
     #[arg(long, global = true, value_name = "FILE")]
     legacy_checkpoint: Vec<String>,
+    /// How many of the module's calls may run at once, each on a thread of its own; dvdi itself
+    /// makes one call at a time [call_threads; default 512]
+    #[arg(long, global = true, value_name = "N")]
+    call_threads: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,6 +326,7 @@ impl Global {
                 "--legacy-checkpoint",
                 (!self.legacy_checkpoint.is_empty()).then(|| self.legacy_checkpoint.join(":")),
             ),
+            ("call_threads", "--call-threads", self.call_threads.clone()),
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
