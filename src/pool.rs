@@ -143,6 +143,8 @@ struct State {
     threads: usize,
     /// Call threads waiting for work.
     idle: usize,
+    /// Call threads started that have not yet looked for work.
+    starting: usize,
     /// Idle call threads asked to leave, their place in the bound given to a helper already.
     retire: usize,
     /// The timekeeper is running.
@@ -153,13 +155,18 @@ struct State {
 }
 
 impl State {
-    /// How many call threads to start so that every waiting call has one, within the bound.
+    /// Waiting calls that no idle or starting call thread will take.
+    fn uncovered(&self) -> usize {
+        let takers = self.idle.saturating_sub(self.retire) + self.starting;
+        self.waiting.len().saturating_sub(takers)
+    }
+
+    /// How many call threads to start so that every waiting call has one, within the bound
+    /// (counted as started).
     fn fill(&mut self, max: usize) -> usize {
-        let mut start = 0;
-        while self.waiting.len() > self.idle.saturating_sub(self.retire) && self.threads < max {
-            self.threads += 1;
-            start += 1;
-        }
+        let start = self.uncovered().min(max.saturating_sub(self.threads));
+        self.threads += start;
+        self.starting += start;
         start
     }
 
@@ -320,9 +327,8 @@ impl Pool {
             s.deadlines.insert((d, ticket));
         }
         let start = s.fill(shared.max);
-        // Calls left waiting once the idle threads and those being started have taken theirs.
-        let left = s.waiting.len() > s.idle.saturating_sub(s.retire) + start;
-        let start_timekeeper = left && !s.deadlines.is_empty() && !s.timekeeper;
+        // Calls are left waiting even once the idle and starting threads have taken theirs.
+        let start_timekeeper = s.uncovered() > 0 && !s.deadlines.is_empty() && !s.timekeeper;
         if start_timekeeper {
             s.timekeeper = true;
         }
@@ -396,6 +402,7 @@ fn spawn_worker(shared: &Arc<Shared>) {
     if let Err(e) = spawned {
         let mut s = lock(&shared.state);
         s.threads -= 1;
+        s.starting -= 1;
         // Calls still wait; with no thread at all, none would ever start or be refused.
         let stranded = s.threads == 0 && !s.timekeeper && !s.waiting.is_empty();
         if stranded {
@@ -411,6 +418,7 @@ fn spawn_worker(shared: &Arc<Shared>) {
 
 fn worker(shared: &Arc<Shared>) {
     let mut s = lock(&shared.state);
+    s.starting -= 1;
     loop {
         // Leaving to make room for a helper comes first: that helper already runs in our place.
         if s.retire > 0 {
