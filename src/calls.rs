@@ -28,7 +28,7 @@ use crate::isolator::{
     CleanupError, ContainerInput, Isolator, IsolatorError, KnownContainer, LaunchPlan,
     PrepareError, RecoverReport,
 };
-use crate::metrics::{Counted, Metrics};
+use crate::metrics::{Counted, Kind, Metrics};
 use crate::mount::Host;
 use crate::pool::{self, panic_message, Pool, PoolStats, Refused};
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
@@ -43,6 +43,13 @@ const READ_LIMIT: Limit = Limit {
     after: Duration::from_secs(60),
     setting: "the endpoints' fixed limit",
 };
+
+/// The call pool's metrics, in the order [`Calls::metrics_now`] gives them.
+pub const POOL_METRICS: &[(&str, Kind)] = &[
+    ("dvdi/calls_running", Kind::Gauge),
+    ("dvdi/calls_waiting", Kind::Gauge),
+    ("dvdi/calls_refused", Kind::Counter),
+];
 
 /// What a refused call's message ends with: what an operator can do.
 const REMEDY: &str = "raise call_threads, or fix the plugin or storage the oldest call waits for";
@@ -143,6 +150,21 @@ impl Calls {
     /// The call pool's counts now.
     pub fn pool_stats(&self) -> PoolStats {
         self.calls.stats()
+    }
+
+    /// Every metric with its value now: the core's ([`crate::metrics::NAMES`]), then the call
+    /// pool's ([`POOL_METRICS`]).
+    pub fn metrics_now(&self) -> Vec<(&'static str, Kind, u64)> {
+        let mut all = self.metrics.snapshot(self.isolator.usage());
+        let pool = self.calls.stats();
+        let values = [pool.running, pool.waiting, pool.refused];
+        all.extend(
+            POOL_METRICS
+                .iter()
+                .zip(values)
+                .map(|(&(name, kind), value)| (name, kind, value)),
+        );
+        all
     }
 
     /// Recovers (see [`Isolator::recover`]); `done` gets the report.

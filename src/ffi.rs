@@ -520,8 +520,7 @@ impl IsolatorCore {
         guard("metrics", || {
             Ok::<_, std::convert::Infallible>(
                 self.calls
-                    .metrics()
-                    .snapshot(self.calls.isolator().usage())
+                    .metrics_now()
                     .into_iter()
                     .map(|(name, kind, value)| bridge::Metric {
                         name: name.to_owned(),

@@ -82,12 +82,15 @@ fn a_call_that_cannot_start_before_its_deadline_fails_saying_the_pool_is_full_an
     );
     // It never ran: nothing was recorded for its volume, and it counts as a failed prepare.
     assert!(!fx.recorded("held", "other"));
-    assert_eq!(calls.pool_stats().refused, 1);
-    let snapshot = calls.metrics().snapshot(calls.isolator().usage());
-    let value = |name: &str| snapshot.iter().find(|m| m.0 == name).unwrap().2;
+    let metrics = calls.metrics_now();
+    let value = |name: &str| metrics.iter().find(|m| m.0 == name).unwrap().2;
     assert_eq!(
         (value("dvdi/prepares"), value("dvdi/prepare_failures")),
         (2, 1)
+    );
+    assert_eq!(
+        (value("dvdi/calls_refused"), value("dvdi/calls_waiting")),
+        (1, 0)
     );
 }
 

@@ -655,7 +655,9 @@ int main(int argc, char** argv) {
     const std::pair<bool, std::string> health = read_health(*iso);
     write_file(dir + "/health.json", health.second);
     CHECK(health.first, "healthy: " + health.second);
-    CHECK(iso->metrics().size() == 10, "ten metrics");
+    CHECK(iso->metrics().size() == 13, "thirteen metrics");
+    CHECK(metric(*iso, "dvdi/calls_waiting") == 0 && metric(*iso, "dvdi/calls_refused") == 0,
+          "no call waiting or refused");
     CHECK(metric(*iso, "dvdi/prepares") == 3, "prepares counted");
     CHECK(metric(*iso, "dvdi/prepare_failures") == 1, "the failed prepare counted");
     CHECK(metric(*iso, "dvdi/volumes_mounted") == 2, "two volumes mounted");
