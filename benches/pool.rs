@@ -3,7 +3,8 @@
 //!
 //! - `calls vs 100 ms plugin/N`: N containers, each with a volume of its own, prepared at once
 //!   against an in-process plugin whose Mount takes 100 ms; wall time from the first call to the
-//!   last answer. N = 1 is the floor: one plugin latency.
+//!   last answer. N = 1 is the floor: one plugin latency. `.../thread per call, 512` is the same
+//!   512 prepares the way the shim made them before the pool, each on a thread of its own.
 //! - `figure: ...` lines (not criterion's): a burst of 10,000 prepares on 10,000 volumes against
 //!   a plugin that answers Plugin.Activate and never anything else (a test double, run as a
 //!   separate process so that its threads are not counted), with a 2 s mount timeout so that the
@@ -31,13 +32,13 @@ use mesos_dvdi::calls::{CallError, Calls};
 use mesos_dvdi::config::Config;
 use mesos_dvdi::pool::Refused;
 use mesos_dvdi::spec::DriverName;
+use mesos_dvdi::state::Owner;
 
 #[path = "../tests/support/plugin.rs"]
 #[allow(dead_code)]
 mod plugin;
 
 #[path = "support/instant.rs"]
-#[allow(dead_code)]
 mod instant;
 
 use instant::{input, scratch};
@@ -63,7 +64,9 @@ fn slow_plugin(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(15));
     let dir = scratch();
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    let fast = plugin::memory_plugin(dir.path().join("vols"));
+    // Mount points under /dev (where the tmpfs scratch is) are refused as a system tree.
+    let volumes = tempfile::tempdir().unwrap();
+    let fast = plugin::memory_plugin(volumes.path().to_owned());
     let _server = plugin::TestPlugin::unix(&dir.path().join("plugins/slow.sock"), move |req| {
         if req.path == "/VolumeDriver.Mount" {
             // The plugin's own work (an attach), not synchronisation.
@@ -95,20 +98,43 @@ fn slow_plugin(c: &mut Criterion) {
                         rx.recv().unwrap().unwrap();
                     }
                     total += start.elapsed();
-                    let (tx, rx) = mpsc::channel();
-                    for id in &ids {
-                        let tx = tx.clone();
-                        calls.cleanup(id.clone(), move |r| tx.send(r).unwrap());
-                    }
-                    for _ in 0..n {
-                        rx.recv().unwrap().unwrap();
-                    }
+                    clean_up(&calls, &ids);
                 }
                 total
             })
         });
     }
+    group.bench_function("thread per call, 512", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                round += 1;
+                let ids: Vec<String> = (0..512).map(|i| format!("r{round}-{i}")).collect();
+                let isolator = calls.isolator();
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for (id, inp) in ids.iter().zip(&inputs) {
+                        s.spawn(move || isolator.prepare(id, Owner::Mesos, inp).unwrap());
+                    }
+                });
+                total += start.elapsed();
+                clean_up(&calls, &ids);
+            }
+            total
+        })
+    });
     group.finish();
+}
+
+fn clean_up(calls: &Calls, ids: &[String]) {
+    let (tx, rx) = mpsc::channel();
+    for id in ids {
+        let tx = tx.clone();
+        calls.cleanup(id.clone(), move |r| tx.send(r).unwrap());
+    }
+    for _ in ids {
+        rx.recv().unwrap().unwrap();
+    }
 }
 
 /// `Threads:` of /proc/self/status.

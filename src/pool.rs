@@ -36,10 +36,13 @@ type Job = Box<dyn FnOnce(Result<(), Refused>) + Send + 'static>;
 pub enum Refused {
     /// Every call thread stayed busy until the call's deadline.
     #[error(transparent)]
-    Full(PoolFull),
+    Full(Box<PoolFull>),
     /// The pool was dropped (the isolator is going away) while the call waited.
     #[error("the isolator was shut down before the call started")]
     ShutDown,
+    /// No call thread could be started, and none was left to run the call.
+    #[error("no thread could be started to run the call: {0}")]
+    NoThread(String),
 }
 
 /// What kept a call from starting: the pool's state when its deadline passed.
@@ -178,8 +181,20 @@ impl State {
         Some(w)
     }
 
-    fn full(&self, max: usize, since: Instant, remedy: &str, now: Instant) -> PoolFull {
-        PoolFull {
+    /// Every waiting call, taken out of the queue (counted as refused).
+    fn take_all(&mut self) -> Vec<Job> {
+        let tickets: Vec<u64> = self.waiting.keys().copied().collect();
+        let jobs: Vec<Job> = tickets
+            .into_iter()
+            .filter_map(|t| self.take(t))
+            .map(|w| w.job)
+            .collect();
+        self.refused += u64::try_from(jobs.len()).unwrap_or(u64::MAX);
+        jobs
+    }
+
+    fn full(&self, max: usize, since: Instant, remedy: &str, now: Instant) -> Box<PoolFull> {
+        Box::new(PoolFull {
             threads: max,
             running: self.running.len(),
             waiting: self.waiting.len(),
@@ -190,7 +205,7 @@ impl State {
                 doing: r.activity.get(now),
             }),
             remedy: remedy.to_owned(),
-        }
+        })
     }
 }
 
@@ -358,13 +373,7 @@ impl Drop for Pool {
         let shared = &self.shared;
         let mut s = lock(&shared.state);
         s.closed = true;
-        let tickets: Vec<u64> = s.waiting.keys().copied().collect();
-        let jobs: Vec<Job> = tickets
-            .into_iter()
-            .filter_map(|t| s.take(t))
-            .map(|w| w.job)
-            .collect();
-        s.refused += u64::try_from(jobs.len()).unwrap_or(u64::MAX);
+        let jobs = s.take_all();
         drop(s);
         shared.work.notify_all();
         shared.time.notify_all();
@@ -403,15 +412,16 @@ fn spawn_worker(shared: &Arc<Shared>) {
         let mut s = lock(&shared.state);
         s.threads -= 1;
         s.starting -= 1;
-        // Calls still wait; with no thread at all, none would ever start or be refused.
-        let stranded = s.threads == 0 && !s.timekeeper && !s.waiting.is_empty();
-        if stranded {
-            s.timekeeper = true;
-        }
+        // The threads left take the waiting calls; with none left, none would ever start.
+        let stranded = if s.threads == 0 {
+            s.take_all()
+        } else {
+            Vec::new()
+        };
         drop(s);
         log::error!("{}: cannot start a call thread: {e}", shared.name);
-        if stranded {
-            spawn_timekeeper(shared);
+        for job in stranded {
+            run_guarded(&shared.name, || job(Err(Refused::NoThread(e.to_string()))));
         }
     }
 }
