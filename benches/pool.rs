@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion};
 use mesos_dvdi::calls::{CallError, Calls};
 use mesos_dvdi::config::Config;
+use mesos_dvdi::error::render_chain;
 use mesos_dvdi::pool::Refused;
 use mesos_dvdi::spec::DriverName;
 use mesos_dvdi::state::Owner;
@@ -177,16 +178,24 @@ fn hung_burst() {
     let before = threads();
     let answered = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
+    let first_refusal = Arc::new(std::sync::Mutex::new(None::<String>));
     let start = Instant::now();
     for (i, inp) in inputs.into_iter().enumerate() {
         let (answered, refused) = (Arc::clone(&answered), Arc::clone(&refused));
+        let first_refusal = Arc::clone(&first_refusal);
         calls.prepare(format!("h{i}"), inp, move |r| {
-            if let Err(CallError::NotStarted {
-                source: Refused::Full(_),
-                ..
-            }) = r
+            if let Err(
+                e @ CallError::NotStarted {
+                    source: Refused::Full(_),
+                    ..
+                },
+            ) = &r
             {
                 refused.fetch_add(1, Ordering::Relaxed);
+                first_refusal
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| render_chain(e));
             }
             answered.fetch_add(1, Ordering::Relaxed);
         });
@@ -218,6 +227,10 @@ fn hung_burst() {
         "figure: hung plugin, 10,000 prepares: until every call had its answer = {:.2} s",
         took.as_secs_f64()
     );
+    let first = first_refusal.lock().unwrap().take();
+    if let Some(message) = first {
+        println!("the first refusal: {message}");
+    }
 }
 
 /// The plugin that answers Plugin.Activate and never anything else (a test double), in a process
