@@ -1,8 +1,9 @@
 //! ZooKeeper leases against a local server (Debian's package, started here on a loopback port):
 //! - the floor: one bare `create` + `delete` of an ephemeral node on a raw client session (the
 //!   two writes every lease needs);
-//! - a read-write lease, acquire + release, through the coordinator (command to its thread,
-//!   children listed and read, node created; then listed, read and deleted);
+//! - a read-write lease, acquire + release, through the coordinator (command to its thread; on
+//!   the view kept from its last take, one transaction creating the node with its watch asked
+//!   for behind it; then the node deleted with the children listed behind it);
 //! - the same for a read-only lease;
 //! - `prepare+cleanup (1 volume)` of the isolator with coordination off and on, side by side in
 //!   one run: the same instant backend (a test double, as in the isolator bench), the volume's

@@ -64,6 +64,56 @@ rust::Vec<uint8_t> bytes(const std::string& s) {
   return out;
 }
 
+rust::Vec<CsiSecret> secrets(const google::protobuf::Map<std::string, mesos::Secret>& given) {
+  rust::Vec<CsiSecret> out;
+  for (const auto& entry : given) {
+    CsiSecret secret;
+    secret.key = entry.first;
+    secret.kind = entry.second.has_type() ? static_cast<int32_t>(entry.second.type()) : 0;
+    if (entry.second.has_value()) secret.value = bytes(entry.second.value().data());
+    if (entry.second.has_reference()) secret.reference = entry.second.reference().name();
+    out.push_back(std::move(secret));
+  }
+  return out;
+}
+
+// A CSI_VOLUME as Mesos 1.11 gives it; the Rust core validates it (and refuses what it cannot
+// use, such as a REFERENCE secret).
+CsiVolume translateCsi(const mesos::Volume& volume, uint64_t index) {
+  const mesos::Volume::Source::CSIVolume& csi = volume.source().csi_volume();
+  CsiVolume out;
+  out.index = index;
+  out.plugin_name = csi.plugin_name();
+  out.has_static_provisioning = csi.has_static_provisioning();
+  out.block = false;
+  out.access_mode = 0;
+  if (csi.has_static_provisioning()) {
+    const auto& sp = csi.static_provisioning();
+    out.volume_id = sp.volume_id();
+    const auto& capability = sp.volume_capability();
+    out.block = capability.has_block();
+    if (capability.has_mount()) {
+      out.fs_type = capability.mount().fs_type();
+      for (const std::string& flag : capability.mount().mount_flags()) {
+        out.mount_flags.push_back(flag);
+      }
+    }
+    out.access_mode =
+        capability.has_access_mode() ? static_cast<int32_t>(capability.access_mode().mode()) : 0;
+    for (const auto& entry : sp.volume_context()) {
+      Param param;
+      param.key = entry.first;
+      param.value = entry.second;
+      out.volume_context.push_back(std::move(param));
+    }
+    out.node_stage_secrets = secrets(sp.node_stage_secrets());
+    out.node_publish_secrets = secrets(sp.node_publish_secrets());
+  }
+  out.container_path = volume.container_path();
+  out.read_only = volume.mode() == mesos::Volume::RO;
+  return out;
+}
+
 ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
   ContainerRequest request;
   // The task's environment when the container runs a task, else the executor's.
@@ -85,7 +135,13 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
     }
   }
   if (config.has_container_info()) {
+    uint64_t index = 0;
     for (const mesos::Volume& volume : config.container_info().volumes()) {
+      const uint64_t position = index++;
+      if (volume.has_source() && volume.source().type() == mesos::Volume::Source::CSI_VOLUME) {
+        request.csi_volumes.push_back(translateCsi(volume, position));
+        continue;
+      }
       if (!volume.has_source() || volume.source().type() != mesos::Volume::Source::DOCKER_VOLUME) {
         continue;
       }

@@ -1,13 +1,14 @@
-//! One configuration for both front ends (DESIGN §6): the module's parameters and the `dvdi` CLI's
+//! One configuration for both front ends: the module's parameters and the `dvdi` CLI's
 //! flags are parsed into the same [`Config`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::coord::zk::{ZkTarget, ZkUrlError};
-use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
+use crate::csi::{PluginConfigError, PluginInfo};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
-/// Every key the module and `--config` files accept, in the order of DESIGN §6.
+/// Every key the module and `--config` files accept, in the order of the README's table.
 pub const KEYS: &[&str] = &[
     "work_dir",
     "default_driver",
@@ -31,6 +32,8 @@ pub const KEYS: &[&str] = &[
     "legacy_checkpoint",
     "state_dir",
     "call_threads",
+    "csi_plugin_config_dir",
+    "csi_volumes",
 ];
 
 /// The module's own name (`isolator.json`, `--isolation`).
@@ -122,6 +125,12 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A `csi_volumes` other than `handle` or `ignore`.
+    #[error("parameter csi_volumes: {value:?} is not a choice; use handle (this module mounts CSI_VOLUME entries) or ignore (another isolator, such as Mesos' volume/csi, does)")]
+    BadCsiVolumes {
+        /// The value.
+        value: String,
+    },
     /// An invalid driver name.
     #[error("parameter {key}: invalid driver name {value:?}")]
     BadDriver {
@@ -150,6 +159,13 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// `coordination` is on and `agent_name` is not set, and its default, this host's name, is
+    /// one that unnamed or cloned hosts share.
+    #[error("parameter agent_name is not set, and its default, this host's name {value:?}, does not tell agents apart (unnamed and cloned hosts share it): set agent_name to a name unique in the cluster")]
+    AgentNameNotUnique {
+        /// The host name.
+        value: String,
+    },
     /// Two spellings of one setting given together (`work_dir` and `state_dir`).
     #[error("parameters {first} and {second} are the same setting; give only one of them")]
     BothSpellings {
@@ -176,13 +192,44 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A `--config` file that is not a JSON object of settings.
-    #[error("configuration file {path} is not a JSON object of parameters")]
+    #[error(
+        "configuration file {path} is not a JSON object of parameters nor a Mesos modules file"
+    )]
     ParseFile {
         /// The file.
         path: PathBuf,
         /// Why.
         #[source]
         source: serde_json::Error,
+    },
+    /// A CSI plugin configuration file that cannot be used (`csi_plugin_config_dir`).
+    #[error("parameter csi_plugin_config_dir")]
+    CsiPlugins(#[source] PluginConfigError),
+    /// A Mesos modules file `--config` names without a module of this library.
+    #[error("configuration file {path} is a Mesos modules file without a {MODULE_NAME} (or {LEGACY_MODULE_NAME}) module{}", if others.is_empty() { String::new() } else { format!("; it declares {}", others.join(", ")) })]
+    NoDvdiModule {
+        /// The file.
+        path: PathBuf,
+        /// The modules it declares.
+        others: Vec<String>,
+    },
+    /// A Mesos modules file that declares this library's module more than once.
+    #[error("configuration file {path} declares the dvdi module more than once ({}); keep one", places.join(", "))]
+    SeveralDvdiModules {
+        /// The file.
+        path: PathBuf,
+        /// Where each is.
+        places: Vec<String>,
+    },
+    /// A Mesos modules file whose shape is not the agent's.
+    #[error("configuration file {path}: {field} must be {expected}")]
+    ModulesShape {
+        /// The file.
+        path: PathBuf,
+        /// The field, e.g. `libraries[0].modules[1].parameters[2].value`.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
     },
     /// A `--config` value of a type that cannot be a setting.
     #[error("configuration file {path}: parameter {key:?} must be a string, number, boolean or array of strings")]
@@ -198,7 +245,7 @@ pub enum ConfigError {
 /// its own plugin call (a thread blocked in a call costs its stack's touched pages, not a core).
 pub const DEFAULT_CALL_THREADS: usize = 512;
 
-/// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
+/// Per-call time limits of backends. Defined here, below the backends, so the
 /// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -234,6 +281,16 @@ pub enum DockerVolumes {
     /// They are left to another isolator (Mesos' own `docker/volume`, listed in `--isolation`
     /// beside this module): only the `DVDI_VOLUME_*` environment is acted on. Two isolators
     /// acting on one entry would mount it twice or fail the task.
+    Ignore,
+}
+
+/// Who acts on a task's `CSI_VOLUME` entries (`csi_volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsiVolumes {
+    /// This module mounts them through its CSI backend, with leases (the default).
+    Handle,
+    /// They are left to Mesos' own `volume/csi` isolator. Both acting on one entry would
+    /// publish the volume twice.
     Ignore,
 }
 
@@ -274,6 +331,8 @@ pub struct Config {
     pub lease_drivers: Vec<DriverName>,
     /// Who acts on `DOCKER_VOLUME` entries (`docker_volumes`).
     pub docker_volumes: DockerVolumes,
+    /// Who acts on `CSI_VOLUME` entries (`csi_volumes`).
+    pub csi_volumes: CsiVolumes,
     /// Where plugin and dvdcli mount points may lie; empty: anywhere outside `/` and the system
     /// trees (`plugin_mount_roots`).
     pub plugin_mount_roots: Vec<PathBuf>,
@@ -285,6 +344,12 @@ pub struct Config {
     /// How many of the module's calls (recover, prepare, cleanup) may run at once, each on a
     /// thread of its own; more wait for one (`call_threads`).
     pub call_threads: usize,
+    /// Mesos' CSI plugin configuration directory; `None`: no CSI plugins
+    /// (`csi_plugin_config_dir`).
+    pub csi_plugin_config_dir: Option<PathBuf>,
+    /// The CSI plugins configured there, read when the configuration is: each plugin's `type` is
+    /// a driver name.
+    pub csi_plugins: Vec<PluginInfo>,
 }
 
 /// A configuration read from module parameters, with what was ignored on purpose.
@@ -323,10 +388,13 @@ impl Default for Config {
             lease_wait: Duration::from_secs(30),
             lease_drivers: Vec::new(),
             docker_volumes: DockerVolumes::Handle,
+            csi_volumes: CsiVolumes::Handle,
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
             call_threads: DEFAULT_CALL_THREADS,
+            csi_plugin_config_dir: None,
+            csi_plugins: Vec::new(),
         }
     }
 }
@@ -340,7 +408,23 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Whether `name` can stand in a lease node's name (`ro-<agent_name>`).
+/// Whether a host name tells agents apart: not one that every unnamed host has.
+fn tells_hosts_apart(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let shared = [
+        "localhost",
+        "localhost6",
+        "localdomain",
+        "ip6-localhost",
+        "ip6-loopback",
+    ];
+    !(name.is_empty()
+        || shared.contains(&name.as_str())
+        || name.starts_with("localhost.")
+        || name.starts_with("localhost6."))
+}
+
+/// Whether `name` is a valid agent name (it stands in lease nodes' data, logs and messages).
 fn valid_agent_name(name: &str) -> bool {
     !matches!(name, "" | "." | "..")
         && name.len() <= 255
@@ -370,11 +454,18 @@ impl ConfigError {
             | Self::EmptyEntry { key, .. } => Some(key),
             Self::BadBackend { .. } => Some("backend"),
             Self::BadCoordination(_) => Some("coordination"),
-            Self::BadAgentName { .. } => Some("agent_name"),
+            Self::BadAgentName { .. } | Self::AgentNameNotUnique { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
+            Self::BadCsiVolumes { .. } => Some("csi_volumes"),
+            Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
             Self::UnknownModule { .. } => None,
-            Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
+            Self::ReadFile { .. }
+            | Self::ParseFile { .. }
+            | Self::BadJsonValue { .. }
+            | Self::NoDvdiModule { .. }
+            | Self::SeveralDvdiModules { .. }
+            | Self::ModulesShape { .. } => None,
         }
     }
 }
@@ -428,6 +519,83 @@ fn list<'a>(key: &'static str, value: &'a str, sep: char) -> Result<Vec<&'a str>
         });
     }
     Ok(items)
+}
+
+/// The parameters of a `dvdi --config` file, and the module name they are read under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// [`MODULE_NAME`], or [`LEGACY_MODULE_NAME`] for a modules file that loads this library
+    /// under the original module's name (whose `work_dir` means the agent's directory).
+    pub module: &'static str,
+    /// The parameters, in the file's order.
+    pub params: Vec<(String, String)>,
+}
+
+/// The dvdi module's parameters from a Mesos modules file's `libraries`.
+fn modules_file(path: &Path, libraries: &serde_json::Value) -> Result<ConfigFile, ConfigError> {
+    let shape = |field: String, expected: &'static str| ConfigError::ModulesShape {
+        path: path.to_owned(),
+        field,
+        expected,
+    };
+    let libraries = libraries
+        .as_array()
+        .ok_or_else(|| shape("libraries".into(), "an array"))?;
+    let mut found: Vec<(String, &'static str, &serde_json::Value)> = Vec::new();
+    let mut others = Vec::new();
+    for (i, library) in libraries.iter().enumerate() {
+        let modules = match library.get("modules") {
+            None => continue,
+            Some(m) => m
+                .as_array()
+                .ok_or_else(|| shape(format!("libraries[{i}].modules"), "an array"))?,
+        };
+        for (j, module) in modules.iter().enumerate() {
+            let place = format!("libraries[{i}].modules[{j}]");
+            let name = module
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| shape(format!("{place}.name"), "a string"))?;
+            match name {
+                MODULE_NAME => found.push((place, MODULE_NAME, module)),
+                LEGACY_MODULE_NAME => found.push((place, LEGACY_MODULE_NAME, module)),
+                other => others.push(other.to_owned()),
+            }
+        }
+    }
+    let (place, module, entry) = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(ConfigError::NoDvdiModule {
+                path: path.to_owned(),
+                others,
+            })
+        }
+        _ => {
+            return Err(ConfigError::SeveralDvdiModules {
+                path: path.to_owned(),
+                places: found.into_iter().map(|(p, _, _)| p).collect(),
+            })
+        }
+    };
+    let params = match entry.get("parameters") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(k, item)| {
+                let field = |f: &str| {
+                    item.get(f)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| shape(format!("{place}.parameters[{k}].{f}"), "a string"))
+                };
+                Ok((field("key")?, field("value")?))
+            })
+            .collect::<Result<_, ConfigError>>()?,
+        Some(_) => return Err(shape(format!("{place}.parameters"), "an array")),
+    };
+    Ok(ConfigFile { module, params })
 }
 
 impl Config {
@@ -509,6 +677,20 @@ impl Config {
         }
         if !seen.contains(&"legacy_checkpoint") {
             config.legacy_checkpoint = legacy_checkpoints(&agent_work_dir);
+        }
+        // Leases are told apart by agent name: the host name stands in for one only when it
+        // tells hosts apart.
+        if config.coordination.is_some()
+            && !seen.contains(&"agent_name")
+            && !tells_hosts_apart(&config.agent_name)
+        {
+            return Err(ConfigError::AgentNameNotUnique {
+                value: config.agent_name,
+            });
+        }
+        // Read at load, so a bad file stops the module or the CLI at start, not a task later.
+        if let Some(dir) = &config.csi_plugin_config_dir {
+            config.csi_plugins = crate::csi::load_dir(dir).map_err(ConfigError::CsiPlugins)?;
         }
         // A prepare never waits longer for a lease than it may for its mount.
         config.lease_wait = config.lease_wait.min(config.mount_timeout);
@@ -594,6 +776,17 @@ impl Config {
                     }
                 }
             }
+            "csi_volumes" => {
+                self.csi_volumes = match value {
+                    "handle" => CsiVolumes::Handle,
+                    "ignore" => CsiVolumes::Ignore,
+                    _ => {
+                        return Err(ConfigError::BadCsiVolumes {
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
             "plugin_mount_roots" => {
                 self.plugin_mount_roots = list(key, value, ':')?
                     .into_iter()
@@ -613,15 +806,27 @@ impl Config {
                 }
             }
             "call_threads" => self.call_threads = count(key, value)?,
+            "csi_plugin_config_dir" => {
+                // Empty: no CSI plugins (as the default, which isolator.json spells so).
+                self.csi_plugin_config_dir = if value.is_empty() {
+                    None
+                } else {
+                    Some(path(key, value)?)
+                }
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
         Ok(())
     }
 
-    /// Reads the parameters from a JSON object (the `dvdi --config` file): strings as in the
-    /// module's parameters, and numbers, booleans and arrays of strings (joined as the module's
-    /// lists are) where natural.
-    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    /// Reads a `dvdi --config` file, of either form:
+    ///
+    /// - a JSON object of parameters: strings as in the module's parameters, and numbers,
+    ///   booleans and arrays of strings (joined as the module's lists are) where natural;
+    /// - a Mesos modules file (`isolator.json`: `{"libraries": [{"modules": [{"name",
+    ///   "parameters": [{"key", "value"}]}]}]}`): the parameters of its one module named
+    ///   [`MODULE_NAME`] or [`LEGACY_MODULE_NAME`], read as the agent would read them.
+    pub fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
             path: path.to_owned(),
             source,
@@ -631,11 +836,14 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
+        if let Some(libraries) = object.get("libraries") {
+            return modules_file(path, libraries);
+        }
         let bad = |key: &str| ConfigError::BadJsonValue {
             path: path.to_owned(),
             key: key.to_owned(),
         };
-        object
+        let params = object
             .iter()
             .map(|(key, value)| {
                 let text = match value {
@@ -661,7 +869,16 @@ impl Config {
                 };
                 Ok((key.clone(), text))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ConfigFile {
+            module: MODULE_NAME,
+            params,
+        })
+    }
+
+    /// The parameters of a `dvdi --config` file of either form (see [`Config::read_file`]).
+    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        Self::read_file(path).map(|f| f.params)
     }
 
     /// The settings spec resolution needs.
@@ -683,6 +900,20 @@ impl Config {
             DockerVolumes::Handle => entries,
             DockerVolumes::Ignore => &[],
         }
+    }
+
+    /// The `CSI_VOLUME` entries this isolator acts on: all of `entries`, or none when
+    /// `csi_volumes=ignore` leaves them to another isolator.
+    pub fn csi_volumes_of<'a>(&self, entries: &'a [CsiVolumeInput]) -> &'a [CsiVolumeInput] {
+        match self.csi_volumes {
+            CsiVolumes::Handle => entries,
+            CsiVolumes::Ignore => &[],
+        }
+    }
+
+    /// The configured CSI plugin whose type is `driver`, if any.
+    pub fn csi_plugin(&self, driver: &DriverName) -> Option<&PluginInfo> {
+        self.csi_plugins.iter().find(|p| &p.plugin_type == driver)
     }
 
     /// Backend call limits.

@@ -20,7 +20,7 @@ use crate::config::{Config, Loaded};
 use crate::error::render_chain;
 use crate::isolator::{ContainerInput, KnownContainer, LaunchPlan, RecoverReport};
 use crate::pool::panic_message;
-use crate::spec::DockerVolumeInput;
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, SecretInput};
 use crate::state::ContainerId;
 
 /// The types and functions both languages see (C++ namespace `mesos_dvdi`).
@@ -58,12 +58,56 @@ pub mod bridge {
         read_only: bool,
     }
 
+    /// One secret of a `CSI_VOLUME` (`map<string, Secret>` entry).
+    struct CsiSecret {
+        /// The map's key.
+        key: String,
+        /// `Secret.type`: 1 `REFERENCE`, 2 `VALUE`, 0 unset.
+        kind: i32,
+        /// `value.data` for a `VALUE` secret.
+        value: Vec<u8>,
+        /// `reference.name` for a `REFERENCE` secret.
+        reference: String,
+    }
+
+    /// A `CSI_VOLUME` of `ContainerInfo.volumes` (static provisioning).
+    struct CsiVolume {
+        /// Its position in `container_info.volumes`.
+        index: u64,
+        /// `source.csi_volume.plugin_name`.
+        plugin_name: String,
+        /// `static_provisioning` is set.
+        has_static_provisioning: bool,
+        /// `static_provisioning.volume_id`.
+        volume_id: String,
+        /// `volume_capability.block` is set.
+        block: bool,
+        /// `volume_capability.mount.fs_type`.
+        fs_type: String,
+        /// `volume_capability.mount.mount_flags`.
+        mount_flags: Vec<String>,
+        /// `volume_capability.access_mode.mode`.
+        access_mode: i32,
+        /// `static_provisioning.volume_context`.
+        volume_context: Vec<Param>,
+        /// `static_provisioning.node_stage_secrets`.
+        node_stage_secrets: Vec<CsiSecret>,
+        /// `static_provisioning.node_publish_secrets`.
+        node_publish_secrets: Vec<CsiSecret>,
+        /// `container_path`.
+        container_path: String,
+        /// `mode == RO`.
+        read_only: bool,
+    }
+
     /// What the shim reads from `ContainerConfig`.
     struct ContainerRequest {
         /// The task's (else the executor's) environment, in order.
         env: Vec<EnvVar>,
         /// `DOCKER_VOLUME` entries of `container_info.volumes`.
         docker_volumes: Vec<DockerVolume>,
+        /// `CSI_VOLUME` entries of `container_info.volumes`.
+        csi_volumes: Vec<CsiVolume>,
         /// The sandbox (`ContainerConfig.directory`).
         sandbox: String,
         /// The rootfs; empty when the container has none.
@@ -410,6 +454,7 @@ fn container_input(request: &bridge::ContainerRequest) -> ContainerInput {
                 read_only: d.read_only,
             })
             .collect(),
+        csi_volumes: request.csi_volumes.iter().map(csi_volume_input).collect(),
         sandbox: PathBuf::from(&request.sandbox),
         rootfs: (!request.rootfs.is_empty()).then(|| PathBuf::from(&request.rootfs)),
         user: (!request.user.is_empty()).then(|| request.user.clone()),
@@ -590,4 +635,42 @@ fn panic_guard_self_test(message: &str) -> Result<(), BridgeError> {
     guard("panic_guard_self_test", || -> Result<(), std::io::Error> {
         panic!("{message}")
     })
+}
+
+/// A `CSI_VOLUME` as the shim read it, for the spec layer (which validates it).
+fn csi_volume_input(v: &bridge::CsiVolume) -> CsiVolumeInput {
+    let secrets = |given: &[bridge::CsiSecret]| {
+        given
+            .iter()
+            .map(|s| {
+                let secret = match s.kind {
+                    2 => SecretInput::Value(s.value.clone()),
+                    1 => SecretInput::Reference {
+                        name: s.reference.clone(),
+                    },
+                    _ => SecretInput::Unknown,
+                };
+                (s.key.clone(), secret)
+            })
+            .collect()
+    };
+    CsiVolumeInput {
+        index: usize::try_from(v.index).unwrap_or(usize::MAX),
+        plugin_name: v.plugin_name.clone(),
+        has_static_provisioning: v.has_static_provisioning,
+        volume_id: v.volume_id.clone(),
+        block: v.block,
+        fs_type: v.fs_type.clone(),
+        mount_flags: v.mount_flags.clone(),
+        access_mode: v.access_mode,
+        volume_context: v
+            .volume_context
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect(),
+        node_stage_secrets: secrets(&v.node_stage_secrets),
+        node_publish_secrets: secrets(&v.node_publish_secrets),
+        container_path: v.container_path.clone(),
+        read_only: v.read_only,
+    }
 }

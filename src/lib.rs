@@ -10,7 +10,10 @@
 //! Each layer uses only the ones listed before it:
 //!
 //! - [`error`]: rendering an error with its whole `source()` chain, once, where it is reported.
+//! - [`durable`]: files replaced whole (temp file, fsync, rename, directory fsync).
 //! - [`spec`]: task input → validated [`spec::VolumeSpec`] list. Pure: no I/O, no syscalls.
+//! - [`csi`]: the gRPC client of Container Storage Interface plugins, and their configuration
+//!   files.
 //! - [`config`]: module parameters and CLI flags → one [`config::Config`].
 //! - [`mount`]: the only code that calls mount(2)/umount(2)/openat2(2), behind a trait.
 //! - [`backend`]: one [`backend::Backend`] trait; the Docker volume plugin client, `dvdcli`, and
@@ -32,6 +35,9 @@ pub mod backend;
 pub mod calls;
 pub mod config;
 pub mod coord;
+mod crash;
+pub mod csi;
+pub mod durable;
 pub mod error;
 pub mod ffi;
 pub mod isolator;

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use support::host::in_private_mount_ns;
+use support::host::{in_private_mount_ns, loop_devices_under};
 use support::isolator::{is_mounted, text, Fixture};
 
 fn dvdi(fx: &Fixture) -> Command {
@@ -205,15 +205,121 @@ fn killed_dvdi_is_released_by_gc() {
     });
 }
 
+/// Processes running `sleep SECS` (SECS made unique by the caller), killed when dropped: a
+/// failing test leaves none behind, though they live in a PID namespace of their own.
+struct Sleepers(String);
+
+impl Sleepers {
+    fn new() -> Self {
+        Self(format!("{}", 900_000 + std::process::id()))
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let wanted = format!("sleep\0{}\0", self.0);
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted.as_bytes())
+            })
+            .collect()
+    }
+
+    /// The sleepers once one has exec'd: `echo ready` runs after the shell forks the
+    /// background job, not after the job's exec, so its command line may still be the shell's
+    /// for a moment. Waits for that exec (bounded), not for a time.
+    fn started(&self) -> Vec<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let pids = self.pids();
+            if !pids.is_empty() || std::time::Instant::now() > deadline {
+                return pids;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_command_takes_its_orphans_along_so_its_loop_volume_is_released_once() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let sleepers = Sleepers::new();
+        let env = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=orphaned".to_owned(),
+        ];
+        // The shell dies of the SIGINT; its background sleep (SIGINT ignored, as in any
+        // non-interactive shell) would live on in the command's mount namespace, holding the
+        // volume's file system and its loop device.
+        let script = format!("sleep {} & echo ready; wait", sleepers.0);
+        let (run, _out) = start_waiting(&fx, &env, &script);
+        assert_eq!(
+            sleepers.started().len(),
+            1,
+            "the background sleep did not start"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(run.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut run = run;
+        assert_eq!(run.wait().unwrap().code(), Some(128 + 2));
+        assert_eq!(
+            sleepers.pids(),
+            Vec::<i32>::new(),
+            "the command's orphan outlived dvdi run"
+        );
+        assert_eq!(
+            loop_devices_under(fx.root()),
+            Vec::<String>::new(),
+            "the volume's loop device is still attached after dvdi run released it"
+        );
+        // The next run gets the volume on one device.
+        let out = dvdi(&fx)
+            .args(["run", "-e", &env[0], "-e", &env[1], "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(loop_devices_under(fx.root()), Vec::<String>::new());
+        assert!(!fx.recorded("loop", "orphaned"));
+    });
+}
+
+/// The one error line of `dvdi`'s stderr, which must be its last line; before it may come only
+/// warnings the core logged on the way (a plugin that is not listening, say) and notes (a root
+/// directory created).
+fn the_one_error(err: &str) -> &str {
+    let lines: Vec<&str> = err.lines().collect();
+    let (last, before) = lines.split_last().expect("no error on stderr");
+    assert!(last.starts_with("dvdi: error: "), "{err}");
+    assert!(
+        before
+            .iter()
+            .all(|l| l.starts_with("dvdi: warning: ") || l.starts_with("dvdi: note: ")),
+        "{err}"
+    );
+    last
+}
+
 fn assert_fails_cleanly(fx: &Fixture, args: &[&str], needle: &str) {
     let out = dvdi(fx).args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("dvdi: error: ") && err.contains(needle),
-        "{err}"
-    );
+    let last = the_one_error(&err);
+    assert!(last.contains(needle), "{err}");
     let status = dvdi(fx).arg("status").output().unwrap();
     assert!(
         text(&status).contains("no volumes recorded"),
@@ -348,9 +454,9 @@ fn assert_setup_fails(fx: &Fixture, args: &[&str], parts: &[&str]) {
     let out = dvdi(fx).args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let last = the_one_error(&err);
     for p in parts {
-        assert!(err.contains(p), "{err:?} does not mention {p:?}");
+        assert!(last.contains(p), "{err:?} does not mention {p:?}");
     }
     assert!(!err.contains("Invalid argument"), "{err}");
     let status = dvdi(fx).arg("status").output().unwrap();
@@ -436,4 +542,154 @@ fn a_rootfs_that_is_no_directory_names_the_chroot_step() {
             "Not a directory",
         ],
     );
+}
+
+/// `dvdi run` shares the isolator's answer to a task user who swaps its sandbox's checked entry
+/// for a symbolic link after prepare: the command's bind does not follow it. The swap is made by
+/// a real `nobody` process, from inside the plugin's Mount (after the targets were checked, before
+/// the bind); the plugin is a test double only in that it runs the swap.
+#[test]
+fn a_sandbox_entry_swapped_for_a_symlink_after_prepare_cannot_move_the_bind() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let fx = Fixture::new();
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(fx.root(), 0o755);
+    let victim = fx.mkdir("victim");
+    std::fs::write(victim.join("marker"), "root's own").unwrap();
+    let sandbox = fx.mkdir("sandbox");
+    std::os::unix::fs::chown(&sandbox, Some(65534), Some(65534)).unwrap();
+    mode(&sandbox, 0o750);
+    let volumes = fx.root().join("plugin-volumes");
+    let inner = support::plugin::memory_plugin(volumes.clone());
+    let (data, to) = (sandbox.join("data"), victim.clone());
+    let as_nobody = |argv: &[&Path]| {
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .uid(65534)
+            .gid(65534)
+            .status()
+            .unwrap()
+            .success()
+    };
+    std::fs::create_dir_all(fx.root().join("plugins")).unwrap();
+    let _plugin =
+        support::plugin::TestPlugin::unix(&fx.root().join("plugins/swapper.sock"), move |req| {
+            if req.path == "/VolumeDriver.Mount" {
+                let moved = data.with_extension("moved");
+                assert!(
+                    as_nobody(&[Path::new("mv"), &data, &moved])
+                        && as_nobody(&[Path::new("ln"), Path::new("-s"), &to, &data]),
+                    "the task user could not swap its own sandbox's entry"
+                );
+            }
+            let reply = inner(req);
+            if req.path == "/VolumeDriver.Mount" {
+                std::fs::write(volumes.join("v/from-volume"), "the volume's").unwrap();
+            }
+            reply
+        });
+    let app = fx.root().join("app.json");
+    let json = serde_json::json!({"container": {"volumes": [{
+        "containerPath": "data",
+        "external": {"provider": "dvdi", "name": "v", "options": {"dvdi/driver": "swapper"}},
+    }]}});
+    std::fs::write(&app, json.to_string()).unwrap();
+    let check = format!(
+        "test -f {0}/marker && ! test -e {0}/from-volume",
+        victim.display()
+    );
+    let out = dvdi(&fx)
+        .args(["run", "--env-file"])
+        .arg(&app)
+        .arg("--sandbox")
+        .arg(&sandbox)
+        .args(["--", "sh", "-c", &check])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the bind followed the task's link onto {}: {}",
+        victim.display(),
+        text(&out)
+    );
+}
+
+#[test]
+fn reopening_a_loop_volume_with_another_size_or_fstype_says_they_are_ignored() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let run = |opts: &str| {
+            let out = dvdi(&fx)
+                .args([
+                    "run",
+                    "-e",
+                    "DVDI_VOLUME_DRIVER=loop",
+                    "-e",
+                    "DVDI_VOLUME_NAME=sized",
+                ])
+                .args(["-e", &format!("DVDI_VOLUME_OPTS={opts}"), "--", "true"])
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        run("size=1");
+        let image = fx.config.loop_root.join("images/sized.img");
+        let err = run("size=2,fstype=xfs");
+        for needle in [
+            format!(
+                "dvdi: warning: volume \"sized\" (driver \"loop\") exists: option size=2 is ignored: its image {} has 1 GiB (an image is never resized)",
+                image.display()
+            ),
+            "dvdi: warning: volume \"sized\" (driver \"loop\") exists: option fstype=xfs is ignored: it holds ext4".to_owned(),
+        ] {
+            assert!(err.contains(&needle), "{needle:?} not in {err}");
+        }
+        // The same options again say nothing.
+        assert_eq!(run("size=1,fstype=ext4"), "");
+    });
+}
+
+#[test]
+fn gc_does_not_mount_again_a_loop_volume_a_running_command_still_has() {
+    use mesos_dvdi::mount::{Host, MntFlags, Mounter};
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let env = vec![
+            "DVDI_VOLUME_DRIVER=loop".to_owned(),
+            "DVDI_VOLUME_NAME=held".to_owned(),
+        ];
+        let (mut run, _out) = start_waiting(&fx, &env, "echo ready; read x");
+        let host = fx.config.loop_root.join("mnt/held");
+        let devices = loop_devices_under(fx.root());
+        assert_eq!(devices.len(), 1);
+        // An operator unmounts the host's mount while the command runs on its own copy.
+        Host.umount(&host, MntFlags::empty()).unwrap();
+        let gc = dvdi(&fx).arg("gc").output().unwrap();
+        assert_eq!(gc.status.code(), Some(2), "{}", text(&gc));
+        let err = String::from_utf8_lossy(&gc.stderr);
+        assert!(
+            err.contains(&format!(
+                "volume \"held\" (driver \"loop\"): not mounted again at {}",
+                host.display()
+            )) && err.contains("in the mount namespace of process"),
+            "{err}"
+        );
+        assert_eq!(loop_devices_under(fx.root()), devices, "a second device");
+        assert!(!is_mounted(&host));
+        let status = dvdi(&fx).arg("status").output().unwrap();
+        assert!(
+            text(&status).contains("not mounted again"),
+            "{}",
+            text(&status)
+        );
+        // The command ends; its release lets the device go.
+        assert_eq!(release(&mut run), 0);
+        assert_eq!(loop_devices_under(fx.root()), Vec::<String>::new());
+        assert!(!fx.recorded("loop", "held"));
+    });
 }

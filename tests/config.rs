@@ -1,10 +1,11 @@
-//! Module parameters and `--config` files → one `Config` (DESIGN §6).
+//! Module parameters and `--config` files → one `Config`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mesos_dvdi::config::{
-    BackendKind, Config, ConfigError, DockerVolumes, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
+    BackendKind, Config, ConfigError, CsiVolumes, DockerVolumes, KEYS, LEGACY_MODULE_NAME,
+    MODULE_NAME,
 };
 use mesos_dvdi::error::render_chain;
 
@@ -75,6 +76,7 @@ fn every_key_is_read() {
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
         ("docker_volumes", "ignore"),
+        ("csi_volumes", "ignore"),
         ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
         ("plugin_connect_secs", "3"),
         ("legacy_checkpoint", "/old/a.pb:/old/b.json"),
@@ -100,6 +102,7 @@ fn every_key_is_read() {
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
     assert_eq!(c.docker_volumes, DockerVolumes::Ignore);
+    assert_eq!(c.csi_volumes, CsiVolumes::Ignore);
     assert_eq!(
         c.plugin_mount_roots,
         [
@@ -113,7 +116,7 @@ fn every_key_is_read() {
         [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
     );
     assert_eq!(c.call_threads, 64);
-    assert_eq!(KEYS.len(), 22);
+    assert_eq!(KEYS.len(), 24);
 }
 
 #[test]
@@ -151,6 +154,7 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("allowed_drivers", "lo cal", "driver"),
         ("docker_volumes", "Ignore", "handle"),
         ("docker_volumes", "", "ignore"),
+        ("csi_volumes", "sometimes", "volume/csi"),
         ("plugin_mount_roots", "mnt", "absolute"),
         ("plugin_mount_roots", "/a::/b", "empty entry"),
         ("plugin_connect_secs", "0", "positive"),
@@ -341,6 +345,20 @@ fn call_threads_flag_reaches_the_same_parser() {
 }
 
 #[test]
+fn csi_volumes_flag_reaches_the_same_parser() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(["--csi-volumes", "sometimes", "resolve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--csi-volumes") && err.contains("\"sometimes\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn state_dir_is_another_spelling_of_work_dir_under_the_new_name() {
     let c = Config::from_params(&params(&[("state_dir", "/s")])).unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/s"));
@@ -418,4 +436,170 @@ fn isolator_command_is_unknown_under_the_new_name_and_names_are_checked() {
     let e = Config::from_module_params("org_apache_mesos_Other", &[]).unwrap_err();
     assert!(matches!(e, ConfigError::UnknownModule { .. }), "{e:?}");
     assert!(Config::from_module_params(MODULE_NAME, &[]).is_ok());
+}
+
+#[test]
+fn coordination_refuses_a_default_agent_name_that_does_not_tell_hosts_apart() {
+    // In a UTS namespace of this thread alone, the host is named like every unnamed host.
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS).expect("unshare UTS");
+        for name in ["localhost", "localhost.localdomain"] {
+            nix::unistd::sethostname(name).expect("sethostname");
+            let (e, text) = refused(&[("coordination", "zk://zk1:2181/dvdi")]);
+            assert_eq!(e.key(), Some("agent_name"), "{text}");
+            assert!(
+                text.contains(&format!("{name:?}")) && text.contains("set agent_name"),
+                "{text}"
+            );
+            // Named explicitly, or without coordination (no leases), the host name is fine.
+            let c = Config::from_params(&params(&[
+                ("coordination", "zk://zk1:2181/dvdi"),
+                ("agent_name", "agent-7"),
+            ]))
+            .unwrap();
+            assert_eq!(c.agent_name, "agent-7");
+            assert_eq!(Config::from_params(&[]).unwrap().agent_name, name);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn dvdi(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_reads_the_shipped_isolator_json_as_the_agent_would() {
+    let iso = concat!(env!("CARGO_MANIFEST_DIR"), "/isolator.json");
+    let file = Config::read_file(std::path::Path::new(iso)).unwrap();
+    assert_eq!(file.module, MODULE_NAME);
+    assert_eq!(
+        Config::from_module_params(file.module, &file.params)
+            .unwrap()
+            .config,
+        Config::default()
+    );
+    // The whole command: the file's parameters, a flag over them.
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = dvdi(&[
+        "--config",
+        iso,
+        "--work-dir",
+        work.to_str().unwrap(),
+        "status",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("no volumes recorded in {}", work.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn config_reads_an_old_modules_json_under_the_old_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("modules.json");
+    std::fs::write(
+        &file,
+        r#"{"libraries": [{"file": "/usr/lib/libmesos_dvdi.so", "modules": [
+            {"name": "org_apache_mesos_Other"},
+            {"name": "com_emccode_mesos_DockerVolumeDriverIsolator", "parameters": [
+                {"key": "isolator_command", "value": "/emc/dvdi_isolator"},
+                {"key": "work_dir", "value": "/var/lib/mesos"}]}]}]}"#,
+    )
+    .unwrap();
+    let f = Config::read_file(&file).unwrap();
+    assert_eq!(f.module, LEGACY_MODULE_NAME);
+    let loaded = Config::from_module_params(f.module, &f.params).unwrap();
+    assert_eq!(loaded.config.work_dir, Config::default().work_dir);
+    assert_eq!(
+        loaded.config.legacy_checkpoint[1],
+        PathBuf::from("/var/lib/mesos/meta/dvdimounts.pb")
+    );
+    // dvdi: --work-dir is the module's own directory (state_dir under the old name); the
+    // ignored parameter is said.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = dvdi(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "status",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("dvdi: warning: parameter isolator_command"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&work.display().to_string()));
+}
+
+#[test]
+fn config_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.json");
+    std::fs::write(&plain, r#"{"work_dri": "/x"}"#).unwrap();
+    let modules = dir.path().join("isolator.json");
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_DvdiIsolator",
+            "parameters": [{"key": "work_dri", "value": "/x"}]}]}]}"#,
+    )
+    .unwrap();
+    for file in [&plain, &modules] {
+        let out = dvdi(&["--config", file.to_str().unwrap(), "status"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("configuration file {}", file.display()))
+                && err.contains("unknown parameter \"work_dri\""),
+            "{err}"
+        );
+    }
+    // A modules file without our module, and one with it twice.
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_TestIsolator"}]}]}"#,
+    )
+    .unwrap();
+    let e = render_chain(&Config::read_file(&modules).unwrap_err());
+    assert!(
+        e.contains(&modules.display().to_string())
+            && e.contains("without a org_apache_mesos_DvdiIsolator")
+            && e.contains("it declares org_apache_mesos_TestIsolator"),
+        "{e}"
+    );
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_DvdiIsolator"},
+            {"name": "com_emccode_mesos_DockerVolumeDriverIsolator"}]}]}"#,
+    )
+    .unwrap();
+    let e = render_chain(&Config::read_file(&modules).unwrap_err());
+    assert!(e.contains("more than once"), "{e}");
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_DvdiIsolator",
+            "parameters": [{"key": "work_dir", "value": 5}]}]}]}"#,
+    )
+    .unwrap();
+    let e = render_chain(&Config::read_file(&modules).unwrap_err());
+    assert!(
+        e.contains("libraries[0].modules[0].parameters[0].value must be a string"),
+        "{e}"
+    );
 }

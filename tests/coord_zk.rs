@@ -33,6 +33,19 @@ fn node(k: &VolumeKey, leaf: &str) -> String {
     format!("{ROOT}/volumes/{}/{}/{leaf}", k.driver, k.name)
 }
 
+/// The name of the lease node a session (`0x…`, as the status gives it) holds in `mode`:
+/// `rw-<session>` or `ro-<session>`, the session id in 16 hex digits.
+fn leaf(session: &str, mode: LeaseMode) -> String {
+    let id = u64::from_str_radix(session.trim_start_matches("0x"), 16).unwrap();
+    let prefix = if mode == RW { "rw" } else { "ro" };
+    format!("{prefix}-{id:016x}")
+}
+
+/// The name of `c`'s lease node in `mode`.
+fn leaf_of(c: &ZkCoordinator, mode: LeaseMode) -> String {
+    leaf(&c.status().session.expect("a session"), mode)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap()
@@ -134,7 +147,9 @@ fn read_only_leases_share_and_block_read_write_both_ways_and_upgrade() {
     a.acquire(&v, RO, Duration::ZERO).unwrap();
     b.acquire(&v, RO, Duration::ZERO).unwrap();
     let dir = format!("{ROOT}/volumes/rexray/shared");
-    assert_eq!(raw.children(&dir), ["ro-alpha", "ro-beta"]);
+    let mut readers = vec![leaf_of(&a, RO), leaf_of(&b, RO)];
+    readers.sort();
+    assert_eq!(raw.children(&dir), readers);
     // Neither may upgrade while the other reads.
     assert_eq!(
         refused(a.acquire(&v, RW, Duration::ZERO)),
@@ -146,9 +161,9 @@ fn read_only_leases_share_and_block_read_write_both_ways_and_upgrade() {
     );
 
     b.release(&v).unwrap();
-    // Upgrade: rw is created, our own ro node goes.
+    // Upgrade: our rw node is created, our ro node goes.
     a.acquire(&v, RW, Duration::ZERO).unwrap();
-    assert_eq!(raw.children(&dir), ["rw"]);
+    assert_eq!(raw.children(&dir), [leaf_of(&a, RW)]);
     assert_eq!(a.status().held, vec![(v.clone(), RW)]);
     // And now a reader is refused.
     assert_eq!(
@@ -221,7 +236,7 @@ fn layout_is_ephemeral_nodes_with_holder_json_under_the_volume_node() {
         i64::from_str_radix(a.status().session.unwrap().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(raw.children(&format!("{ROOT}/volumes")), ["local"]);
     assert_eq!(raw.children(&format!("{ROOT}/volumes/local")), ["layout"]);
-    let (json, owner) = raw.json("/dvdi/volumes/local/layout/ro-alpha").unwrap();
+    let (json, owner) = raw.json(&node(&v, &leaf_of(&a, RO))).unwrap();
     assert_eq!(
         owner, session,
         "the node is ephemeral, owned by alpha's session"
@@ -229,17 +244,26 @@ fn layout_is_ephemeral_nodes_with_holder_json_under_the_volume_node() {
     let obj = json.as_object().unwrap();
     let mut fields: Vec<_> = obj.keys().map(String::as_str).collect();
     fields.sort();
-    assert_eq!(fields, ["agent", "host", "pid", "since"]);
+    assert_eq!(fields, ["agent", "host", "machine", "pid", "since"]);
     assert_eq!(obj["agent"], "alpha");
     assert_eq!(obj["host"], host_name());
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/random/boot_id"))
+        .unwrap()
+        .trim()
+        .replace('-', "");
+    assert_eq!(obj["machine"], machine);
     assert_eq!(obj["pid"], std::process::id());
     assert!(obj["since"].as_u64().unwrap() > 1_700_000_000);
     // The parents are persistent.
     assert_eq!(raw.owner("/dvdi/volumes/local/layout"), Some(0));
 
     a.acquire(&v, RW, Duration::ZERO).unwrap();
-    assert_eq!(raw.children("/dvdi/volumes/local/layout"), ["rw"]);
-    let (json, owner) = raw.json("/dvdi/volumes/local/layout/rw").unwrap();
+    assert_eq!(
+        raw.children("/dvdi/volumes/local/layout"),
+        [leaf_of(&a, RW)]
+    );
+    let (json, owner) = raw.json(&node(&v, &leaf_of(&a, RW))).unwrap();
     assert_eq!((json["agent"].as_str(), owner), (Some("alpha"), session));
 
     // Dropping the coordinator closes its session: the ephemeral node goes at once.
@@ -373,7 +397,7 @@ fn lease_node_deleted_by_hand_is_taken_again() {
     let lost = losses(&a);
     let v = key("rexray", "deleted");
     a.acquire(&v, RW, Duration::ZERO).unwrap();
-    let path = node(&v, "rw");
+    let path = node(&v, &leaf_of(&a, RW));
     raw.delete(&path);
     raw.wait_exists(&path, true, EVENT);
     let (json, _) = raw.json(&path).unwrap();
@@ -401,7 +425,7 @@ fn lease_taken_by_another_agent_under_us_is_reported_with_the_new_holder() {
     a.acquire(&v, RW, Duration::ZERO).unwrap();
 
     let intruder = br#"{"agent":"intruder","host":"elsewhere","pid":4242,"since":1800000000}"#;
-    raw.replace(&node(&v, "rw"), intruder);
+    raw.replace(&node(&v, &leaf_of(&a, RW)), intruder);
     let (loss, again) = lost.recv_timeout(EVENT).unwrap();
     let again = again.expect("the coordinator is alive").unwrap_err();
     assert!(again.contains("loss handler"), "{again}");
@@ -469,12 +493,15 @@ fn lease_of_a_live_sibling_is_shared_and_of_a_dead_process_is_taken_over() {
         }
     };
     let owner = |path: &str| raw.json(path).map(|(_, o)| format!("{o:#x}"));
-    let rw = node(&v, "rw");
+    let rw = node(&v, &leaf(&child_session, RW));
 
-    // A live sibling process of our agent on this host holds it: shared, and never touched.
+    // A live sibling process of our agent on this host holds it: shared (each process holds
+    // its own node), and giving up our part leaves the sibling's alone.
     let a = agent(&zk, "alpha", LONG);
     a.acquire(&v, RO, Duration::ZERO).unwrap();
-    a.release(&v).unwrap();
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+    a.leave(&v).unwrap();
+    assert!(a.status().held.is_empty());
     assert_eq!(owner(&rw), Some(child_session.clone()));
     // Another agent is refused, naming alpha.
     let b = agent(&zk, "beta", LONG);
@@ -489,7 +516,322 @@ fn lease_of_a_live_sibling_is_shared_and_of_a_dead_process_is_taken_over() {
     child.wait().unwrap();
     assert_eq!(owner(&rw), Some(child_session.clone()));
     a.acquire(&v, RW, Duration::ZERO).unwrap();
-    assert_eq!(owner(&rw), a.status().session);
+    assert_eq!(owner(&rw), None);
+    assert_eq!(
+        raw.children(&format!("{ROOT}/volumes/rexray/sibling")),
+        [leaf_of(&a, RW)]
+    );
+    assert_eq!(
+        refused(b.acquire(&v, RO, Duration::ZERO)),
+        (RO, RW, "alpha".into())
+    );
+}
+
+/// Runs `a` and `b` at the same instant (each on its own thread, released together) and
+/// returns both results.
+fn at_once<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let ta = s.spawn(|| {
+            start.wait();
+            a()
+        });
+        let tb = s.spawn(|| {
+            start.wait();
+            b()
+        });
+        (ta.join().unwrap(), tb.join().unwrap())
+    })
+}
+
+#[test]
+fn simultaneous_takes_by_two_agents_never_grant_read_write_beside_another_lease() {
+    let zk = ZkServer::start();
+    let (a, b) = (agent(&zk, "alpha", LONG), agent(&zk, "beta", LONG));
+    let pairs = [(RW, RW), (RW, RO), (RO, RW)];
+    let mut both = Vec::new();
+    for round in 0..300 {
+        let (ma, mb) = pairs[round % pairs.len()];
+        // Half the rounds on a volume seen for the first time, half on one taken and given
+        // back before.
+        let v = key("rexray", &format!("race{}", round / 2));
+        let (ra, rb) = at_once(
+            || a.acquire(&v, ma, Duration::ZERO),
+            || b.acquire(&v, mb, Duration::ZERO),
+        );
+        if ra.is_ok() && rb.is_ok() {
+            both.push((round, ma, mb));
+        }
+        for (c, r) in [(&a, ra), (&b, rb)] {
+            if let Err(e) = r {
+                assert!(matches!(e, CoordError::Held { .. }), "round {round}: {e}");
+            }
+            c.release(&v).unwrap();
+        }
+    }
+    assert!(
+        both.is_empty(),
+        "both agents were granted in {} of 300 rounds: {both:?}",
+        both.len()
+    );
+}
+
+#[test]
+fn upgrade_racing_another_agents_read_only_take_never_grants_both() {
+    let zk = ZkServer::start();
+    let (a, b) = (agent(&zk, "alpha", LONG), agent(&zk, "beta", LONG));
+    let mut both = Vec::new();
+    for round in 0..300 {
+        let v = key("rexray", &format!("upgrade{round}"));
+        a.acquire(&v, RO, Duration::ZERO).unwrap();
+        let (ra, rb) = at_once(
+            || a.acquire(&v, RW, Duration::ZERO),
+            || b.acquire(&v, RO, Duration::ZERO),
+        );
+        if ra.is_ok() && rb.is_ok() {
+            both.push(round);
+        }
+        a.release(&v).unwrap();
+        b.release(&v).unwrap();
+    }
+    assert!(
+        both.is_empty(),
+        "the upgrade and the other agent's read-only take were both granted in {} of 300 rounds: {both:?}",
+        both.len()
+    );
+}
+
+#[test]
+fn release_whose_answer_is_lost_holds_nothing_and_leaves_no_node_once_reconnected() {
+    let mut zk = ZkServer::start();
+    let raw = RawZk::connect(&zk);
+    let a = agent(&zk, "alpha", Duration::from_secs(10));
+    let v = key("rexray", "lost-answer");
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+    let path = node(&v, &leaf_of(&a, RW));
+
+    // A frozen server: the release goes out and no answer comes back, until the client gives
+    // the connection up. Whether the deletion happened is unknown to alpha.
+    zk.pause();
+    let err = a.release(&v).unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    assert!(
+        a.status().held.is_empty(),
+        "a lease whose release may have happened is not held: {:?}",
+        a.status()
+    );
+
+    // Once the session is usable again, alpha's node is gone either way, and a later take asks
+    // ZooKeeper rather than a memory of the lease.
+    zk.resume();
+    wait_connected(&a);
+    raw.wait_exists(&path, false, EVENT);
+    let b = agent(&zk, "beta", LONG);
+    b.acquire(&v, RW, Duration::ZERO).unwrap();
+    assert_eq!(
+        refused(a.acquire(&v, RW, Duration::ZERO)),
+        (RW, RW, "beta".into())
+    );
+}
+
+#[test]
+fn upgrade_whose_answer_is_lost_keeps_only_the_read_only_lease() {
+    let mut zk = ZkServer::start();
+    let raw = RawZk::connect(&zk);
+    let a = agent(&zk, "alpha", Duration::from_secs(10));
+    let lost = losses(&a);
+    let v = key("rexray", "lost-upgrade");
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+    let (ro, rw) = (node(&v, &leaf_of(&a, RO)), node(&v, &leaf_of(&a, RW)));
+
+    // The upgrade's transaction goes out and no answer comes back: it may or may not happen.
+    // Read-only is held either way, and stays held; read-write is not.
+    zk.pause();
+    let err = a.acquire(&v, RW, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    assert_eq!(a.status().held, vec![(v.clone(), RO)]);
+
+    // Once the session is usable again, ZooKeeper says the same: our read-only node, and no
+    // read-write one (put back by a transaction of its own if the upgrade went through).
+    zk.resume();
+    wait_connected(&a);
+    raw.wait_exists(&rw, false, EVENT);
+    raw.wait_exists(&ro, true, EVENT);
+    assert_eq!(
+        raw.children(&format!("{ROOT}/volumes/rexray/lost-upgrade")),
+        [leaf_of(&a, RO)]
+    );
+    let b = agent(&zk, "beta", LONG);
+    b.acquire(&v, RO, Duration::ZERO).unwrap();
+    assert_eq!(a.status().held, vec![(v, RO)]);
+    assert!(lost.try_recv().is_err(), "nothing was lost");
+}
+
+/// Waits (polling a real condition, bounded) until `c` no longer says it holds `v` read-write.
+fn wait_not_read_write(c: &ZkCoordinator, v: &VolumeKey) {
+    let deadline = Instant::now() + EVENT;
+    while c.status().held.contains(&(v.clone(), RW)) {
+        assert!(
+            Instant::now() < deadline,
+            "still read-write: {:?}",
+            c.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_answer_after_the_caller_gave_up_gives_back_only_what_that_call_took() {
+    let zk = ZkServer::start();
+    let raw = RawZk::connect(&zk);
+    let a = agent(&zk, "alpha", LONG);
+    let v = key("rexray", "late");
+    let dir = format!("{ROOT}/volumes/rexray/late");
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+
+    // A re-take of a lease held already (as recover does), answered after its caller gave up:
+    // the call took nothing, and nothing is given back.
+    let err = a
+        .acquire_giving_up_after_for_tests(&v, RO, Duration::ZERO, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    // A later call on the volume is served after the late one is done with.
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+    assert_eq!(a.status().held, vec![(v.clone(), RO)]);
+    assert_eq!(raw.children(&dir), [leaf_of(&a, RO)]);
+
+    // An upgrade answered after its caller gave up: the read-write part goes, the read-only
+    // lease held before the call stays.
+    let err = a
+        .acquire_giving_up_after_for_tests(&v, RW, Duration::ZERO, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    a.acquire(&v, RO, Duration::ZERO).unwrap();
+    wait_not_read_write(&a, &v);
+    assert_eq!(a.status().held, vec![(v.clone(), RO)]);
+    assert_eq!(raw.children(&dir), [leaf_of(&a, RO)]);
+
+    // A first take answered after its caller gave up is given back whole.
+    let w = key("rexray", "late-first");
+    let err = a
+        .acquire_giving_up_after_for_tests(&w, RW, Duration::ZERO, Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(err, CoordError::Unavailable { .. }), "{err}");
+    a.release(&w).unwrap();
+    wait_not_read_write(&a, &w);
+    assert!(raw
+        .children(&format!("{ROOT}/volumes/rexray/late-first"))
+        .is_empty());
+    assert_eq!(a.status().held, vec![(v, RO)]);
+}
+
+/// Alpha, asking ZooKeeper at `zk` (through a proxy) for `asked`, holds a read-write lease; its
+/// traffic is then blackholed (nothing passes, nothing is closed). Alpha must report the lease
+/// lost while the server still holds its session, that is before the server can expire it and
+/// let another agent in; beta, watching, then gets the lease once the server expired it.
+fn partitioned_holder_is_fenced_before_its_session_can_expire(zk: &ZkServer, asked: Duration) {
+    let proxy = ZkProxy::start(zk);
+    let a = ZkCoordinator::start(proxy.target(ROOT), "alpha".into(), asked);
+    wait_connected(&a);
+    let lost = losses(&a);
+    let b = agent(zk, "beta", LONG);
+    let v = key("rexray", "partitioned");
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+
+    proxy.blackhole();
+    let loss = lost.recv_timeout(EVENT).expect("alpha reports the loss");
+    let listed = b.leases().unwrap();
+    assert!(
+        matches!(loss.reason, LossReason::Disconnected(_)),
+        "{loss:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.volume == v && l.holder.agent == "alpha"),
+        "alpha was fenced ({loss}) only after the server had expired its session: {listed:?}"
+    );
+    b.acquire(&v, RW, EVENT).unwrap();
+    proxy.heal();
+}
+
+#[test]
+fn partitioned_holder_is_fenced_at_two_thirds_of_its_session() {
+    let zk = ZkServer::start();
+    partitioned_holder_is_fenced_before_its_session_can_expire(&zk, Duration::from_secs(4));
+}
+
+#[test]
+fn loss_deadline_follows_the_session_timeout_the_server_granted() {
+    // The server grants 4 s to a client that asks for 6 s.
+    let zk = ZkServer::start_with_max_session_timeout(Duration::from_secs(4));
+    partitioned_holder_is_fenced_before_its_session_can_expire(&zk, Duration::from_secs(6));
+}
+
+/// A machine-id file with `id` in `dir`.
+fn machine_id_file(dir: &tempfile::TempDir, id: &str) -> std::path::PathBuf {
+    let path = dir.path().join(id);
+    std::fs::write(&path, format!("{id}\n")).unwrap();
+    path
+}
+
+#[test]
+fn hosts_sharing_an_agent_name_are_told_apart_by_their_machine_id() {
+    let zk = ZkServer::start();
+    let ids = tempfile::tempdir().unwrap();
+    // Two cloned hosts: one agent name, one host name, and (here, one process: the same pid
+    // table) only their machine ids differ.
+    let clone = |id: &str| {
+        let file = machine_id_file(&ids, id);
+        let c = ZkCoordinator::start_with_machine_id(
+            zk.target(ROOT),
+            "node-1".into(),
+            LONG,
+            &[file.as_path()],
+        );
+        wait_connected(&c);
+        c
+    };
+    let m1 = clone("0123456789abcdef0123456789abcdef");
+    let m2 = clone("fedcba9876543210fedcba9876543210");
+    let v = key("rexray", "cloned");
+    m1.acquire(&v, RW, Duration::ZERO).unwrap();
+
+    // The other clone's node is never "ours" (a sibling to share, or stale to take over by a
+    // pid that means nothing on another host): the read-write lease is refused.
+    let err = m2.acquire(&v, RW, Duration::ZERO).unwrap_err();
+    let CoordError::Held { holder, .. } = &err else {
+        panic!("expected Held, got {err:?}");
+    };
+    assert_eq!(holder.machine, "0123456789abcdef0123456789abcdef");
+    assert_eq!(refused(m2.acquire(&v, RO, Duration::ZERO)).1, RW);
+    assert_eq!(m1.status().held, vec![(v.clone(), RW)]);
+    let listed = m2.leases().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].holder.machine, "0123456789abcdef0123456789abcdef");
+
+    // Reading, they share like any two agents.
+    let w = key("rexray", "cloned-ro");
+    m1.acquire(&w, RO, Duration::ZERO).unwrap();
+    m2.acquire(&w, RO, Duration::ZERO).unwrap();
+    assert_eq!(refused(m1.acquire(&w, RW, Duration::ZERO)).1, RO);
+}
+
+#[test]
+fn a_take_on_the_view_kept_from_the_last_one_sees_a_lease_taken_since() {
+    let zk = ZkServer::start();
+    let (a, b) = (agent(&zk, "alpha", LONG), agent(&zk, "beta", LONG));
+    let v = key("rexray", "kept");
+    // Alpha keeps the view of its last take: the volume free once it gave the lease back.
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
+    a.release(&v).unwrap();
+    b.acquire(&v, RO, Duration::ZERO).unwrap();
+    assert_eq!(
+        refused(a.acquire(&v, RW, Duration::ZERO)),
+        (RW, RO, "beta".into())
+    );
+    b.release(&v).unwrap();
+    a.acquire(&v, RW, Duration::ZERO).unwrap();
     assert_eq!(
         refused(b.acquire(&v, RO, Duration::ZERO)),
         (RO, RW, "alpha".into())

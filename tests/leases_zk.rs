@@ -77,8 +77,10 @@ impl Cluster {
         .collect()
     }
 
-    /// `dvdi` as agent `name` (through `--config`, the same parser as the module's).
+    /// `dvdi` as agent `name` (through `--config`, the same parser as the module's), whose work
+    /// dir exists, as on an installed agent (dvdi notes on stderr a work dir it had to create).
     fn dvdi(&self, name: &str, lease_wait_secs: u64) -> Command {
+        std::fs::create_dir_all(self.path(&format!("{name}/work"))).unwrap();
         let file = self.path(&format!("{name}-{lease_wait_secs}.json"));
         let json: serde_json::Map<String, serde_json::Value> = self
             .params(name, lease_wait_secs)
@@ -187,6 +189,12 @@ impl Running {
         std::thread::spawn(move || {
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            // A first run's note that it created the agent's work dir is not a complaint.
+            let text = text
+                .lines()
+                .filter(|l| !l.starts_with("dvdi: note: created "))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>();
             let code = child.wait().unwrap().code().unwrap_or(-1);
             let _ = tx.send((code, text));
         });
@@ -509,7 +517,10 @@ fn recorded_users(config: &Config) -> Vec<String> {
         .collect()
 }
 
-fn fence_log(iso: &Isolator) -> Arc<Mutex<Vec<(String, String)>>> {
+/// The containers an isolator fenced, and why.
+type FenceLog = Arc<Mutex<Vec<(String, String)>>>;
+
+fn fence_log(iso: &Isolator) -> FenceLog {
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = Arc::clone(&log);
     iso.set_fence_handler(Arc::new(move |id: &ContainerId, why: &str| {
@@ -567,4 +578,112 @@ fn an_agent_restarted_before_its_session_expired_keeps_its_volume() {
     assert!(text(&out).contains("held read-write by agent \"agent-a\""));
     a.cleanup("c1").unwrap();
     assert!(c.leases().is_empty());
+}
+
+/// Agent `name`'s isolator in this process, as the module runs it (Mesos containers), with a
+/// log of the containers it fences.
+fn module(c: &Cluster, name: &str) -> (Isolator, FenceLog) {
+    let config = Config::from_params(&c.params(name, 1)).unwrap();
+    let iso = agent_isolator(config);
+    let fenced = fence_log(&iso);
+    (iso, fenced)
+}
+
+/// Prepares Mesos container `id` on the read-write volume `ledger` in `iso`.
+fn prepare_ledger(c: &Cluster, iso: &Isolator, id: &str) {
+    let sandbox = c.path(&format!("sandbox-{id}"));
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let input = mesos_dvdi::isolator::ContainerInput {
+        env: vec![(b"DVDI_VOLUME_NAME".to_vec(), b"ledger".to_vec())],
+        sandbox,
+        ..Default::default()
+    };
+    iso.prepare(id, Owner::Mesos, &input).unwrap();
+}
+
+/// The agents `dvdi leases` names as holders of `ledger`.
+fn ledger_holders(c: &Cluster) -> Vec<String> {
+    c.leases()
+        .into_iter()
+        .filter(|l| l.1 == "ledger")
+        .map(|l| l.3)
+        .collect()
+}
+
+#[test]
+fn two_runs_of_one_agent_share_its_lease_and_outlive_each_other() {
+    let c = Cluster::new();
+    let first = c.start("agent-a", 1, RW);
+    // A second run of the same agent joins the volume the first one holds.
+    let out = c.run("agent-a", 1, RW);
+    assert!(out.status.success(), "{}", text(&out));
+    let second = c.start("agent-a", 1, RW);
+    // The first one is killed (its user stays recorded, its session lives on a while): the
+    // second one keeps the agent's lease, and a third one still joins.
+    drop(first);
+    let out = c.run("agent-a", 1, RW);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = c.run("agent-b", 1, RW);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(text(&out).contains("held read-write by agent \"agent-a\""));
+    assert_eq!(second.release(), (0, String::new()));
+}
+
+#[test]
+fn the_module_joins_a_volume_a_dvdi_run_of_its_agent_holds_and_the_reverse() {
+    let c = Cluster::new();
+    let (module, fenced) = module(&c, "agent-a");
+
+    // dvdi run first, the module joins: neither is fenced, and the agent's lease outlives the
+    // run while the module's container uses the volume.
+    let run = c.start("agent-a", 1, RW);
+    prepare_ledger(&c, &module, "c1");
+    assert_eq!(run.release(), (0, String::new()));
+    assert_eq!(ledger_holders(&c), ["agent-a"]);
+    let out = c.run("agent-b", 1, RW);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    module.cleanup("c1").unwrap();
+    assert!(ledger_holders(&c).is_empty());
+
+    // The module first, a dvdi run joins (and is not fenced).
+    prepare_ledger(&c, &module, "c2");
+    let out = c.run("agent-a", 1, RW);
+    assert!(out.status.success(), "{}", text(&out));
+    module.cleanup("c2").unwrap();
+    assert!(ledger_holders(&c).is_empty());
+    assert!(
+        fenced.lock().unwrap().is_empty(),
+        "{:?}",
+        fenced.lock().unwrap()
+    );
+}
+
+#[test]
+fn the_last_process_of_the_agent_to_unmount_gives_the_lease_back_whoever_took_it() {
+    let c = Cluster::new();
+    let (module, fenced) = module(&c, "agent-a");
+
+    // The module takes the lease; a dvdi run joins; the module's container ends first; the
+    // run does the last unmount, and the agent's lease is given back whole.
+    prepare_ledger(&c, &module, "c1");
+    let run = c.start("agent-a", 1, RW);
+    module.cleanup("c1").unwrap();
+    assert_eq!(ledger_holders(&c), ["agent-a"], "the run still uses it");
+    assert_eq!(run.release(), (0, String::new()));
+    assert!(ledger_holders(&c).is_empty());
+    let out = c.run("agent-b", 1, RW);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The module recovers while only a dvdi run uses the volume: the run holds the lease, the
+    // module takes none, and the run's last unmount gives it back.
+    let run = c.start("agent-a", 1, RW);
+    let (restarted, _) = self::module(&c, "agent-a");
+    restarted.recover(&[], &[]).unwrap();
+    assert_eq!(run.release(), (0, String::new()));
+    assert!(ledger_holders(&c).is_empty());
+    assert!(
+        fenced.lock().unwrap().is_empty(),
+        "{:?}",
+        fenced.lock().unwrap()
+    );
 }

@@ -4,7 +4,8 @@
 //! - [`plugin`]: any Docker volume plugin, spoken to over its HTTP protocol (discovery, client);
 //! - [`dvdcli`]: the `dvdcli` program, run with an argv, never through a shell;
 //! - [`local`]: built-in, a directory per volume;
-//! - [`loopdev`]: built-in, an ext4 (or xfs) image per volume on a loop device.
+//! - [`loopdev`]: built-in, an ext4 (or xfs) image per volume on a loop device;
+//! - [`csi`]: a configured Container Storage Interface plugin.
 //!
 //! Backends know nothing of containers or reference counts: the mount table above them calls
 //! [`Backend::mount`] once per host mount and [`Backend::unmount`] once. They must still be
@@ -12,6 +13,7 @@
 
 pub mod answer;
 pub mod command;
+pub mod csi;
 pub mod dvdcli;
 pub mod local;
 pub mod loopdev;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::Timeouts;
-use crate::spec::{DriverName, VolumeName, VolumeOpts};
+use crate::spec::{CsiStatic, DriverName, VolumeName, VolumeOpts};
 pub use waits::{WaitGuard, Waits};
 
 /// The caller-chosen id of one host mount; the matching unmount carries the same id.
@@ -55,6 +57,8 @@ pub struct MountRequest<'a> {
     /// (`loop`) then mounts the file system read-only without replaying its journal, so this
     /// host writes nothing to storage that other hosts may be reading; the others ignore it.
     pub read_only: bool,
+    /// What a `CSI_VOLUME` entry added, for the CSI backend (the others ignore it).
+    pub csi: Option<&'a CsiStatic>,
 }
 
 /// A volume as a backend describes it.
@@ -210,6 +214,9 @@ pub enum BackendErrorKind {
     /// The built-in `loop` driver failed.
     #[error(transparent)]
     Loop(#[from] loopdev::LoopError),
+    /// A CSI plugin, or this backend's own work around it, failed.
+    #[error(transparent)]
+    Csi(#[from] csi::CsiBackendError),
     /// The mount point the backend answered is refused (see [`answer`]); the backend's mount was
     /// undone (Unmount with the same id) unless `undo` says otherwise.
     #[error("the backend answered the mount point {answer:?}, which is refused{}", undo_failed(.undo.as_deref()))]

@@ -1,4 +1,4 @@
-//! Which backend serves a driver: the built-in `local` and `loop` drivers shadow plugins of the
+//! Which backend serves a driver: a configured CSI plugin serves its type; the built-in `local` and `loop` drivers shadow plugins of the
 //! same name (as Docker's own `local` does); every other driver is a Docker volume plugin or,
 //! with `backend=dvdcli`, the dvdcli program.
 //!
@@ -11,18 +11,42 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::answer::{Checked, MountpointPolicy};
+use super::csi::{CsiBackend, CsiBackendError};
 use super::dvdcli::DvdcliBackend;
 use super::local::LocalBackend;
 use super::loopdev::LoopBackend;
-use super::plugin::PluginBackend;
-use super::{Backend, BackendError, BackendProvider, Waits};
+use super::plugin::{discover, PluginBackend};
+use super::{Backend, BackendError, BackendProvider, Call, Waits};
 use crate::config::{BackendKind, Config};
+use crate::csi::PluginInfo;
 use crate::mount::Mounter;
-use crate::spec::DriverName;
+use crate::spec::{DriverName, VolumeOpts};
 
 // The built-in drivers' names are theirs; re-exported here, where drivers are chosen by name.
 pub use super::local::LOCAL_DRIVER;
 pub use super::loopdev::LOOP_DRIVER;
+
+/// An option a built-in driver refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The `loop` driver's.
+    #[error(transparent)]
+    Loop(#[from] super::loopdev::LoopError),
+}
+
+/// A volume's options checked as its built-in driver's mount would check them, before anything
+/// is touched: an error for what the driver refuses, a warning for each option it ignores.
+/// Other drivers' options are theirs to judge: nothing is said of them here.
+pub fn check_options(driver: &DriverName, opts: &VolumeOpts) -> Result<Vec<String>, OptionsError> {
+    match driver.as_str() {
+        LOOP_DRIVER => {
+            super::loopdev::check_options(opts)?;
+            Ok(Vec::new())
+        }
+        LOCAL_DRIVER => Ok(super::local::ignored_options(opts).into_iter().collect()),
+        _ => Ok(Vec::new()),
+    }
+}
 
 /// A driver and, for per-task dvdcli programs, the program.
 type CacheKey = (DriverName, Option<PathBuf>);
@@ -68,6 +92,9 @@ impl Registry {
         let external = MountpointPolicy {
             roots: self.config.plugin_mount_roots.clone(),
         };
+        if let Some(info) = self.config.csi_plugin(driver) {
+            return self.open_csi(driver, info);
+        }
         let (backend, policy): (Arc<dyn Backend>, _) = match (driver.as_str(), dvdcli) {
             (LOCAL_DRIVER, _) => (
                 Arc::new(LocalBackend::new(self.config.local_root.clone())),
@@ -108,6 +135,47 @@ impl Registry {
             },
         };
         Ok(Arc::new(Checked::new(backend, policy)))
+    }
+}
+
+impl Registry {
+    /// The backend of a configured CSI plugin. Its type may be no other driver's name: a
+    /// built-in driver's, or a Docker plugin's that discovery finds (which would otherwise
+    /// decide silently which of the two a task gets).
+    fn open_csi(
+        &self,
+        driver: &DriverName,
+        info: &PluginInfo,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        let conflict = |other: String| {
+            BackendError::new(
+                driver,
+                None,
+                Call::Activate,
+                CsiBackendError::NameConflict {
+                    driver: driver.as_str().to_owned(),
+                    file: info.file.clone(),
+                    other,
+                },
+            )
+        };
+        if [LOCAL_DRIVER, LOOP_DRIVER].contains(&driver.as_str()) {
+            return Err(conflict("a built-in driver".to_owned()));
+        }
+        if let Ok(found) = discover(driver, &self.config.plugin_dirs) {
+            return Err(conflict(format!(
+                "the Docker volume plugin at {}",
+                found.addr
+            )));
+        }
+        let backend = CsiBackend::new(info.clone(), &self.config.work_dir, self.config.timeouts())
+            .map_err(|e| BackendError::new(driver, None, Call::Activate, e))?;
+        // The target is of this backend's making, under the work directory or the plugin's
+        // configured target root: only the checks every answer gets apply.
+        Ok(Arc::new(Checked::new(
+            Arc::new(backend),
+            MountpointPolicy::default(),
+        )))
     }
 }
 

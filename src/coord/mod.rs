@@ -42,13 +42,17 @@ impl fmt::Display for LeaseMode {
     }
 }
 
-/// Who holds a lease: the JSON data of its node (`{"agent","host","pid","since"}`).
+/// Who holds a lease: the JSON data of its node (`{"agent","host","machine","pid","since"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     /// The holding agent's name (`agent_name`).
     pub agent: String,
     /// The host it runs on.
     pub host: String,
+    /// The host's machine id (`/etc/machine-id`, else the kernel's boot id): tells apart hosts
+    /// that share a host name. Empty in nodes written by earlier versions.
+    #[serde(default)]
+    pub machine: String,
     /// The holding process.
     pub pid: u32,
     /// When it took the lease, in seconds since the Unix epoch.
@@ -57,14 +61,13 @@ pub struct Holder {
 
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "agent {:?} (host {}, pid {}) since {}",
-            self.agent,
-            self.host,
-            self.pid,
-            format_since(self.since)
-        )
+        write!(f, "agent {:?} (host {}", self.agent, self.host)?;
+        if !self.machine.is_empty() {
+            // A prefix tells cloned hosts apart; the whole id is in the node and the listing.
+            let short: String = self.machine.chars().take(8).collect();
+            write!(f, ", machine {short}")?;
+        }
+        write!(f, ", pid {}) since {}", self.pid, format_since(self.since))
     }
 }
 
@@ -106,8 +109,8 @@ pub struct Lease {
 pub enum LossReason {
     /// The ZooKeeper session expired: every ephemeral node of it is gone.
     SessionExpired,
-    /// The client was disconnected for longer than the session timeout: it must assume the
-    /// session expired.
+    /// ZooKeeper did not answer for two thirds of the session timeout (how long, here): the
+    /// session must be assumed lost before the server may expire it and let another agent in.
     Disconnected(Duration),
     /// The lease's node is gone or held by another agent (found at recover, or after the node
     /// was deleted under us).
@@ -120,8 +123,8 @@ impl fmt::Display for LossReason {
             LossReason::SessionExpired => f.write_str("the ZooKeeper session expired"),
             LossReason::Disconnected(d) => write!(
                 f,
-                "ZooKeeper was unreachable for {} s, longer than the session timeout",
-                d.as_secs()
+                "ZooKeeper did not answer for {:.1} s, two thirds of the session timeout",
+                d.as_secs_f64()
             ),
             LossReason::TakenOver => f.write_str("the lease was taken by another agent"),
         }
@@ -234,8 +237,17 @@ pub trait Coordinator: Send + Sync {
         wait: Duration,
     ) -> Result<(), CoordError>;
 
-    /// Gives up this agent's lease on `volume`, whatever its mode; holding none is success.
+    /// Gives this agent's lease on `volume` back, whatever its mode: this process's part and
+    /// that of every other process of this agent on this host (to be called once no one here
+    /// uses the volume). Holding none is success.
     fn release(&self, volume: &VolumeKey) -> Result<(), CoordError>;
+
+    /// Gives up this process's part of the agent's lease on `volume`, which stays with the other
+    /// processes of this agent that hold it (to be called when this process's last user of the
+    /// volume is gone while others still use it). Without a session, the part is forgotten at
+    /// once and given up as soon as the session can be used again (or goes with it). Holding
+    /// none is success.
+    fn leave(&self, volume: &VolumeKey) -> Result<(), CoordError>;
 
     /// Sets the function told of every lease this process loses (replacing an earlier one).
     fn set_loss_handler(&self, handler: LossHandler);

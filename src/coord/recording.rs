@@ -30,6 +30,11 @@ pub enum Call {
         /// The volume.
         volume: VolumeKey,
     },
+    /// `leave(volume)`.
+    Leave {
+        /// The volume.
+        volume: VolumeKey,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -166,10 +171,24 @@ impl RecordingCoordinator {
         }
     }
 
+    /// Removes this agent's lease on `volume`.
+    fn give_back(&self, volume: &VolumeKey) {
+        let mut l = self.cluster.lock();
+        if l.rw.get(volume).is_some_and(|h| h.agent == self.agent) {
+            l.rw.remove(volume);
+        }
+        if let Some(m) = l.ro.get_mut(volume) {
+            m.remove(&self.agent);
+        }
+        drop(l);
+        self.cluster.changed.notify_all();
+    }
+
     fn holder(&self) -> Holder {
         Holder {
             agent: self.agent.clone(),
             host: "recording".to_owned(),
+            machine: String::new(),
             pid: std::process::id(),
             since: 0,
         }
@@ -258,7 +277,7 @@ impl Coordinator for RecordingCoordinator {
         self.record(Call::Release {
             volume: volume.clone(),
         });
-        let mut l = self.cluster.lock();
+        let l = self.cluster.lock();
         if l.down {
             return Err(CoordError::Unavailable {
                 volume: volume.clone(),
@@ -266,14 +285,17 @@ impl Coordinator for RecordingCoordinator {
                 detail: None,
             });
         }
-        if l.rw.get(volume).is_some_and(|h| h.agent == self.agent) {
-            l.rw.remove(volume);
-        }
-        if let Some(m) = l.ro.get_mut(volume) {
-            m.remove(&self.agent);
-        }
         drop(l);
-        self.cluster.changed.notify_all();
+        self.give_back(volume);
+        Ok(())
+    }
+
+    fn leave(&self, volume: &VolumeKey) -> Result<(), CoordError> {
+        self.record(Call::Leave {
+            volume: volume.clone(),
+        });
+        // One process per agent here: its part is the agent's whole lease.
+        self.give_back(volume);
         Ok(())
     }
 

@@ -74,6 +74,11 @@ impl Isolator {
             if !record.users.is_empty() {
                 guard.save(&record).map_err(Self::state_err(key))?;
                 crash_point("cleanup:ref-dropped");
+                // Other processes of the agent still use it: this one gives up its part of the
+                // lease once its own last user is gone, and the last to unmount gives it back.
+                if record.lease.is_some() && !record.users.values().any(Self::own_user) {
+                    self.leave_lease(key);
+                }
                 return Ok(());
             }
             crash_point("cleanup:user-removed");

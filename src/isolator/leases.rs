@@ -6,8 +6,9 @@ use std::time::Duration;
 use crate::backend::registry::{LOCAL_DRIVER, LOOP_DRIVER};
 use crate::backend::Scope;
 use crate::coord::{Coordinator, LeaseMode};
+use crate::error::render_chain;
 use crate::spec::VolumeKey;
-use crate::state::{ContainerId, VolumeRecord};
+use crate::state::{ContainerId, Owner, Use, VolumeRecord};
 
 use super::{fence_container, lock, Isolator, IsolatorError};
 
@@ -105,7 +106,30 @@ impl Isolator {
         }
     }
 
-    /// Gives `key`'s lease back.
+    /// Whether a user of a volume is this process's: a Mesos container's (the module's) or this
+    /// `dvdi run`'s own. Its users are what this process's part of the agent's lease stands for.
+    /// (In a `dvdi run`, the module's containers count too: it then keeps its part only until it
+    /// exits, right after its cleanup, and its session's end gives it up.)
+    pub(super) fn own_user(usage: &Use) -> bool {
+        match usage.owner {
+            Owner::Mesos => true,
+            Owner::Process { pid, .. } => u32::try_from(pid) == Ok(std::process::id()),
+        }
+    }
+
+    /// Gives up this process's part of `key`'s lease (its last user here is gone, other
+    /// processes' users remain). A failure is logged: the part is forgotten anyway, and given up
+    /// when the session can be used again, or with it.
+    pub(super) fn leave_lease(&self, key: &VolumeKey) {
+        if let Some(c) = &self.coord {
+            if let Err(e) = c.leave(key) {
+                log::warn!("{}", render_chain(&e));
+            }
+        }
+    }
+
+    /// Gives `key`'s lease back: the agent's whole lease (this process's part and every other
+    /// process's of this agent), once no one here uses the volume.
     pub(super) fn release_lease(&self, key: &VolumeKey) -> Result<(), IsolatorError> {
         match &self.coord {
             Some(c) => {

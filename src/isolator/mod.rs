@@ -15,6 +15,8 @@
 //!   fencing a container whose lease was lost while it was prepared.
 //! - `cleanup.rs`: [`Isolator::cleanup`]: release a container's volumes, unmount the ones no one
 //!   uses (and give their leases back), retry failed unmounts.
+//! - `targets.rs`: where each volume is bound: container paths verified, bind targets that no one
+//!   but root can change before Mesos binds onto them (a volume re-homed where that needs it).
 //! - `prepare.rs`: [`Isolator::prepare`]: resolve the request, verify the targets, acquire each
 //!   volume (lease, backend mount, record); a failure releases what was acquired.
 //! - `recover.rs`: [`Isolator::recover`] and [`Isolator::gc`]: reconcile the checkpoint with the
@@ -29,6 +31,7 @@ mod error;
 mod leases;
 mod prepare;
 mod recover;
+mod targets;
 
 pub use error::{CleanupError, IsolatorError, PrepareError};
 
@@ -43,7 +46,7 @@ use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{Coordinator, LeaseLoss};
 use crate::mount;
-use crate::spec::{DockerVolumeInput, DriverName, VolumeKey};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, VolumeKey};
 use crate::state::{ContainerId, StateError, Store, VolumeRecord};
 
 /// What a container asks for and where it lives.
@@ -53,6 +56,8 @@ pub struct ContainerInput {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// `DOCKER_VOLUME` entries of its `ContainerInfo`.
     pub docker_volumes: Vec<DockerVolumeInput>,
+    /// `CSI_VOLUME` entries of its `ContainerInfo`.
+    pub csi_volumes: Vec<CsiVolumeInput>,
     /// Its sandbox directory on the host.
     pub sandbox: PathBuf,
     /// Its root filesystem on the host, when it has an image.
@@ -68,7 +73,9 @@ pub struct PlannedMount {
     pub volume: VolumeKey,
     /// The volume's host mount point.
     pub source: PathBuf,
-    /// The verified absolute host path to bind onto.
+    /// The absolute host path to bind onto: verified, and one no one but root can change until
+    /// the bind. For a volume re-homed out of a sandbox its task user owns, a directory of the
+    /// agent's, which the task reaches through a link at the path it asked for.
     pub target: PathBuf,
     /// Bind read-only.
     pub read_only: bool,
@@ -119,14 +126,7 @@ pub struct RecoverReport {
     pub errors: Vec<String>,
 }
 
-/// Test-only crash injection: with the `crash-points` feature, the process kills itself with
-/// SIGKILL when `DVDI_CRASH_AT` names the point it reaches.
-fn crash_point(_point: &str) {
-    #[cfg(feature = "crash-points")]
-    if std::env::var("DVDI_CRASH_AT").is_ok_and(|p| p == _point) {
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGKILL);
-    }
-}
+use crate::crash::crash_point;
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
 /// them.
@@ -142,6 +142,23 @@ pub const CRASH_POINTS: &[&str] = &[
     "cleanup:unmount-intent-saved",
     "cleanup:backend-unmounted",
     "cleanup:lease-released",
+    // The CSI backend's, around each RPC of a volume's lifecycle: its step recorded as calling
+    // (before the RPC) and the RPC answered (before the step is recorded done); likewise when
+    // undoing (recorded as undoing, then the RPC answered). CreateVolume is never undone.
+    "csi:create_volume:calling",
+    "csi:create_volume:answered",
+    "csi:controller_publish:calling",
+    "csi:controller_publish:answered",
+    "csi:node_stage:calling",
+    "csi:node_stage:answered",
+    "csi:node_publish:calling",
+    "csi:node_publish:answered",
+    "csi:node_publish:undoing",
+    "csi:node_publish:undone",
+    "csi:node_stage:undoing",
+    "csi:node_stage:undone",
+    "csi:controller_publish:undoing",
+    "csi:controller_publish:undone",
 ];
 
 /// The isolator: prepare, cleanup and recover for any number of threads at once.
@@ -168,6 +185,8 @@ pub struct Isolator {
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
     pending: Mutex<HashSet<VolumeKey>>,
     next_mount: AtomicU64,
+    /// `/proc`, read to find where a volume's file system is still mounted.
+    proc_root: PathBuf,
 }
 
 impl fmt::Debug for Isolator {
@@ -197,6 +216,7 @@ impl Isolator {
             prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
+            proc_root: PathBuf::from("/proc"),
         })
     }
 
@@ -306,13 +326,42 @@ impl Isolator {
                     opts: &record.opts,
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
-                    // Read-only on the host only where other agents may share the volume (a
-                    // read-only lease): without one, no other agent mounts it, and a local
-                    // writer may still join the readers.
-                    read_only: record.lease.is_some() && record.users.values().all(|u| u.read_only),
+                    read_only: record.users.values().all(|u| u.read_only),
+                    csi: record.csi.as_ref(),
                 })
             })
             .map_err(|e| about(e, record).into())
+    }
+
+    /// Records that `record`'s volume is mounted at `host`: whether that is a mount point of its
+    /// own, and then its file system's device (to recognise it later in other namespaces).
+    fn note_mount(&self, record: &mut VolumeRecord, host: PathBuf) {
+        record.is_mount_point = self.is_mount_point(&host);
+        record.device = record
+            .is_mount_point
+            .then(|| mount::DeviceNumber::of_path(&host))
+            .flatten();
+        record.host_path = Some(host);
+    }
+
+    /// Refuses to mount `record`'s vanished mount again while its file system is still mounted
+    /// somewhere (a container's namespace keeps it after the host's mount went): a second
+    /// instance beside it (a second loop device on the image, a second FUSE daemon) could
+    /// corrupt it.
+    fn refuse_second_mount(&self, record: &VolumeRecord) -> Result<(), IsolatorError> {
+        let Some(device) = record.device else {
+            return Ok(());
+        };
+        let uses = mount::device_users(&self.proc_root, device, None);
+        if uses.is_empty() {
+            return Ok(());
+        }
+        Err(IsolatorError::StillMounted {
+            volume: record.key(),
+            host: record.host_path.clone().unwrap_or_default(),
+            device,
+            uses,
+        })
     }
 
     /// Whether `path` is a mount point of its own (a backend may answer a plain directory).

@@ -1,19 +1,18 @@
 //! Prepare: a container's request resolved, its container paths verified, and each volume
 //! acquired (lease, backend mount, record) — all or nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::MountId;
 use crate::error::render_chain;
-use crate::mount::{self, CreatedDirs, TargetError, TargetPolicy};
+use crate::mount;
 use crate::spec::{self, Resolved, VolumeKey, VolumeSpec};
 use crate::state::{ContainerId, Owner, Phase, Use, VolumeGuard, VolumeRecord, CHECKPOINT_VERSION};
 
 use super::{
     crash_point, ContainerInput, Isolator, IsolatorError, LaunchPlan, PlannedMount, PrepareError,
-    SANDBOX_IN_ROOTFS,
 };
 
 /// A volume acquired for a container: its key, its host mount point, whether it is leased.
@@ -70,6 +69,7 @@ impl Isolator {
         let resolved = spec::resolve(
             &input.env,
             self.config.docker_volumes_of(&input.docker_volumes),
+            self.config.csi_volumes_of(&input.csi_volumes),
             &self.config.resolve_options(),
         )
         .map_err(|e| fail(e.into()))?;
@@ -84,99 +84,6 @@ impl Isolator {
         Ok(plan)
     }
 
-    /// The bind target of each volume that has a container path, in order, with the directories
-    /// made for them (armed to be removed again).
-    fn resolve_targets(
-        &self,
-        volumes: &[VolumeSpec],
-        input: &ContainerInput,
-    ) -> Result<(Vec<Option<PathBuf>>, CreatedDirs), IsolatorError> {
-        let mut created = CreatedDirs::new();
-        let mut targets = Vec::with_capacity(volumes.len());
-        for spec in volumes {
-            let target = match &spec.container_path {
-                None => None,
-                Some(path) => {
-                    let (target, made) = self.resolve_target(spec, path, input)?;
-                    created.append(made);
-                    Some(target)
-                }
-            };
-            targets.push(target);
-        }
-        Ok((targets, created))
-    }
-
-    /// Verifies (creating where allowed) where a volume is bound and returns the bind target.
-    ///
-    /// Mesos' rules (its `docker/volume` isolator, which the env form follows too): an absolute
-    /// path is inside the rootfs when the container has one, else a host path; a relative path is
-    /// in the sandbox, which a container with a rootfs sees at [`SANDBOX_IN_ROOTFS`] — so the
-    /// directory is made in the host sandbox and the bind targets the rootfs's view of it.
-    ///
-    /// Also returns the directories it created, armed to be removed again. A refusal names the
-    /// variable and the components as the container sees them; the host path goes to the
-    /// agent's log only.
-    fn resolve_target(
-        &self,
-        spec: &VolumeSpec,
-        path: &spec::ContainerPath,
-        input: &ContainerInput,
-    ) -> Result<(PathBuf, CreatedDirs), IsolatorError> {
-        let refused = |source: TargetError| {
-            log::warn!(
-                "{}: container path {} refused at host path {}: {}",
-                spec.key(),
-                path,
-                source.host_path().display(),
-                render_chain(&source)
-            );
-            IsolatorError::Target {
-                volume: spec.key(),
-                place: spec
-                    .origin
-                    .0
-                    .as_ref()
-                    .map(spec::Origin::container_path_place),
-                source: Box::new(source),
-            }
-        };
-        if !path.is_absolute() {
-            // How the task names its sandbox: a fixed path inside a rootfs, else its variable
-            // (the host path of a sandbox is the agent's business).
-            let view = Path::new(match input.rootfs {
-                Some(_) => SANDBOX_IN_ROOTFS,
-                None => "$MESOS_SANDBOX",
-            });
-            let mut verified =
-                mount::resolve_target_in(&input.sandbox, view, path, &TargetPolicy::CreateMissing)
-                    .map_err(refused)?;
-            let made = verified.take_created();
-            return Ok(match &input.rootfs {
-                Some(rootfs) => (
-                    rootfs
-                        .join(SANDBOX_IN_ROOTFS.trim_start_matches('/'))
-                        .join(path.relative()),
-                    made,
-                ),
-                None => (verified.path().to_owned(), made),
-            });
-        }
-        let (root, policy) = match &input.rootfs {
-            Some(rootfs) => (rootfs.as_path(), TargetPolicy::CreateMissing),
-            None => (
-                Path::new("/"),
-                TargetPolicy::HostPath {
-                    tmp: self.host_tmp.clone(),
-                },
-            ),
-        };
-        // A rootfs is the container's `/`; a host path is its own view.
-        let mut verified =
-            mount::resolve_target_in(root, Path::new("/"), path, &policy).map_err(refused)?;
-        let made = verified.take_created();
-        Ok((verified.path().to_owned(), made))
-    }
     /// Acquires every volume for `id` (independent volumes in parallel, as far as the call pool's
     /// bound allows; one volume needs no thread). When one fails, those acquired are released
     /// again.
@@ -245,7 +152,11 @@ impl Isolator {
             }
             // Half mounted or half unmounted by a process that died (or a failed unmount):
             // mount again under the same id, which every backend treats as idempotent.
-            Some(record) => record,
+            // The task's secrets are in memory only: a record read back has none.
+            Some(record) => VolumeRecord {
+                csi: spec.csi.clone(),
+                ..record
+            },
             None => self.new_record(spec),
         };
         let before = record.clone();
@@ -278,8 +189,7 @@ impl Isolator {
             }
         };
         crash_point("prepare:backend-mounted");
-        record.is_mount_point = self.is_mount_point(&host);
-        record.host_path = Some(host.clone());
+        self.note_mount(&mut record, host.clone());
         record.phase = Phase::Mounted;
         record.last_error = None;
         guard.save(&record).map_err(Self::state_err(&key))?;
@@ -288,9 +198,11 @@ impl Isolator {
         Ok((host, record.lease.is_some()))
     }
 
-    /// Adds `id` as a user of a volume mounted here already. A writer joining readers upgrades
-    /// the lease before the writer gets the volume (and a volume whose driver became leased since
-    /// it was mounted is leased now).
+    /// Adds `id` as a user of a volume mounted here already. A leased volume's lease is taken
+    /// in this process's own session too: every process of the agent that uses the volume holds
+    /// the agent's lease, so that it outlives any one of them and each is fenced by its own. A
+    /// writer joining readers upgrades it before the writer gets the volume (and a volume whose
+    /// driver became leased since it was mounted is leased now).
     fn join_mounted(
         &self,
         guard: &VolumeGuard,
@@ -308,25 +220,25 @@ impl Isolator {
         let before = record.clone();
         record.users.insert(id.clone(), usage);
         let mode = Self::mode_of(&record);
-        let upgrade = match record.lease {
-            Some(held) => held < mode,
-            None => self.leased(&record)?,
-        };
-        if upgrade {
-            record.lease = Some(mode);
-            guard.save(&record).map_err(Self::state_err(key))?;
-            crash_point("prepare:upgrade-saved");
+        let leased = record.lease.is_some() || self.leased(&record)?;
+        if leased {
+            if record.lease.is_none_or(|held| held < mode) {
+                // The intent first, so that recovery knows the stronger lease may be held.
+                record.lease = Some(mode);
+                guard.save(&record).map_err(Self::state_err(key))?;
+                crash_point("prepare:upgrade-saved");
+            }
+            // Held by this process already in `mode` or more, this asks ZooKeeper nothing.
             if let Err(e) = self.take_lease(key, mode, self.config.lease_wait) {
                 if let Err(se) = guard.save(&before) {
                     log::error!("{}", render_chain(&Self::state_err(key)(se)));
                 }
                 return Err(e);
             }
-        } else {
-            guard.save(&record).map_err(Self::state_err(key))?;
         }
+        guard.save(&record).map_err(Self::state_err(key))?;
         crash_point("prepare:user-added");
-        Ok((host, record.lease.is_some()))
+        Ok((host, leased))
     }
 
     /// A new volume's record, before its first mount.
@@ -342,9 +254,11 @@ impl Isolator {
             phase: Phase::Mounting,
             host_path: None,
             is_mount_point: false,
+            device: None,
             users: Default::default(),
             last_error: None,
             lease: None,
+            csi: spec.csi.clone(),
         }
     }
 

@@ -224,11 +224,21 @@ impl Isolator {
         });
         let lease_held = !retake || self.retake_lease(&guard, &mut record, report)?;
         let mut changed = record.users.len() != before;
-        if lease_held && (record.phase != Phase::Mounted || step.vanished(&record)) {
+        let refused = match step.vanished(&record) {
+            true => self.refuse_second_mount(&record).err(),
+            false => None,
+        };
+        if let Some(e) = refused {
+            // Kept as it is, users and all, with the reason for `dvdi status`; the users still
+            // have the file system in their own namespaces.
+            let text = render_chain(&e);
+            record.last_error = Some(text.clone());
+            changed = true;
+            report.errors.push(text);
+        } else if lease_held && (record.phase != Phase::Mounted || step.vanished(&record)) {
             if !step.dry_run {
                 let host = self.mount_record(&record)?;
-                record.is_mount_point = self.is_mount_point(&host);
-                record.host_path = Some(host);
+                self.note_mount(&mut record, host);
                 record.phase = Phase::Mounted;
                 record.last_error = None;
                 changed = true;
@@ -258,14 +268,17 @@ impl Isolator {
                 .all(|(id, u)| (step.alive)(id, u.owner))
     }
 
-    /// Whether this pass takes `record`'s lease again (its volume is leased, and the pass is a
-    /// recover); an error when the driver's scope is unknown.
+    /// Whether this pass takes `record`'s lease again (its volume is leased, this process has
+    /// users of it, and the pass is a recover); an error when the driver's scope is unknown. A
+    /// volume only other processes use (live `dvdi run`s) is leased by them, in their sessions.
     fn lease_to_retake(
         &self,
         record: &VolumeRecord,
         step: &Reconcile<'_>,
     ) -> Result<bool, IsolatorError> {
-        Ok(step.leases && (record.lease.is_some() || self.leased(record)?))
+        Ok(step.leases
+            && record.users.values().any(Self::own_user)
+            && (record.lease.is_some() || self.leased(record)?))
     }
 
     /// Takes again the lease of a volume in use here (this process's session is new) and says

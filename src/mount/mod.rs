@@ -5,10 +5,13 @@
 //! ([`FakeMounter`]).
 //!
 //! - target resolution ([`resolve_target`]): where a volume may be bound, never through a
-//!   symlink, directories created only where allowed;
+//!   symlink, directories created only where allowed; whether anyone but root could change the
+//!   path before the bind ([`ResolvedTarget::audit`]); the link a re-homed volume is reached
+//!   through ([`ResolvedTarget::place_link`]);
 //! - the mount table ([`read_mountinfo`], [`is_mount_point`], [`is_mount_root`]);
 //! - binds and propagation ([`bind`], [`make_rslave`], [`make_rprivate`], [`UnmountGuard`]);
-//! - entering a container's mount namespace ([`enter_container`], for `dvdi run`).
+//! - entering a container's mount namespace ([`enter_container`], for `dvdi run`);
+//! - who uses a device, in any mount namespace ([`device_users`]), for errors that name it.
 //!
 //! Nothing here decides *whether* to mount: that is the isolator's, which owns the ordering.
 
@@ -102,15 +105,17 @@ impl Mounter for Host {
 mod fake;
 mod mountinfo;
 mod target;
+mod users;
 
 pub use fake::{FakeMounter, MountCall};
 pub use mountinfo::{
     is_mount_point, is_mount_root, is_read_only, parse_mountinfo, read_mountinfo, MountInfoEntry,
 };
 pub use target::{
-    resolve_target, resolve_target_in, resolve_target_with, CreatedDirs, ResolvedTarget, Resolver,
-    TargetError, TargetPolicy,
+    resolve_parent_in, resolve_target, resolve_target_in, resolve_target_with, CreatedDirs,
+    ResolvedTarget, Resolver, TargetError, TargetPolicy, Writer,
 };
+pub use users::{device_users, DeviceNumber, DeviceUse, Process};
 
 /// Binds `source` onto `target` (`MS_BIND | MS_REC`), then, for read-only, remounts the bind
 /// read-only (`MS_REMOUNT | MS_BIND | MS_RDONLY`): the kernel ignores `MS_RDONLY` on the call

@@ -14,7 +14,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,18 +115,46 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`.
+    /// Opens (creating it, mode 0700, if needed) the checkpoint under `work_dir`. A `work_dir`
+    /// made here (with any missing parent) gets mode 0711: others may pass through it, never list
+    /// it, to reach what the isolator keeps there for tasks (the directories volumes are bound on
+    /// for tasks not run as root); the checkpoint below stays closed.
     pub fn open(work_dir: &Path) -> Result<Self, StateError> {
         let volumes = work_dir.join("volumes");
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
-            .create(&volumes)
-            .map_err(io_err("creating", &volumes))?;
-        let durable = nix::sys::statfs::statfs(&volumes)
-            .map(|fs| fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC)
-            .unwrap_or(true);
-        Ok(Self { volumes, durable })
+            .mode(0o711)
+            .create(work_dir)
+            .map_err(io_err("creating", work_dir))?;
+        match fs::DirBuilder::new().mode(0o700).create(&volumes) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io_err("creating", &volumes)(e))
+            }
+            _ => {}
+        }
+        Ok(Self::at(volumes))
+    }
+
+    /// Opens the checkpoint under `work_dir` only if it exists, creating nothing: `None` when
+    /// nothing was ever recorded there (for commands that only read, so that a mistyped
+    /// directory is said, not made).
+    pub fn open_existing(work_dir: &Path) -> Result<Option<Self>, StateError> {
+        let volumes = work_dir.join("volumes");
+        match fs::metadata(&volumes) {
+            Ok(_) => Ok(Some(Self::at(volumes))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &volumes)(e)),
+        }
+    }
+
+    fn at(volumes: PathBuf) -> Self {
+        let durable = crate::durable::is_durable(&volumes);
+        Self { volumes, durable }
+    }
+
+    /// The `work_dir` the store lives in.
+    pub fn work_dir(&self) -> &Path {
+        self.volumes.parent().unwrap_or(&self.volumes)
     }
 
     /// Whether records are fsynced (false on tmpfs, where that would change nothing).
@@ -467,20 +495,13 @@ impl VolumeGuard {
     pub fn save(&self, record: &VolumeRecord) -> Result<(), StateError> {
         debug_assert_eq!(record.key(), self.key);
         let bytes = serde_json::to_vec(record).expect("a VolumeRecord always serialises");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&self.tmp)
-            .map_err(io_err("creating", &self.tmp))?;
-        f.write_all(&bytes).map_err(io_err("writing", &self.tmp))?;
-        if self.durable {
-            f.sync_all().map_err(io_err("syncing", &self.tmp))?;
-        }
-        drop(f);
-        fs::rename(&self.tmp, &self.record).map_err(io_err("renaming into place", &self.record))?;
+        crate::durable::write_and_rename(&self.record, &self.tmp, &bytes, self.durable).map_err(
+            |e| StateError::Io {
+                op: e.op,
+                path: e.path,
+                source: e.source,
+            },
+        )?;
         self.sync_dir()
     }
 

@@ -15,6 +15,8 @@
 // A scenario with one call thread and a plugin that never answers a volume call (a test double)
 // checks that a call which cannot start before its deadline is answered with the pool-full
 // message.
+// It also plays a task user who owns its sandbox (as Mesos makes it) swapping the entry prepare
+// checked for a symbolic link before the launcher binds: the bind must not follow the link.
 //
 // With a ZooKeeper address, it then plays two agents leasing one volume: agent A prepares it, is
 // restarted while agent B takes the volume, and A's recover fences A's container through the
@@ -22,6 +24,12 @@
 // (cpp/watch_table.h, with a stand-in for libprocess' Promise), driven as the shim drives it, and
 // checks that the table keeps no entry after a fence during cleanup, a fence after it, or a fence
 // for a container Mesos never gave.
+//
+// With DVDI_HARNESS_CSI_CONFIG (a CSI plugin configuration directory) and DVDI_HARNESS_CSI_VOLUME
+// (the id of a volume that plugin has) in its environment, it sends a CSI_VOLUME entry through the
+// bridge, with VALUE secrets, mount flags and a volume context, writes through its bind and cleans
+// up; then one with a REFERENCE secret, which must be refused naming it. The caller checks what the
+// plugin saw.
 //
 // Usage: harness DIR PLUGIN_DIR SOURCE [ZK_HOST:PORT]
 //   DIR: an empty scratch directory; PLUGIN_DIR: where a running docker-volume-easyfuse plugin
@@ -31,6 +39,7 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <sched.h>
 #include <unistd.h>
@@ -43,6 +52,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -353,6 +363,113 @@ std::string read_file(const std::string& path) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
+}
+
+// Runs `step` in a child process as uid/gid 65534 (nobody); true when it returned true.
+bool as_nobody(const std::function<bool()>& step) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    _exit(step() ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// A task run as nobody, in a sandbox nobody owns (mode 0750, as Mesos makes it), asks for a
+// volume at a sandbox-relative path; after prepare, nobody swaps that entry for a symbolic link
+// to a directory of root's. The launcher's bind must not land there.
+void swapped_target(IsolatorCore& iso, const std::string& dir) {
+  const std::string sandbox = dir + "/sandbox-nobody";
+  const std::string victim = dir + "/victim";
+  mkdir(sandbox.c_str(), 0750);
+  CHECK(chown(sandbox.c_str(), 65534, 65534) == 0, "the sandbox given to nobody");
+  mkdir(victim.c_str(), 0755);
+  write_file(victim + "/marker", "root's own");
+
+  ContainerRequest c;
+  DockerVolume dv;
+  dv.driver = "local";
+  dv.name = "swapped";
+  dv.container_path = "data";
+  c.docker_volumes.push_back(dv);
+  c.sandbox = sandbox;
+  c.user = "nobody";
+  Launch p = prepare(iso, "c5", c);
+  CHECK(p.mounts.size() == 1, "c5 has one bind");
+  write_file(dir + "/local/swapped/from-volume", "the volume's");
+
+  const std::string data = sandbox + "/data";
+  CHECK(as_nobody([&] {
+          return rename(data.c_str(), (data + ".moved").c_str()) == 0 &&
+                 symlink(victim.c_str(), data.c_str()) == 0;
+        }),
+        "the task user swapped its sandbox's entry for a link");
+  const std::string target = p.mounts.empty() ? "" : std::string(p.mounts[0].target);
+  CHECK(launch(p, "test -f " + victim + "/marker && ! test -e " + victim + "/from-volume") == 0,
+        "the bind followed the task's link onto " + victim + " (target " + target + ")");
+  cleanup(iso, "c5");
+}
+
+CsiSecret csi_secret(const std::string& key, int32_t kind, const std::string& value,
+                     const std::string& reference) {
+  CsiSecret s;
+  s.key = key;
+  s.kind = kind;
+  for (char c : value) s.value.push_back(static_cast<uint8_t>(c));
+  s.reference = reference;
+  return s;
+}
+
+// A CSI_VOLUME entry as the shim translates Mesos 1.11's Volume.Source.CSIVolume.
+void csi_volume(const std::string& dir, const std::string& config, const std::string& id) {
+  rust::Vec<Param> params;
+  params.push_back(param("work_dir", dir + "/csi-work"));
+  params.push_back(param("plugin_dirs", dir + "/no-plugins"));
+  params.push_back(param("default_driver", "local"));
+  params.push_back(param("csi_plugin_config_dir", config));
+  rust::Box<IsolatorCore> iso = create("org_apache_mesos_DvdiIsolator", params);
+  const std::string sandbox = dir + "/sandbox-csi";
+  mkdir(sandbox.c_str(), 0755);
+
+  CsiVolume v;
+  v.index = 2;
+  v.plugin_name = "hostpath.csi.k8s.io";
+  v.has_static_provisioning = true;
+  v.volume_id = id;
+  v.block = false;
+  v.fs_type = "ext4";
+  v.mount_flags.push_back("noatime");
+  v.access_mode = 1;  // SINGLE_NODE_WRITER
+  v.volume_context.push_back(param("share", "projects"));
+  v.node_stage_secrets.push_back(csi_secret("password", 2, "harness-stage-secret", ""));
+  v.node_publish_secrets.push_back(csi_secret("token", 2, "harness-publish-secret", ""));
+  v.container_path = "csi";
+  v.read_only = false;
+  ContainerRequest c;
+  c.csi_volumes.push_back(v);
+  c.sandbox = sandbox;
+  Launch p = prepare(*iso, "c6", c);
+  CHECK(p.mounts.size() == 1, "c6 has one bind");
+  CHECK(launch(p, "echo via-csi > " + sandbox + "/csi/file") == 0, "c6 writes through the bind");
+  cleanup(*iso, "c6");
+
+  CsiVolume ref = v;
+  ref.node_publish_secrets.clear();
+  ref.node_publish_secrets.push_back(csi_secret("token", 1, "", "/secrets/nfs-token"));
+  ContainerRequest r;
+  r.csi_volumes.push_back(ref);
+  r.sandbox = sandbox;
+  try {
+    prepare(*iso, "c7", r);
+    CHECK(false, "a REFERENCE secret was accepted");
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    CHECK(what.find("node_publish_secrets[\"token\"]") != std::string::npos &&
+              what.find("/secrets/nfs-token") != std::string::npos,
+          "the error names the REFERENCE secret: " + what);
+  }
 }
 
 // One agent of the fencing scenario: a leased `local` volume on storage both agents see.
@@ -685,6 +802,8 @@ int main(int argc, char** argv) {
     cleanup(*iso, "c4");
     CHECK(!is_mount_root(fuse_mount), "the plugin unmounted c4's volume");
 
+    swapped_target(*iso, dir);
+
     // Container 3: orphaned by the restart below.
     ContainerRequest c3;
     c3.env.push_back(env("DVDI_VOLUME_DRIVER", "loop"));
@@ -753,6 +872,17 @@ int main(int argc, char** argv) {
       fencing(dir, argv[4]);
     } catch (const std::exception& e) {
       CHECK(false, std::string("fencing scenario: ") + e.what());
+    }
+  }
+
+  const char* csi_config = getenv("DVDI_HARNESS_CSI_CONFIG");
+  const char* csi_id = getenv("DVDI_HARNESS_CSI_VOLUME");
+  if (csi_config != nullptr && csi_id != nullptr) {
+    try {
+      csi_volume(dir, csi_config, csi_id);
+      std::cerr << "harness: CSI_VOLUME scenario ran" << std::endl;
+    } catch (const std::exception& e) {
+      CHECK(false, std::string("CSI_VOLUME scenario: ") + e.what());
     }
   }
 

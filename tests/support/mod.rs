@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod csi;
 pub mod easyfuse;
 pub mod gated;
 pub mod host;

@@ -1,6 +1,8 @@
 //! A real ZooKeeper server for tests and benches (Debian's `zookeeper` package), on a free
-//! loopback port with its own data directory; a proxy that cuts one client off from it; and a
-//! small synchronous client to look at (and tamper with) its nodes.
+//! loopback port with its own data directory; a proxy that cuts one client off from it (closing
+//! its connections, or blackholing them); a small synchronous client to look at (and tamper
+//! with) its nodes; and an ensemble of several such servers ([`ZkEnsemble`]) whose members a
+//! test can kill, restart and pause.
 //!
 //! `ZkServer::start()` runs `java -cp /usr/share/java/zookeeper.jar QuorumPeerMain <cfg>` (the
 //! jar's manifest names its dependencies) with a 100 ms tick so that sessions can expire in
@@ -54,20 +56,7 @@ impl ZkServer {
             .expect("temp dir for ZooKeeper");
         std::fs::create_dir(dir.path().join("data")).expect("ZooKeeper data dir");
         let port = free_port();
-        let cfg = format!(
-            "tickTime={TICK_MS}\n\
-             initLimit=10\n\
-             syncLimit=5\n\
-             dataDir={}\n\
-             clientPort={port}\n\
-             clientPortAddress=127.0.0.1\n\
-             minSessionTimeout={}\n\
-             maxSessionTimeout=60000\n\
-             4lw.commands.whitelist=ruok,srvr,mntr\n\
-             admin.enableServer=false\n",
-            dir.path().join("data").display(),
-            2 * TICK_MS,
-        );
+        let cfg = server_config(&dir.path().join("data"), port);
         std::fs::write(dir.path().join("zoo.cfg"), cfg).expect("write zoo.cfg");
         let mut server = ZkServer {
             dir,
@@ -142,6 +131,13 @@ impl ZkServer {
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the JVM without waiting for it to serve (an ensemble's members serve only once
+    /// a quorum of them runs).
+    fn spawn(&mut self) {
         let log = std::fs::File::create(self.log_path()).expect("ZooKeeper log file");
         let mut cmd = Command::new("java");
         // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent. The server
@@ -161,7 +157,6 @@ impl ZkServer {
             .spawn()
             .expect("run java (Debian's zookeeper package pulls it in)");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     fn log_path(&self) -> PathBuf {
@@ -243,8 +238,9 @@ pub fn four_letter(port: u16, cmd: &str) -> Option<String> {
     Some(out)
 }
 
-/// A TCP relay between clients and a server that a test can cut and restore: a network
-/// partition between one client and ZooKeeper, while other clients still reach the server.
+/// A TCP relay between clients and a server that a test can cut and restore, or blackhole and
+/// heal: a network partition between one client and ZooKeeper, while other clients still reach
+/// the server.
 pub struct ZkProxy {
     port: u16,
     shared: Arc<ProxyShared>,
@@ -258,18 +254,40 @@ struct ProxyShared {
     stop: AtomicBool,
     /// Both ends of every relayed connection, to shut them down on `cut`.
     streams: Mutex<Vec<TcpStream>>,
+    /// Blackholed: connections stay open but nothing passes either way (bytes and closes are
+    /// held, as TCP holds them across a partition) until `heal`.
+    blackholed: Mutex<bool>,
+    healed: std::sync::Condvar,
+}
+
+impl ProxyShared {
+    /// Blocks while the proxy is blackholed; false once the proxy is dropped.
+    fn pass(&self) -> bool {
+        let mut blackholed = self.blackholed.lock().unwrap();
+        while *blackholed && !self.stop.load(Ordering::SeqCst) {
+            blackholed = self.healed.wait(blackholed).unwrap();
+        }
+        !self.stop.load(Ordering::SeqCst)
+    }
 }
 
 impl ZkProxy {
     /// Relays a free loopback port to `server`.
     pub fn start(server: &ZkServer) -> ZkProxy {
+        ZkProxy::to(&server.address())
+    }
+
+    /// Relays a free loopback port to `upstream` (`host:port`).
+    pub fn to(upstream: &str) -> ZkProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy port");
         let port = listener.local_addr().expect("proxy address").port();
         let shared = Arc::new(ProxyShared {
-            upstream: server.address(),
+            upstream: upstream.to_owned(),
             open: AtomicBool::new(true),
             stop: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
+            blackholed: Mutex::new(false),
+            healed: std::sync::Condvar::new(),
         });
         let acceptor_shared = Arc::clone(&shared);
         let acceptor = std::thread::spawn(move || {
@@ -281,13 +299,8 @@ impl ZkProxy {
                 if !acceptor_shared.open.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees its connection closed
                 }
-                let Ok(server) = TcpStream::connect(&acceptor_shared.upstream) else {
-                    continue;
-                };
-                let ends = [&client, &server].map(|s| s.try_clone().expect("clone stream"));
-                acceptor_shared.streams.lock().unwrap().extend(ends);
-                relay(&client, &server);
-                relay(&server, &client);
+                let shared = Arc::clone(&acceptor_shared);
+                std::thread::spawn(move || connect_upstream(client, &shared));
             }
         });
         ZkProxy {
@@ -319,12 +332,25 @@ impl ZkProxy {
     pub fn restore(&self) {
         self.shared.open.store(true, Ordering::SeqCst);
     }
+
+    /// Lets nothing through, closing nothing: open connections fall silent (their bytes wait
+    /// in the proxy), new ones are accepted and never answered, until `heal`.
+    pub fn blackhole(&self) {
+        *self.shared.blackholed.lock().unwrap() = true;
+    }
+
+    /// Ends a `blackhole`: what waited is delivered, in order, and relaying resumes.
+    pub fn heal(&self) {
+        *self.shared.blackholed.lock().unwrap() = false;
+        self.shared.healed.notify_all();
+    }
 }
 
 impl Drop for ZkProxy {
     fn drop(&mut self) {
-        self.cut();
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.healed.notify_all();
+        self.cut();
         // Wake the acceptor so it sees `stop`.
         let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
         if let Some(a) = self.acceptor.take() {
@@ -333,14 +359,44 @@ impl Drop for ZkProxy {
     }
 }
 
-/// Copies `from` to `to` on a thread until either end closes.
-fn relay(from: &TcpStream, to: &TcpStream) {
+/// Relays one accepted client: connects to the server once the proxy lets anything through
+/// (a connection made during a blackhole reaches nobody until it heals).
+fn connect_upstream(client: TcpStream, shared: &Arc<ProxyShared>) {
+    let registered = client.try_clone().expect("clone stream");
+    shared.streams.lock().unwrap().push(registered);
+    if !shared.pass() || !shared.open.load(Ordering::SeqCst) {
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let Ok(server) = TcpStream::connect(&shared.upstream) else {
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        return;
+    };
+    shared
+        .streams
+        .lock()
+        .unwrap()
+        .push(server.try_clone().expect("clone stream"));
+    relay(&client, &server, shared);
+    relay(&server, &client, shared);
+}
+
+/// Copies `from` to `to` on a thread until either end closes, holding each chunk (and the
+/// close) while the proxy is blackholed.
+fn relay(from: &TcpStream, to: &TcpStream, shared: &Arc<ProxyShared>) {
     let (mut from, mut to) = (
         from.try_clone().expect("clone stream"),
         to.try_clone().expect("clone stream"),
     );
+    let shared = Arc::clone(shared);
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = from.read(&mut buf).unwrap_or(0);
+            if !shared.pass() || n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(std::net::Shutdown::Both);
         let _ = from.shutdown(std::net::Shutdown::Both);
     });
@@ -500,5 +556,180 @@ impl Drop for RawZk {
                 .await;
             });
         }
+    }
+}
+
+/// The configuration of a server with its data in `data`, serving 127.0.0.1:`port` (an
+/// ensemble's member adds its `server.N` lines). Sessions from 2 ticks to 60 s are granted as
+/// asked.
+fn server_config(data: &Path, port: u16) -> String {
+    format!(
+        "tickTime={TICK_MS}\n\
+         initLimit=20\n\
+         syncLimit=10\n\
+         dataDir={}\n\
+         clientPort={port}\n\
+         clientPortAddress=127.0.0.1\n\
+         minSessionTimeout={}\n\
+         maxSessionTimeout=60000\n\
+         4lw.commands.whitelist=ruok,srvr,stat,mntr\n\
+         admin.enableServer=false\n",
+        data.display(),
+        2 * TICK_MS,
+    )
+}
+
+/// `n` distinct ports that were free a moment ago (all bound at once, so none repeats).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound address").port())
+        .collect()
+}
+
+impl ZkServer {
+    /// The server's role as `srvr` reports it (`leader`, `follower`, `standalone`), or `None`
+    /// while it does not serve (stopped, paused, or an ensemble member without a quorum).
+    pub fn mode(&self) -> Option<String> {
+        if self.child.is_none() || self.paused {
+            return None;
+        }
+        let out = four_letter(self.port, "srvr")?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("Mode: "))
+            .map(|m| m.trim().to_owned())
+    }
+
+    /// Whether the server's process runs (paused or not).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A ZooKeeper ensemble of the test's own: `size` servers (`QuorumPeerMain` with
+/// `server.N=127.0.0.1:<peer port>:<election port>` lines), each with its own data directory and
+/// `myid`, on loopback ports. Its members are [`ZkServer`]s: each can be killed and restarted
+/// (on the same ports and data, rejoining the quorum), or paused and resumed; each JVM dies with
+/// the thread that started it, and the temp directories go with the ensemble.
+pub struct ZkEnsemble {
+    members: Vec<ZkServer>,
+}
+
+impl ZkEnsemble {
+    /// Starts `size` servers and waits until every one serves (a leader was elected and each
+    /// follower has joined it).
+    pub fn start(size: usize) -> ZkEnsemble {
+        assert!(
+            Path::new(ZOOKEEPER_JAR).exists(),
+            "{ZOOKEEPER_JAR} is missing: install Debian's zookeeper package (bash .ci/setup)"
+        );
+        let ports = free_ports(3 * size);
+        let servers: String = ports
+            .chunks(3)
+            .enumerate()
+            .map(|(i, p)| format!("server.{}=127.0.0.1:{}:{}\n", i + 1, p[1], p[2]))
+            .collect();
+        let mut members: Vec<ZkServer> = ports
+            .chunks(3)
+            .enumerate()
+            .map(|(i, p)| {
+                let dir = tempfile::Builder::new()
+                    .prefix("dvdi-zk-ensemble-")
+                    .tempdir()
+                    .expect("temp dir for ZooKeeper");
+                let data = dir.path().join("data");
+                std::fs::create_dir(&data).expect("ZooKeeper data dir");
+                std::fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("write myid");
+                let cfg = server_config(&data, p[0]) + &servers;
+                std::fs::write(dir.path().join("zoo.cfg"), cfg).expect("write zoo.cfg");
+                ZkServer {
+                    dir,
+                    port: p[0],
+                    child: None,
+                    paused: false,
+                }
+            })
+            .collect();
+        // All JVMs first: a member serves only once a quorum of them runs.
+        for m in &mut members {
+            m.spawn();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        ZkEnsemble { members }
+    }
+
+    /// How many servers it has.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Member `i` (from 0; its `myid` is `i + 1`).
+    pub fn member(&self, i: usize) -> &ZkServer {
+        &self.members[i]
+    }
+
+    /// The client addresses of every member, `127.0.0.1:<port>`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.members.iter().map(ZkServer::address).collect()
+    }
+
+    /// `zk://<every member>/<path>`: the URL a client of the whole ensemble uses.
+    pub fn url(&self, path: &str) -> String {
+        format!("zk://{}{path}", self.addresses().join(","))
+    }
+
+    /// The coordination target naming every member.
+    pub fn target(&self, path: &str) -> ZkTarget {
+        ZkTarget::parse(&self.url(path)).expect("test ZooKeeper URL")
+    }
+
+    /// The member that leads now, if one does and answers.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.len()).find(|&i| self.members[i].mode().as_deref() == Some("leader"))
+    }
+
+    /// Kills member `i` (SIGKILL) and reaps it; its data stays for `restart`.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts the killed member `i` again and waits until it serves (it rejoins the quorum).
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].restart();
+    }
+
+    /// Freezes member `i` (SIGSTOP): its clients and peers keep their connections, unanswered.
+    pub fn pause(&mut self, i: usize) {
+        self.members[i].pause();
+    }
+
+    /// Lets the paused member `i` run again (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        self.members[i].resume();
+    }
+}
+
+impl ZkServer {
+    /// Starts a server whose `maxSessionTimeout` is `max`: a session asking for more gets `max`.
+    pub fn start_with_max_session_timeout(max: Duration) -> ZkServer {
+        let mut server = ZkServer::start();
+        server.stop();
+        let path = server.dir.path().join("zoo.cfg");
+        let cfg = std::fs::read_to_string(&path).expect("read zoo.cfg");
+        let cfg: String = cfg
+            .lines()
+            .map(|l| match l.strip_prefix("maxSessionTimeout=") {
+                Some(_) => format!("maxSessionTimeout={}\n", max.as_millis()),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&path, cfg).expect("write zoo.cfg");
+        server.restart();
+        server
     }
 }

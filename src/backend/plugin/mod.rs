@@ -1,4 +1,4 @@
-//! Docker volume plugins, spoken to directly over the plugin protocol (DESIGN §4): no Docker
+//! Docker volume plugins, spoken to directly over the plugin protocol: no Docker
 //! daemon, no dvdcli.
 //!
 //! [`discovery`] finds a plugin's address by driver name, [`http`] carries the calls, and

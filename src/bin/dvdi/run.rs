@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,6 +19,7 @@ use mesos_dvdi::isolator::{process_start_time, ContainerInput, Isolator, LaunchP
 use mesos_dvdi::mount::{self, Bind, Host};
 use mesos_dvdi::state::Owner;
 use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -82,9 +84,9 @@ fn with_progress<T>(what: &str, waits: &Waits, work: impl FnOnce() -> T) -> T {
             let reasons = waits.current();
             let secs = start.elapsed().as_secs();
             if reasons.is_empty() {
-                eprintln!("dvdi: {what}… {secs} s");
+                say!("dvdi: {what}… {secs} s");
             } else {
-                eprintln!("dvdi: {what}… {secs} s: {}", reasons.join("; "));
+                say!("dvdi: {what}… {secs} s: {}", reasons.join("; "));
             }
         }
     });
@@ -96,7 +98,7 @@ fn with_progress<T>(what: &str, waits: &Waits, work: impl FnOnce() -> T) -> T {
 
 fn describe(task: &TaskInput, config: &Config) -> String {
     let docker_volumes = config.docker_volumes_of(&task.docker_volumes);
-    match mesos_dvdi::spec::resolve(&task.env, docker_volumes, &config.resolve_options()) {
+    match mesos_dvdi::spec::resolve(&task.env, docker_volumes, &[], &config.resolve_options()) {
         Ok(r) if !r.volumes.is_empty() => {
             let names: Vec<String> = r
                 .volumes
@@ -119,21 +121,42 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
     // Blocked here (inherited by every thread started below) and taken by one thread with
     // sigwait, so a Ctrl-C is passed to the command instead of killing dvdi mid-cleanup.
     if let Err(e) = forwarded.thread_block() {
-        eprintln!("dvdi: error: blocking signals failed: {e}");
+        say!("dvdi: error: blocking signals failed: {e}");
         return ExitCode::from(EXIT_DVDI_FAILED);
     }
     let signals = Arc::new(Mutex::new(SignalState::default()));
     forward_signals(forwarded, Arc::clone(&signals));
 
     let fail = |msg: String| {
-        eprintln!("dvdi: error: {msg}");
+        say!("dvdi: error: {msg}");
         ExitCode::from(EXIT_DVDI_FAILED)
+    };
+    // The roots this run may create: each one it does create is said, once, in case a flag
+    // was mistyped (a new, empty volume would look like lost data).
+    let roots = [
+        ("work_dir", "--work-dir", &config.work_dir),
+        ("local_root", "--local-root", &config.local_root),
+        ("loop_root", "--loop-root", &config.loop_root),
+    ];
+    let missing: Vec<_> = roots.iter().filter(|(_, _, dir)| !dir.exists()).collect();
+    let say_created = || {
+        for (param, flag, dir) in &missing {
+            if dir.exists() {
+                say!(
+                    "dvdi: note: created {} ({param}, {flag}), which did not exist",
+                    dir.display()
+                );
+            }
+        }
     };
     let registry = Arc::new(Registry::new(config.clone(), Arc::new(Host)));
     let waits = registry.waits().clone();
     let isolator = match Isolator::open(config.clone(), registry) {
         Ok(i) => i,
-        Err(e) => return fail(render_chain(&e)),
+        Err(e) => {
+            say_created();
+            return fail(render_chain(&e));
+        }
     };
     let fenced = stop_on_fence(&isolator, &signals);
     let pid = std::process::id();
@@ -153,24 +176,27 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
             .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
             .collect(),
         docker_volumes: req.task.docker_volumes.clone(),
+        csi_volumes: Vec::new(),
         sandbox: req.sandbox.clone(),
         rootfs: req.rootfs.clone(),
         user: None,
     };
-    let plan = match with_progress(&describe(&req.task, config), &waits, || {
+    let prepared = with_progress(&describe(&req.task, config), &waits, || {
         isolator.prepare(&id, owner, &input)
-    }) {
+    });
+    say_created();
+    let plan = match prepared {
         Ok(plan) => plan,
         Err(e) => return fail(render_chain(&e)),
     };
     for w in &plan.warnings {
-        eprintln!("dvdi: warning: {w}");
+        say!("dvdi: warning: {w}");
     }
     let status = spawn_and_wait(&req, &plan, &signals);
     let cleaned = isolator.cleanup(&id);
     if let Some(why) = fenced.lock().unwrap_or_else(|p| p.into_inner()).take() {
         if let Err(e) = cleaned {
-            eprintln!("dvdi: error: {}", render_chain(&e));
+            say!("dvdi: error: {}", render_chain(&e));
         }
         return fail(format!("{why}; the command was stopped (SIGKILL)"));
     }
@@ -178,14 +204,14 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         Ok(code) => code,
         Err(msg) => {
             if let Err(e) = cleaned {
-                eprintln!("dvdi: error: {}", render_chain(&e));
+                say!("dvdi: error: {}", render_chain(&e));
             }
             return fail(msg);
         }
     };
     if let Err(e) = cleaned {
         // The command ran; its status stands. The volume stays recorded for `dvdi gc`.
-        eprintln!("dvdi: error: {}", render_chain(&e));
+        say!("dvdi: error: {}", render_chain(&e));
     }
     ExitCode::from(code)
 }
@@ -199,7 +225,7 @@ fn stop_on_fence(
     let fenced = Arc::new(Mutex::new(None));
     let (why, signals) = (Arc::clone(&fenced), Arc::clone(signals));
     isolator.set_fence_handler(Arc::new(move |_, message: &str| {
-        eprintln!("dvdi: {message}: stopping the command");
+        say!("dvdi: {message}: stopping the command");
         why.lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert_with(|| message.to_owned());
@@ -216,19 +242,50 @@ fn stop_on_fence(
     fenced
 }
 
-/// What the child does between fork and exec, each failure rendered with its step and paths.
-fn set_up_child(parent: Pid, binds: &[Bind], rootfs: Option<&Path>) -> Result<(), String> {
-    // The command dies with dvdi, so a killed `dvdi run` never leaves it running on a volume
-    // `dvdi gc` is about to release.
+/// What the child (the first process of the command's PID namespace) does between fork and
+/// exec, each failure rendered with its step and paths; then it forks the command and becomes
+/// its init (see [`crate::init`]).
+fn set_up_child(alive: RawFd, binds: &[Bind], rootfs: Option<&Path>) -> Result<(), String> {
+    // The command's namespace dies with dvdi, so a killed `dvdi run` never leaves anything
+    // running on a volume `dvdi gc` is about to release.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("asking to be killed with dvdi (PR_SET_PDEATHSIG) failed: {e}"))?;
-    if nix::unistd::getppid() != parent {
+    // dvdi may have died before that took effect. Its pid is not visible from this namespace
+    // (getppid says 0), so ask the pipe whose write end only dvdi still holds.
+    if dvdi_gone(alive) {
         return Err("dvdi exited before the command started".to_owned());
     }
-    SigSet::empty()
-        .thread_set_mask()
-        .map_err(|e| format!("unblocking signals failed: {e}"))?;
-    mount::enter_container(binds, rootfs).map_err(|e| render_chain(&e))
+    mount::enter_container(binds, rootfs).map_err(|e| render_chain(&e))?;
+    crate::init::fork_command(&FORWARDED)
+        .map_err(|e| format!("starting the command under its namespace's init failed: {e}"))
+}
+
+/// Whether the write end of the pipe whose read end is `alive` is closed everywhere: dvdi, its
+/// last holder, has exited.
+fn dvdi_gone(alive: RawFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: alive,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `fds` is one valid pollfd that outlives the call; a zero timeout never blocks.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+    n == 1 && fds[0].revents & libc::POLLHUP != 0
+}
+
+/// Runs `spawn` with the command's process made the first of a new PID namespace, leaving this
+/// thread's later children (helper programs at cleanup) in dvdi's own.
+fn in_new_pid_namespace<T>(spawn: impl FnOnce() -> T) -> Result<T, String> {
+    let own = File::open("/proc/thread-self/ns/pid")
+        .map_err(|e| format!("opening /proc/thread-self/ns/pid failed: {e}"))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("creating a PID namespace for the command failed: {e}"))?;
+    let out = spawn();
+    // unshare(CLONE_NEWPID) moves only this thread's future children; back to its own
+    // namespace, which may always be entered again.
+    nix::sched::setns(&own, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("returning to dvdi's own PID namespace failed: {e}"))?;
+    Ok(out)
 }
 
 /// The longest message the child writes: what one pipe write delivers whole without blocking.
@@ -261,7 +318,6 @@ fn spawn_and_wait(
         })
         .collect();
     let rootfs = req.rootfs.clone();
-    let parent = nix::unistd::getpid();
     let (program, args) = req.argv.split_first().expect("clap requires a command");
     // The child's setup failures come back as text over this pipe: std's own pipe carries only
     // an errno (a bare "Invalid argument" for any other error), which names no step and no path.
@@ -270,15 +326,20 @@ fn spawn_and_wait(
     let (report, report_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| format!("creating the pipe for the command's setup errors failed: {e}"))?;
     let report_w = File::from(report_w);
+    // Held by dvdi alone (the child closes its copy first): closed everywhere once dvdi is gone.
+    let (alive, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the pipe that tells the command dvdi lives failed: {e}"))?;
+    let (alive_raw, alive_w_raw) = (alive.as_raw_fd(), alive_w.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args).envs(req.task.env.iter().cloned());
     // SAFETY: the closure runs in the child between fork and exec. dvdi is single-threaded at
     // this point apart from the signal thread, which holds no lock the child needs (it blocks in
     // sigwait), so the allocation in the mount calls and the message cannot deadlock; every call
-    // used is a plain system call wrapper.
+    // used is a plain system call wrapper. The close is of the child's own copy of the pipe.
     unsafe {
         cmd.pre_exec(move || {
-            set_up_child(parent, &binds, rootfs.as_deref()).map_err(|msg| {
+            libc::close(alive_w_raw);
+            set_up_child(alive_raw, &binds, rootfs.as_deref()).map_err(|msg| {
                 // At most PIPE_BUF bytes: the write is atomic and never blocks (the parent
                 // reads only once the child is gone).
                 let _ = (&report_w).write_all(truncated(&msg, PIPE_BUF).as_bytes());
@@ -292,10 +353,11 @@ fn spawn_and_wait(
     if let Some(sig) = state.early {
         return Err(format!("interrupted by {sig} before the command started"));
     }
-    let spawned = cmd.spawn();
+    let spawned = in_new_pid_namespace(|| cmd.spawn())?;
     // Drops the pre_exec closure and with it this process's copy of the pipe's write end, so
     // the read below ends.
     drop(cmd);
+    drop((alive, alive_w));
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {

@@ -1,159 +1,88 @@
-//! The lease tree of one volume: reading its nodes, taking a lease (waiting on a conflicting
-//! holder), and giving it back.
+//! Taking a lease: one transaction decided on a consistent view of the volume's nodes (waiting
+//! on a conflicting holder), and the hand-over of its answer (undone when the caller gave up).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
+use super::doubt::outcome_unknown;
+use super::tree::{node_name, Node, Owner, Taken, View};
+use super::worker::Reply;
 use super::{lock, Held, Inner};
-use crate::coord::{CoordError, Holder, LeaseMode};
+use crate::coord::{CoordError, LeaseMode};
 use crate::spec::VolumeKey;
 
-/// The read-write lease node's name.
-pub(super) const RW_NODE: &str = "rw";
-/// The prefix of a read-only lease node's name (`ro-<agent>`).
-pub(super) const RO_PREFIX: &str = "ro-";
-
-/// A lease node as read from ZooKeeper.
-struct Node {
-    name: String,
-    path: String,
-    holder: Holder,
-    /// Its data parsed as a [`Holder`].
-    readable: bool,
-    version: i32,
-    owner: i64,
+/// Errors of a transaction that mean another process changed the volume meanwhile: read again.
+fn raced(e: &zk::MultiWriteError) -> bool {
+    matches!(
+        e,
+        zk::MultiWriteError::OperationFailed {
+            source: zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists,
+            ..
+        }
+    )
 }
 
-/// Whose a node is, as seen from this process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owner {
-    /// Our own session's.
-    Ours,
-    /// A live sibling process of this agent on this host: shared, never touched.
-    Sibling,
-    /// A dead previous process of this agent (or an earlier session of this process).
-    Stale,
-    /// Another agent's, or unreadable.
-    Other,
-}
-
-/// What an acquire found and took.
-pub(super) struct Taken {
-    pub(super) mode: LeaseMode,
-    /// The session owning the node the lease rests on (ours, or a live sibling's).
-    pub(super) owner: i64,
-}
-
-/// The data a lease node carries, or what is known of it when it cannot be parsed: the agent
-/// from an `ro-<agent>` name, `?` otherwise, and the node's creation time.
-pub(super) fn holder_of(name: &str, data: &[u8], stat: &zk::Stat) -> (Holder, bool) {
-    match serde_json::from_slice::<Holder>(data) {
-        Ok(h) => (h, true),
-        Err(_) => (
-            Holder {
-                agent: name.strip_prefix(RO_PREFIX).unwrap_or("?").to_owned(),
-                host: "?".into(),
-                pid: 0,
-                since: u64::try_from(stat.ctime / 1000).unwrap_or(0),
-            },
-            false,
-        ),
-    }
-}
-
-/// Whether a process with this pid exists (a zombie counts: it has not been reaped yet).
-fn pid_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
-        return true;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::ESRCH) => false,
-        // EPERM and anything else: something is there, or we cannot tell; never take over.
-        Err(_) => true,
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// What a view says of a take.
+enum Verdict<'a> {
+    /// Our own node already carries `mode` or more.
+    Have(LeaseMode),
+    /// Granted; these stale nodes of this agent are deleted with the take.
+    Grant(Vec<&'a Node>),
+    /// Refused: this node's holder conflicts.
+    Conflict(&'a Node),
 }
 
 impl Inner {
-    fn volume_dir(&self, volume: &VolumeKey) -> String {
-        format!(
-            "{}/{}/{}",
-            self.target.volumes_root(),
-            volume.driver.as_str(),
-            volume.name.as_str()
-        )
-    }
-
-    fn ro_node(&self) -> String {
-        format!("{RO_PREFIX}{}", self.agent)
-    }
-
-    pub(super) fn volume_lock(&self, volume: &VolumeKey) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(lock(&self.locks).entry(volume.clone()).or_default())
-    }
-
-    fn classify(&self, node: &Node, session: i64) -> Owner {
-        if !node.readable || node.holder.agent != self.agent {
-            return Owner::Other;
-        }
-        if node.owner == session {
-            return Owner::Ours;
-        }
-        if node.holder.host != self.host || node.holder.pid == 0 {
-            return Owner::Other;
-        }
-        if node.holder.pid == self.pid || !pid_alive(node.holder.pid) {
-            return Owner::Stale;
-        }
-        Owner::Sibling
-    }
-
-    /// Reads the lease nodes among `children` of `dir`; nodes gone meanwhile are left out.
-    async fn read_nodes(
-        &self,
-        client: &zk::Client,
-        volume: &VolumeKey,
-        dir: &str,
-        children: &[String],
-    ) -> Result<Vec<Node>, CoordError> {
-        let mut nodes = Vec::new();
-        for name in children {
-            if name != RW_NODE && !name.starts_with(RO_PREFIX) {
-                continue;
+    /// Judges a take of `mode` by session `session` on `view`.
+    fn judge<'a>(&self, view: &'a View, mode: LeaseMode, session: i64) -> Verdict<'a> {
+        let mut stale = Vec::new();
+        let mut conflict: Option<&Node> = None;
+        let mut have: Option<LeaseMode> = None;
+        let mine = node_name(mode, session);
+        for n in &view.nodes {
+            if n.name == mine && n.owner != session {
+                // Our node's name on another session's node (made by hand): it blocks us.
+                return Verdict::Conflict(n);
             }
-            let path = format!("{dir}/{name}");
-            match client.get_data(&path).await {
-                Ok((data, stat)) => {
-                    let (holder, readable) = holder_of(name, &data, &stat);
-                    nodes.push(Node {
-                        name: name.clone(),
-                        path,
-                        holder,
-                        readable,
-                        version: stat.version,
-                        owner: stat.ephemeral_owner,
-                    });
+            match self.classify(n, session) {
+                Owner::Ours => have = have.max(Some(n.mode)),
+                Owner::Sibling => {}
+                Owner::Stale => stale.push(n),
+                Owner::Other => {
+                    if mode == LeaseMode::ReadWrite || n.mode == LeaseMode::ReadWrite {
+                        // Name the strongest, then the oldest, holder.
+                        let key = |n: &Node| (std::cmp::Reverse(n.mode), n.holder.since);
+                        if conflict.is_none_or(|c| key(n) < key(c)) {
+                            conflict = Some(n);
+                        }
+                    }
                 }
-                Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(self.zk_error(volume, "get_data", &path, e)),
             }
         }
-        Ok(nodes)
+        match (have.filter(|&h| h >= mode), conflict) {
+            (Some(held), _) => Verdict::Have(held),
+            (None, Some(n)) => Verdict::Conflict(n),
+            (None, None) => Verdict::Grant(stale),
+        }
     }
 
-    /// Takes `mode` on `volume` in ZooKeeper (the rules of [`Coordinator::acquire`]), waiting up
-    /// to `wait` on the volume node's children while another agent holds a conflicting lease.
+    /// Takes `mode` on `volume` in ZooKeeper (the rules of [`crate::coord::Coordinator::acquire`]),
+    /// waiting up to `wait` on the volume node's children while another agent holds a
+    /// conflicting lease.
+    ///
+    /// The decision is atomic: a view of the volume's nodes is read, and the lease is taken by a
+    /// transaction that also sets the volume node's data at the version the view was read at.
+    /// Another process that took a lease meanwhile changed that version, so the transaction
+    /// fails and the view is read again. Deletions do not change the version: they only ever
+    /// free a lease, so a decision to grant stays right after them.
+    ///
+    /// The view this process last committed on is kept: a grant decided on it needs no read, and
+    /// commits in one round trip when no lease was taken since (else the transaction fails and
+    /// the volume is read). Nothing else is decided on it: what it says is held may be gone.
     pub(super) async fn take(
-        &self,
+        self: &Arc<Self>,
         client: &zk::Client,
         volume: &VolumeKey,
         mode: LeaseMode,
@@ -162,113 +91,55 @@ impl Inner {
         let start = Instant::now();
         let dir = self.volume_dir(volume);
         let session = client.session_id().0;
-        let ro_name = self.ro_node();
-        'check: loop {
-            let (children, watcher) = match client.get_and_watch_children(&dir).await {
-                Ok((children, _, watcher)) => (children, watcher),
-                Err(zk::Error::NoNode) => {
-                    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    match client.mkdir(&dir, &opts).await {
-                        Ok(()) => continue,
-                        Err(e) => return Err(self.zk_error(volume, "create", &dir, e)),
-                    }
-                }
-                Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
-            };
-            let nodes = self.read_nodes(client, volume, &dir, &children).await?;
-            // A stale node of this agent blocks nobody but us: take it over.
-            for n in &nodes {
-                if self.classify(n, session) == Owner::Stale {
-                    log::warn!(
-                        "{volume}: taking over the stale lease node {} of {}",
-                        n.path,
-                        n.holder
-                    );
-                    match client.delete(&n.path, Some(n.version)).await {
-                        Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {}
-                        Err(e) => return Err(self.zk_error(volume, "delete", &n.path, e)),
-                    }
-                    continue 'check;
-                }
-            }
-            let mine =
-                |n: &&Node| matches!(self.classify(n, session), Owner::Ours | Owner::Sibling);
-            let rw = nodes.iter().find(|n| n.name == RW_NODE);
-            let ro_me = nodes.iter().find(|n| n.name == ro_name);
-            let conflict = match (mode, rw) {
-                (_, Some(n)) if mine(&n) => {
-                    return Ok(Taken {
-                        mode: LeaseMode::ReadWrite,
-                        owner: n.owner,
-                    })
-                }
-                (_, Some(n)) => (LeaseMode::ReadWrite, n.holder.clone()),
-                (LeaseMode::ReadOnly, None) => match ro_me {
-                    Some(n) if mine(&n) => {
-                        return Ok(Taken {
-                            mode: LeaseMode::ReadOnly,
-                            owner: n.owner,
-                        })
-                    }
-                    // Our agent's name on another host's node: never shared.
-                    Some(n) => (LeaseMode::ReadOnly, n.holder.clone()),
-                    None => {
-                        if self
-                            .create(client, volume, &format!("{dir}/{ro_name}"))
-                            .await?
-                        {
-                            return Ok(Taken {
-                                mode: LeaseMode::ReadOnly,
-                                owner: session,
-                            });
-                        }
-                        continue 'check;
-                    }
-                },
-                (LeaseMode::ReadWrite, None) => {
-                    let reader = nodes
-                        .iter()
-                        .filter(|n| n.name != RW_NODE && !mine(n))
-                        .min_by_key(|n| n.holder.since);
-                    match reader {
-                        Some(n) => (LeaseMode::ReadOnly, n.holder.clone()),
-                        None => {
-                            if !self
-                                .create(client, volume, &format!("{dir}/{RW_NODE}"))
-                                .await?
-                            {
-                                continue 'check;
-                            }
-                            // The upgrade is done: our own read-only node is redundant now. A
-                            // sibling's stays: it is that process's to give back.
-                            if let Some(n) =
-                                ro_me.filter(|n| self.classify(n, session) == Owner::Ours)
-                            {
-                                match client.delete(&n.path, Some(n.version)).await {
-                                    Ok(()) | Err(zk::Error::NoNode) => {}
-                                    Err(e) => log::warn!(
-                                        "{volume}: cannot delete {} after the upgrade: {e}",
-                                        n.path
-                                    ),
-                                }
-                            }
-                            return Ok(Taken {
-                                mode: LeaseMode::ReadWrite,
-                                owner: session,
-                            });
-                        }
-                    }
+        loop {
+            let left = wait.checked_sub(start.elapsed()).unwrap_or_default();
+            let kept = lock(&self.state).known.remove(volume);
+            let from_kept = kept.is_some();
+            let view = match kept {
+                Some(view) => Some(view),
+                None => {
+                    self.read_view(client, volume, &dir, !left.is_zero())
+                        .await?
                 }
             };
-            let (held_mode, holder) = conflict;
+            let Some(mut view) = view else {
+                // The volume's first lease: its node is created in the same transaction.
+                if let Some(taken) = self.commit(client, volume, &dir, None, mode, &[]).await? {
+                    return Ok(taken);
+                }
+                continue;
+            };
+            let watcher = view.watcher.take();
+            let holder = match self.judge(&view, mode, session) {
+                Verdict::Grant(stale) => {
+                    for n in &stale {
+                        log::warn!(
+                            "{volume}: taking over the stale lease node {} of {}",
+                            n.path,
+                            n.holder
+                        );
+                    }
+                    let committed = self
+                        .commit(client, volume, &dir, Some(&view), mode, &stale)
+                        .await?;
+                    match committed {
+                        Some(taken) => return Ok(taken),
+                        None => continue,
+                    }
+                }
+                // What a kept view says is held may be gone: read what is there now.
+                _ if from_kept => continue,
+                Verdict::Have(held) => return Ok(self.taken(&dir, held, session)),
+                Verdict::Conflict(holder) => holder,
+            };
             let held = || CoordError::Held {
                 volume: volume.clone(),
                 wanted: mode,
-                held_mode,
-                holder: Box::new(holder.clone()),
+                held_mode: holder.mode,
+                holder: Box::new(holder.holder.clone()),
                 waited: start.elapsed(),
             };
-            let Some(left) = wait.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) else {
+            let Some(watcher) = watcher.filter(|_| !left.is_zero()) else {
                 return Err(held());
             };
             if tokio::time::timeout(left, watcher.changed()).await.is_err() {
@@ -277,176 +148,234 @@ impl Inner {
         }
     }
 
-    /// Creates our ephemeral lease node at `path`: `false` when it exists already (a race).
-    async fn create(
-        &self,
+    /// Creates our node for `mode` in one transaction with setting the volume node's data at the
+    /// version `view` was read at (or with creating the volume node, when there was none), and
+    /// deletes our node of the other mode (an upgrade) and the `stale` nodes in it. A watch on
+    /// the new node is asked for right behind it (the same round trip), and the view as it is
+    /// after the transaction is kept. `None` when another process changed the volume meanwhile.
+    async fn commit(
+        self: &Arc<Self>,
         client: &zk::Client,
         volume: &VolumeKey,
-        path: &str,
-    ) -> Result<bool, CoordError> {
-        let holder = Holder {
-            agent: self.agent.clone(),
-            host: self.host.clone(),
-            pid: self.pid,
-            since: now_secs(),
+        dir: &str,
+        view: Option<&View>,
+        mode: LeaseMode,
+        stale: &[&Node],
+    ) -> Result<Option<Taken>, CoordError> {
+        let session = client.session_id().0;
+        let path = format!("{dir}/{}", node_name(mode, session));
+        let failed = |op: &'static str, e: zk::Error| self.zk_error(volume, op, &path, e);
+        let holder = self.holder();
+        let data = self.holder_json(volume, &path, &holder)?;
+        let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let mut multi = client.new_multi_writer();
+        // The nodes this transaction deletes: our read-only node on an upgrade, and the stale.
+        let mut gone: Vec<&str> = stale.iter().map(|n| n.path.as_str()).collect();
+        match view {
+            Some(view) => {
+                multi
+                    .add_set_data(dir, b"", Some(view.version))
+                    .map_err(|e| failed("multi", e))?;
+                if mode == LeaseMode::ReadWrite {
+                    let ro = node_name(LeaseMode::ReadOnly, session);
+                    if let Some(n) = view
+                        .nodes
+                        .iter()
+                        .find(|n| n.name == ro && n.owner == session)
+                    {
+                        multi
+                            .add_delete(&n.path, None)
+                            .map_err(|e| failed("multi", e))?;
+                        gone.push(&n.path);
+                    }
+                }
+            }
+            None => multi
+                .add_create(dir, b"", &persistent)
+                .map_err(|e| failed("multi", e))?,
+        }
+        multi
+            .add_create(&path, &data, &ephemeral)
+            .map_err(|e| failed("multi", e))?;
+        for n in stale {
+            multi
+                .add_delete(&n.path, Some(n.version))
+                .map_err(|e| failed("multi", e))?;
+        }
+        // Sent in this order: the watch is set once the transaction is through.
+        let committed = multi.commit();
+        let watch = client.check_and_watch_stat(&path);
+        let results = match committed.await {
+            Ok(results) => results,
+            Err(zk::MultiWriteError::OperationFailed {
+                source: zk::Error::NoNode,
+                ..
+            }) if view.is_none() => {
+                // The volume node's parents are missing: create them, then try again.
+                let parent = &dir[..dir.rfind('/').unwrap_or(0)];
+                return match client.mkdir(parent, &persistent).await {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(self.zk_error(volume, "create", parent, e)),
+                };
+            }
+            Err(e) if raced(&e) => return Ok(None),
+            Err(e) => {
+                let e = zk::Error::from(e);
+                if outcome_unknown(&e) {
+                    self.doubt(volume);
+                }
+                return Err(failed("multi", e));
+            }
         };
-        let data = serde_json::to_vec(&holder).map_err(|e| CoordError::Zk {
-            volume: volume.clone(),
-            op: "create",
-            path: path.to_owned(),
-            message: format!("cannot encode the holder: {e}"),
-        })?;
-        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-        match client.create(path, &data, &opts).await {
-            Ok(_) => Ok(true),
-            Err(zk::Error::NodeExists) => Ok(false),
-            Err(e) => Err(self.zk_error(volume, "create", path, e)),
-        }
+        let watcher = match watch.await {
+            Ok((Some(stat), w)) if stat.ephemeral_owner == session => Some(w),
+            // Gone already, or not to be watched now: the watch task looks again.
+            _ => None,
+        };
+        let version = results
+            .iter()
+            .find_map(|r| match r {
+                zk::MultiWriteResult::SetData { stat } => Some(stat.version),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let mut nodes: Vec<Node> = view
+            .map(|v| {
+                v.nodes
+                    .iter()
+                    .filter(|n| !gone.contains(&n.path.as_str()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        nodes.push(Node {
+            name: node_name(mode, session),
+            path: path.clone(),
+            mode,
+            holder,
+            readable: true,
+            version: 0,
+            owner: session,
+        });
+        lock(&self.state).known.insert(
+            volume.clone(),
+            View {
+                nodes,
+                version,
+                watcher: None,
+            },
+        );
+        Ok(Some(Taken {
+            mode,
+            path,
+            watcher,
+        }))
     }
 
-    fn check_agent(&self, volume: &VolumeKey) -> Result<(), CoordError> {
-        let a = &self.agent;
-        if a.is_empty()
-            || a.contains('/')
-            || a == "."
-            || a == ".."
-            || a.chars().any(char::is_control)
-        {
-            return Err(CoordError::Zk {
-                volume: volume.clone(),
-                op: "create",
-                path: format!("{}/{RO_PREFIX}{a}", self.volume_dir(volume)),
-                message: format!("agent name {a:?} cannot be part of a ZooKeeper node name"),
-            });
-        }
-        Ok(())
-    }
-
+    /// Takes `mode` on `volume` (see [`Inner::take`]) and hands the answer to `reply` while
+    /// the volume's lock is held. If the caller gave up meanwhile, what this call took is given
+    /// back, and only that: a lease held before the call stays as it was.
     pub(super) async fn acquire(
         self: &Arc<Self>,
         volume: &VolumeKey,
         mode: LeaseMode,
         wait: Duration,
+        reply: &Reply<Result<(), CoordError>>,
     ) -> Result<(), CoordError> {
-        self.check_agent(volume)?;
         // Fail closed at once: no live session, no lease.
         self.live_client(volume)?;
         let vlock = self.volume_lock(volume);
         let _guard = vlock.lock().await;
         let (client, epoch) = self.live_client(volume)?;
-        let wanted = {
-            let st = lock(&self.state);
-            match st.held.get(volume) {
-                Some(h) if h.mode >= mode => return Ok(()),
-                Some(h) => h.wanted.max(mode),
-                None => mode,
-            }
-        };
+        self.settle(&client, volume).await?;
+        let before = lock(&self.state)
+            .held
+            .get(volume)
+            .map(|h| (h.mode, h.wanted));
+        if before.is_some_and(|(held, _)| held >= mode) {
+            // Held already: this call takes nothing, and so gives nothing back if answered late.
+            let _ = reply.deliver(Ok(()));
+            return Ok(());
+        }
+        let wanted = before.map_or(mode, |(_, wanted)| wanted.max(mode));
+        // The node is watched before the answer (asked for with the transaction), so that a
+        // change right after is not missed; if it could not be set, the watch task sets it.
         let taken = self.take(&client, volume, mode, wait).await?;
-        drop(client);
-        // Watch the node before answering, so that a change right after is not missed; if it
-        // cannot be set now, the watch task sets it.
-        let first = self
-            .watch_node(&self.lease_node(volume, taken.mode), taken.owner)
-            .await
-            .ok()
-            .flatten();
+        if !self.hold(volume, taken, wanted, epoch) {
+            // The session ended meanwhile: whatever we created went with it.
+            return Err(self.unavailable(
+                volume,
+                "the ZooKeeper session ended while taking the lease".into(),
+            ));
+        }
+        if reply.deliver(Ok(())).is_err() {
+            log::warn!(
+                "{volume}: lease taken after its caller gave up; giving back what that call took"
+            );
+            self.undo(&client, volume, before, epoch).await;
+        }
+        Ok(())
+    }
+
+    /// Records `taken` as held by session `epoch` (replacing an earlier entry, whose watch
+    /// stops) and starts watching its node; `false` when that session is over.
+    pub(super) fn hold(
+        self: &Arc<Self>,
+        volume: &VolumeKey,
+        taken: Taken,
+        wanted: LeaseMode,
+        epoch: u64,
+    ) -> bool {
         let mut st = lock(&self.state);
         if st.epoch != epoch {
-            // The session ended meanwhile: whatever we created went with it.
-            return Err(CoordError::Unavailable {
-                volume: volume.clone(),
-                target: self.target_text.clone(),
-                detail: Some("the ZooKeeper session ended while taking the lease".into()),
-            });
+            return false;
         }
         st.next_id += 1;
         let id = st.next_id;
-        let watch = tokio::spawn(Arc::clone(self).watch_lease(volume.clone(), id, epoch, first));
+        let watch =
+            tokio::spawn(Arc::clone(self).watch_lease(volume.clone(), id, epoch, taken.watcher));
         st.held.insert(
             volume.clone(),
             Held {
                 mode: taken.mode,
-                owner: taken.owner,
+                path: taken.path,
                 wanted,
                 id,
                 watch: Some(watch.abort_handle()),
             },
         );
-        Ok(())
+        true
     }
 
-    /// The node that carries the lease `volume` is held by in `mode`.
-    pub(super) fn lease_node(&self, volume: &VolumeKey, mode: LeaseMode) -> String {
-        match mode {
-            LeaseMode::ReadWrite => format!("{}/{RW_NODE}", self.volume_dir(volume)),
-            LeaseMode::ReadOnly => format!("{}/{}", self.volume_dir(volume), self.ro_node()),
-        }
-    }
-
-    pub(super) async fn release(&self, volume: &VolumeKey) -> Result<(), CoordError> {
-        let vlock = self.volume_lock(volume);
-        let _guard = vlock.lock().await;
-        let held = lock(&self.state).held.contains_key(volume);
-        let (client, _) = match self.live_client(volume) {
-            Ok(c) => c,
-            // Holding nothing is success, connected or not.
-            Err(_) if !held => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        // Stop watching first: the deletions below are ours, not a loss.
-        if let Some(h) = lock(&self.state).held.get_mut(volume) {
-            if let Some(w) = h.watch.take() {
-                w.abort();
+    /// Gives back what an acquire took whose caller gave up: `before` is the mode (and the mode
+    /// wanted) held before it, if any. What cannot be undone now is settled later.
+    async fn undo(
+        self: &Arc<Self>,
+        client: &zk::Client,
+        volume: &VolumeKey,
+        before: Option<(LeaseMode, LeaseMode)>,
+        epoch: u64,
+    ) {
+        let undone = match before {
+            None => {
+                let path = lock(&self.state)
+                    .held
+                    .remove(volume)
+                    .map(|h| h.path.clone());
+                self.delete_ours(client, volume, path).await
             }
-        }
-        let dir = self.volume_dir(volume);
-        let session = client.session_id().0;
-        let children = match client.list_children(&dir).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => Vec::new(),
-            Err(e) => return Err(self.zk_error(volume, "get_children", &dir, e)),
-        };
-        for n in self.read_nodes(&client, volume, &dir, &children).await? {
-            if matches!(self.classify(&n, session), Owner::Ours | Owner::Stale) {
-                match client.delete(&n.path, Some(n.version)).await {
-                    Ok(()) | Err(zk::Error::NoNode) => {}
-                    Err(e) => return Err(self.zk_error(volume, "delete", &n.path, e)),
-                }
+            Some((mode, wanted)) => {
+                // An upgrade: back to the read-only node, under a new watch.
+                let dir = self.volume_dir(volume);
+                let taken = self.taken(&dir, mode, client.session_id().0);
+                self.hold(volume, taken, wanted, epoch);
+                self.downgrade(client, volume).await
             }
-        }
-        lock(&self.state).held.remove(volume);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unreadable_node_data_keeps_what_the_node_name_and_stat_tell() {
-        let stat = zk::Stat {
-            czxid: 1,
-            mzxid: 1,
-            pzxid: 1,
-            ctime: 1_700_000_000_123,
-            mtime: 1_700_000_000_123,
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            ephemeral_owner: 0,
-            data_length: 0,
-            num_children: 0,
         };
-        let (h, ok) = holder_of("ro-agent7", b"not json", &stat);
-        assert!(!ok);
-        assert_eq!((h.agent.as_str(), h.since), ("agent7", 1_700_000_000));
-        let (h, _) = holder_of("rw", b"", &stat);
-        assert_eq!(h.agent, "?");
-        let json = br#"{"agent":"a","host":"h","pid":7,"since":9}"#;
-        let (h, ok) = holder_of("rw", json, &stat);
-        assert!(ok);
-        assert_eq!((h.agent.as_str(), h.pid, h.since), ("a", 7, 9));
+        if let Err(e) = undone {
+            log::warn!("{e}");
+            self.doubt(volume);
+        }
     }
 }

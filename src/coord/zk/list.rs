@@ -2,9 +2,9 @@
 
 use zookeeper_client as zk;
 
-use super::lease::{holder_of, RO_PREFIX, RW_NODE};
+use super::tree::{holder_of, mode_of_name};
 use super::{lock, Inner};
-use crate::coord::{CoordError, Lease, LeaseMode};
+use crate::coord::{CoordError, Lease};
 use crate::spec::{DriverName, VolumeKey, VolumeName};
 
 impl Inner {
@@ -57,11 +57,7 @@ impl Inner {
                 };
                 let vdir = format!("{ddir}/{name}");
                 for node in children(vdir.clone()).await? {
-                    let mode = if node == RW_NODE {
-                        LeaseMode::ReadWrite
-                    } else if node.starts_with(RO_PREFIX) {
-                        LeaseMode::ReadOnly
-                    } else {
+                    let Some(mode) = mode_of_name(&node) else {
                         continue;
                     };
                     let path = format!("{vdir}/{node}");
@@ -70,7 +66,7 @@ impl Inner {
                         Err(zk::Error::NoNode) => continue,
                         Err(e) => return Err(list_err(&path, e)),
                     };
-                    let (holder, readable) = holder_of(&node, &data, &stat);
+                    let (holder, readable) = holder_of(&data, &stat);
                     if !readable {
                         log::warn!("{path}: lease data is not a holder's JSON; listed as {holder}");
                     }
@@ -86,7 +82,15 @@ impl Inner {
             }
         }
         leases.sort_by(|a, b| {
-            (&a.volume, b.mode, &a.holder.agent).cmp(&(&b.volume, a.mode, &b.holder.agent))
+            let key = |l: &Lease| {
+                (
+                    l.volume.clone(),
+                    std::cmp::Reverse(l.mode),
+                    l.holder.agent.clone(),
+                    l.holder.pid,
+                )
+            };
+            key(a).cmp(&key(b))
         });
         Ok(leases)
     }

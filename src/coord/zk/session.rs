@@ -13,15 +13,16 @@ use crate::spec::VolumeKey;
 /// The longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Keeps a session: connects (retrying with backoff), watches its state, and reports every held
-/// lease lost when the session expires or stays disconnected past the session timeout.
+/// Keeps a session: connects (retrying with backoff), watches its state, proves it alive with a
+/// heartbeat, and reports every held lease lost when the session expires or has not been heard
+/// from for two thirds of its timeout.
 pub(super) async fn supervise(inner: Arc<Inner>) {
     let hosts = inner.target.hosts.join(",");
     let mut backoff = Duration::from_millis(50);
+    let mut warned = false;
     loop {
         let connector = zk::Client::connector()
             .with_session_timeout(inner.session_timeout)
-            .with_connection_timeout(inner.session_timeout * 2 / 5)
             .with_fail_eagerly();
         let connect_bound = inner.session_timeout * 2 + Duration::from_secs(1);
         let client = match tokio::time::timeout(connect_bound, connector.connect(&hosts)).await {
@@ -41,45 +42,67 @@ pub(super) async fn supervise(inner: Arc<Inner>) {
             }
         };
         backoff = Duration::from_millis(50);
-        let timeout = client.session_timeout();
-        // The library calls a connection lost after it has been silent for 2/5 of the session
-        // timeout: the disconnection began that long before it is seen, and the server may
-        // expire the session a session timeout after that.
-        let silent = timeout * 2 / 5;
+        let granted = client.session_timeout();
+        if granted < inner.session_timeout && !warned {
+            warned = true;
+            log::warn!(
+                "ZooKeeper {} granted a session timeout of {} ms where {} ms was asked \
+                 (its maxSessionTimeout is lower): leases are judged by the granted {} ms",
+                inner.target_text,
+                granted.as_millis(),
+                inner.session_timeout.as_millis(),
+                granted.as_millis()
+            );
+        }
         let mut states = client.state_watcher();
         {
             let mut st = lock(&inner.state);
             st.session = Some(format!("{:#x}", client.session_id().0));
             st.connected = true;
-            st.client = Some(client);
+            st.client = Some(client.clone());
             inner.publish(&st);
         }
-        log::info!("ZooKeeper session established with {}", inner.target_text);
-        let mut disconnected_at: Option<Instant> = None;
-        let lost = loop {
-            let state = match disconnected_at {
-                None => states.changed().await,
-                Some(at) => {
-                    tokio::select! {
-                        s = states.changed() => s,
-                        _ = tokio::time::sleep_until((at + timeout).into()) => {
-                            break LossReason::Disconnected(at.elapsed());
-                        }
-                    }
-                }
-            };
-            match state {
+        log::info!(
+            "ZooKeeper session established with {} (timeout {} ms)",
+            inner.target_text,
+            granted.as_millis()
+        );
+        let lost = keep(&inner, &client, &mut states, granted).await;
+        drop(client);
+        inner.lose_all(lost);
+    }
+}
+
+/// Serves one session until it must be given up. A heartbeat (`sync`, which the server we are
+/// connected to answers only through the ensemble's leader) goes out every tenth of the
+/// session timeout; an answer proves that the server heard from this session at or after the
+/// moment the heartbeat was sent. The server expires a session no earlier than one session
+/// timeout after it last heard from it, so giving up two thirds of it after the last proof
+/// leaves a third of the session timeout to fence before any other agent can get in.
+async fn keep(
+    inner: &Arc<Inner>,
+    client: &zk::Client,
+    states: &mut zk::StateWatcher,
+    timeout: Duration,
+) -> LossReason {
+    let give_up = timeout * 2 / 3;
+    let every = (timeout / 10).max(Duration::from_millis(10));
+    // The session was established just now: its connect request was heard.
+    let mut heard = Instant::now();
+    let mut beat = Box::pin(tokio::time::sleep(Duration::ZERO));
+    let mut pending: Option<(Instant, BoxedBeat<'_>)> = None;
+    loop {
+        tokio::select! {
+            state = states.changed() => match state {
                 zk::SessionState::SyncConnected => {
-                    disconnected_at = None;
-                    let mut st = lock(&inner.state);
-                    st.connected = true;
-                    inner.publish(&st);
+                    {
+                        let mut st = lock(&inner.state);
+                        st.connected = true;
+                        inner.publish(&st);
+                    }
+                    inner.settle_all();
                 }
                 zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {
-                    disconnected_at.get_or_insert_with(|| {
-                        let now = Instant::now();
-                        now.checked_sub(silent).unwrap_or(now)
-                    });
                     let mut st = lock(&inner.state);
                     st.connected = false;
                     st.last_error = Some("connection to ZooKeeper lost".into());
@@ -87,12 +110,30 @@ pub(super) async fn supervise(inner: Arc<Inner>) {
                 }
                 zk::SessionState::Expired
                 | zk::SessionState::Closed
-                | zk::SessionState::AuthFailed => break LossReason::SessionExpired,
+                | zk::SessionState::AuthFailed => return LossReason::SessionExpired,
+            },
+            () = &mut beat, if pending.is_none() => {
+                pending = Some((Instant::now(), Box::pin(client.sync("/"))));
             }
-        };
-        inner.lose_all(lost);
+            answer = async { pending.as_mut().expect("a heartbeat is out").1.as_mut().await },
+                if pending.is_some() =>
+            {
+                let (sent, _) = pending.take().expect("a heartbeat is out");
+                if answer.is_ok() {
+                    heard = heard.max(sent);
+                }
+                beat.as_mut().reset((sent + every).into());
+            }
+            () = tokio::time::sleep_until((heard + give_up).into()) => {
+                return LossReason::Disconnected(heard.elapsed());
+            }
+        }
     }
 }
+
+/// A heartbeat's answer.
+type BoxedBeat<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), zk::Error>> + Send + 'a>>;
 
 /// Errors that mean the session cannot be used now.
 pub(super) fn is_connection_error(e: &zk::Error) -> bool {
@@ -104,6 +145,8 @@ pub(super) fn is_connection_error(e: &zk::Error) -> bool {
             | zk::Error::ClientClosed
             | zk::Error::Timeout
             | zk::Error::NoHosts
+            // The library's own I/O errors and "no response from connection".
+            | zk::Error::Custom(_)
     )
 }
 
@@ -203,6 +246,9 @@ impl Inner {
                 other => other.to_string(),
             });
             self.publish(&st);
+            // Nothing is in doubt any more: the session's nodes go with it.
+            st.doubt.clear();
+            st.known.clear();
             (std::mem::take(&mut st.held), st.client.take())
         };
         drop(client);

@@ -21,6 +21,16 @@
 //! Every step works relative to the file descriptor of the verified parent, so a task that swaps
 //! a directory for a link while we resolve cannot redirect us: the swapped component is refused.
 //!
+//! That guards the resolution only. What is handed on is a path string, which Mesos' launch
+//! helper walks again much later, following links, when it binds; no handle can cross to it.
+//! So the path itself must be one no one but root can change in between: [`ResolvedTarget::audit`]
+//! checks every directory from `/` down (`audit.rs` says what counts), and a path that fails is
+//! refused — or, for a path in a sandbox its task user owns, bound elsewhere and reached through a
+//! link ([`ResolvedTarget::place_link`], `link.rs`). Re-checking the path at `isolate()` would
+//! only shorten the window (the fetcher and the rest of the launch come after it); marking the
+//! bind `nosuid` would not help either (what a moved bind covers, `/etc` say, is read by setuid
+//! programs that live elsewhere).
+//!
 //! Errors speak the container's terms: a root is resolved as the container sees it (`view`: `/`
 //! for a rootfs, the sandbox's path inside the container), so a refusal names the component as
 //! the task would look for it and never hands the framework the agent's internal host paths;
@@ -29,16 +39,23 @@
 //! What a resolution creates is reported ([`ResolvedTarget::take_created`]) so a failed prepare
 //! can remove it again ([`CreatedDirs`]).
 
-use std::ffi::OsStr;
+mod audit;
+mod created;
+mod link;
+
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
-use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
+use nix::unistd::geteuid;
 
 use crate::spec::ContainerPath;
+
+pub use audit::Writer;
+pub use created::CreatedDirs;
 
 /// Where missing directories may be created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +63,7 @@ pub enum TargetPolicy {
     /// Inside a container's rootfs or sandbox: create what is missing.
     CreateMissing,
     /// A host path (the root is `/`): it must exist, unless it lies under `tmp` (the host's
-    /// `/tmp`), where what is missing is created (DESIGN §2, the original module's rule).
+    /// `/tmp`), where what is missing is created (the original module's rule).
     HostPath {
         /// The host's `/tmp` (a parameter so tests can use their own).
         tmp: PathBuf,
@@ -142,6 +159,73 @@ pub enum TargetError {
         /// The root given.
         root: PathBuf,
     },
+    /// A directory on the way to the target lets someone besides root change its entries: they
+    /// could swap what lies below it for a symbolic link between prepare and the bind.
+    #[error(
+        "{path}: {} {writer}, who could swap what lies below it for a symbolic link before the \
+         volume is bound; choose a path whose directories only root can change",
+        place(.component, *.above_root)
+    )]
+    Writable {
+        /// The container path.
+        path: PathBuf,
+        /// The directory, as the container sees it (or the view, with `above_root`).
+        component: PathBuf,
+        /// The directory lies above the container's root or sandbox, on the agent.
+        above_root: bool,
+        /// The directory on the host.
+        host: PathBuf,
+        /// Who could change its entries.
+        writer: Writer,
+    },
+    /// A directory on the way to a re-homed volume's bind directory is closed to others: a task
+    /// not run as root could not reach its volume.
+    #[error(
+        "{path}: the task could not reach its volume: {} is not searchable by others (mode \
+         {mode:04o}); make it searchable (o+x)",
+        place(.component, *.above_root)
+    )]
+    NotSearchable {
+        /// The container path.
+        path: PathBuf,
+        /// The directory, as the container sees it (or the view, with `above_root`).
+        component: PathBuf,
+        /// The directory lies above the container's root, on the agent.
+        above_root: bool,
+        /// The directory on the host.
+        host: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Something already has the name where the symbolic link to a re-homed volume goes.
+    #[error(
+        "{path}: {component} already exists; the volume cannot be bound there safely, and the \
+         symbolic link that reaches it instead needs the name: remove it"
+    )]
+    Occupied {
+        /// The container path.
+        path: PathBuf,
+        /// The name, as the container sees it.
+        component: PathBuf,
+        /// It on the host.
+        host: PathBuf,
+        /// Why the volume cannot be bound there.
+        #[source]
+        why: Box<TargetError>,
+    },
+    /// A path that cannot be bound onto safely, whose volume could not be re-homed either: the
+    /// agent's directory for such volumes failed its own checks.
+    #[error(
+        "{path}: cannot be bound where asked, and the agent's own directory for such volumes is \
+         not usable"
+    )]
+    NoSafePlace {
+        /// The container path.
+        path: PathBuf,
+        /// What is wrong with the agent's directory.
+        #[source]
+        cause: Box<TargetError>,
+    },
     /// A system call failed.
     #[error("{path}: {op} {component} failed")]
     Io {
@@ -167,10 +251,24 @@ impl TargetError {
             | Self::NotDirectory { host, .. }
             | Self::Missing { host, .. }
             | Self::Changed { host, .. }
+            | Self::Writable { host, .. }
+            | Self::NotSearchable { host, .. }
+            | Self::Occupied { host, .. }
             | Self::Io { host, .. } => host,
             Self::OutsideTmp { component, .. } => component,
+            Self::NoSafePlace { cause, .. } => cause.host_path(),
             Self::RelativeRoot { root, .. } => root,
         }
+    }
+}
+
+/// A directory named in an error: as the container sees it, or, above the container's root or
+/// sandbox, as "a directory above" it.
+fn place(component: &Path, above_root: bool) -> String {
+    if above_root {
+        format!("a directory above {} on the agent", component.display())
+    } else {
+        component.display().to_string()
     }
 }
 
@@ -179,113 +277,6 @@ fn link_to(link: &Option<PathBuf>) -> String {
     link.as_ref()
         .map(|l| format!(" to {:?}", l.as_os_str()))
         .unwrap_or_default()
-}
-
-/// One directory a resolution created: its verified parent (a handle, never a path), its name
-/// there, and its identity when made.
-#[derive(Debug)]
-struct CreatedDir {
-    parent: OwnedFd,
-    name: std::ffi::OsString,
-    dev: libc::dev_t,
-    ino: libc::ino_t,
-    /// A handle of the directory made, held so its inode cannot be freed and reused: a
-    /// directory removed and made again under the name would otherwise often get the same
-    /// inode number and pass for the one made.
-    _held: OwnedFd,
-    /// For the log.
-    host: PathBuf,
-}
-
-impl CreatedDir {
-    /// Removes the directory if it is still the one made (same device and inode) and still
-    /// empty; leaves it alone otherwise. Works relative to the parent's handle with one name, so
-    /// no symlink a task plants (at the name or above it) is followed. Returns whether it was
-    /// removed.
-    ///
-    /// Between the identity check and rmdir a task could swap in another *empty* directory of
-    /// the same name; that one is removed instead — nothing of value is lost, and rmdir never
-    /// removes a directory that holds anything.
-    fn remove(&self) -> nix::Result<bool> {
-        let fd = match openat(
-            self.parent.as_fd(),
-            self.name.as_os_str(),
-            STEP_FLAGS,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let st = fstat(fd.as_fd())?;
-        let same = kind(&st) == SFlag::S_IFDIR && (st.st_dev, st.st_ino) == (self.dev, self.ino);
-        if !same {
-            return Ok(false);
-        }
-        match unlinkat(
-            self.parent.as_fd(),
-            self.name.as_os_str(),
-            UnlinkatFlags::RemoveDir,
-        ) {
-            Ok(()) => Ok(true),
-            // It gained an entry, was removed meanwhile, or something is mounted on it: it is
-            // not ours to remove any more.
-            Err(Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOENT | Errno::EBUSY) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Directories a resolution created, in the order made. Dropped, it removes them again, deepest
-/// first, each only while it is still empty and still the same directory (a directory that
-/// anything else touched — gained an entry, was replaced — is left alone); [`CreatedDirs::disarm`]
-/// keeps them. Drop cannot return an error, so a failed removal is logged (`log::warn!`), here.
-#[derive(Debug, Default)]
-pub struct CreatedDirs {
-    dirs: Vec<CreatedDir>,
-}
-
-impl CreatedDirs {
-    /// Nothing created yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Takes over what `other` created, which was created after everything here (so it is
-    /// removed first).
-    pub fn append(&mut self, mut other: CreatedDirs) {
-        self.dirs.append(&mut other.dirs);
-    }
-
-    /// The directories, on the host, in the order created.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(|d| d.host.as_path())
-    }
-
-    /// Whether nothing was created.
-    pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
-    }
-
-    /// Keeps every directory: nothing is removed on drop.
-    pub fn disarm(mut self) {
-        self.dirs.clear();
-    }
-}
-
-impl Drop for CreatedDirs {
-    fn drop(&mut self) {
-        for dir in self.dirs.drain(..).rev() {
-            match dir.remove() {
-                Ok(true) => log::debug!("removed {} again", dir.host.display()),
-                Ok(false) => log::info!(
-                    "kept {}: it is no longer the empty directory made for the volume",
-                    dir.host.display()
-                ),
-                Err(e) => log::warn!("removing {} again failed: {e}", dir.host.display()),
-            }
-        }
-    }
 }
 
 /// A verified target: its host path, and an `O_PATH` handle of the directory so callers can check
@@ -297,6 +288,8 @@ pub struct ResolvedTarget {
     root: PathBuf,
     view: PathBuf,
     container: ContainerPath,
+    /// What was resolved below the root: the container path's, or its parent's.
+    rel: PathBuf,
     resolver: Resolver,
     created: CreatedDirs,
 }
@@ -323,14 +316,15 @@ impl ResolvedTarget {
     /// that was verified (same device and inode) through no symlink: the check to make right
     /// before binding onto [`ResolvedTarget::path`].
     pub fn verify(&self) -> Result<(), TargetError> {
-        let again = resolve(
+        let again = resolve_rel(
             &self.root,
             &self.view,
             &self.container,
+            &self.rel,
             &TargetPolicy::MustExist,
             self.resolver,
         )?;
-        let shown = self.view.join(self.container.relative());
+        let shown = self.shown();
         let io = |e| TargetError::Io {
             path: self.container.as_path().to_owned(),
             op: "inspecting",
@@ -354,6 +348,119 @@ impl ResolvedTarget {
     /// Whether [`ResolvedTarget::verify`] succeeds.
     pub fn still_same(&self) -> bool {
         self.verify().is_ok()
+    }
+
+    /// Checks that no one but root could change what [`ResolvedTarget::path`] names until the
+    /// volume is bound onto it by that path: walked from `/` as the kernel will walk it, every
+    /// directory on the way (those above the root included) must be one only root can change, and
+    /// the walk must end at the directory verified. With `search_from`, every directory from
+    /// there on must also be searchable by others, so a task of any user can reach what is bound
+    /// there.
+    pub fn audit(&self, search_from: Option<&Path>) -> Result<(), TargetError> {
+        let (fd, _) = audit::walk(&self.path, search_from).map_err(|s| self.stopped(s))?;
+        self.same_as(&fd)
+    }
+
+    /// [`ResolvedTarget::audit`] of this directory as the parent of `name`: whether a bind onto
+    /// its entry `name` would be safe (a missing `name` counts as root's, to be made by root).
+    pub fn audit_entry(&self, name: &OsStr) -> Result<(), TargetError> {
+        let (fd, _) = audit::walk_to_entry(&self.path, name).map_err(|s| self.stopped(s))?;
+        self.same_as(&fd)
+    }
+
+    /// The target as the container sees it.
+    fn shown(&self) -> PathBuf {
+        self.both(&self.rel).0
+    }
+
+    fn cx(&self) -> Context<'_> {
+        Context {
+            path: &self.container,
+            root: &self.root,
+            view: &self.view,
+        }
+    }
+
+    /// `rel` below the root as the container sees it and on the host.
+    fn both(&self, rel: &Path) -> (PathBuf, PathBuf) {
+        self.cx().both(rel)
+    }
+
+    /// Whether `fd` is the directory verified (same device and inode).
+    fn same_as(&self, fd: &OwnedFd) -> Result<(), TargetError> {
+        let io = |e| TargetError::Io {
+            path: self.container.as_path().to_owned(),
+            op: "inspecting",
+            component: self.shown(),
+            host: self.path.clone(),
+            source: e,
+        };
+        let then = fstat(self.fd.as_fd()).map_err(io)?;
+        let now = fstat(fd.as_fd()).map_err(io)?;
+        if (then.st_dev, then.st_ino) == (now.st_dev, now.st_ino) {
+            Ok(())
+        } else {
+            Err(TargetError::Changed {
+                path: self.container.as_path().to_owned(),
+                component: self.shown(),
+                host: self.path.clone(),
+            })
+        }
+    }
+
+    /// A host directory the audit met, as the container sees it: below the root, by its place
+    /// in the view; above it, by the view itself, flagged as above (a host path above a sandbox
+    /// or rootfs is the agent's business). Where the view *is* the host (it equals the root),
+    /// host paths are what the container sees, and are shown as they are.
+    fn name_host(&self, at: &Path) -> (PathBuf, bool) {
+        if self.view == self.root {
+            return (at.to_owned(), false);
+        }
+        // The audit walks real directories: compare against the root's real path.
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        match at.strip_prefix(&root) {
+            Ok(rest) if rest.as_os_str().is_empty() => (self.view.clone(), false),
+            Ok(rest) => (self.view.join(rest), false),
+            Err(_) => (self.view.clone(), true),
+        }
+    }
+
+    fn stopped(&self, stop: audit::Stop) -> TargetError {
+        let path = self.container.as_path().to_owned();
+        match stop {
+            audit::Stop::Writable { dir, writer } => {
+                let (component, above_root) = self.name_host(&dir);
+                TargetError::Writable {
+                    path,
+                    component,
+                    above_root,
+                    host: dir,
+                    writer,
+                }
+            }
+            audit::Stop::NotSearchable { dir, mode } => {
+                let (component, above_root) = self.name_host(&dir);
+                TargetError::NotSearchable {
+                    path,
+                    component,
+                    above_root,
+                    host: dir,
+                    mode,
+                }
+            }
+            audit::Stop::NotDirectory { at } => TargetError::NotDirectory {
+                path,
+                component: self.name_host(&at).0,
+                host: at,
+            },
+            audit::Stop::Io { op, at, errno } => TargetError::Io {
+                path,
+                op,
+                component: self.name_host(&at).0,
+                host: at,
+                source: errno,
+            },
+        }
     }
 }
 
@@ -417,6 +524,42 @@ fn resolve(
     policy: &TargetPolicy,
     resolver: Resolver,
 ) -> Result<ResolvedTarget, TargetError> {
+    resolve_rel(root, view, path, path.relative(), policy, resolver)
+}
+
+/// [`resolve_target_in`] of the directory that holds the container path's last component:
+/// returns it, verified (and made where `policy` allows), with that last component's name.
+/// Nothing is done about the name itself; the caller decides what goes there.
+pub fn resolve_parent_in(
+    root: &Path,
+    view: &Path,
+    path: &ContainerPath,
+    policy: &TargetPolicy,
+) -> Result<(ResolvedTarget, OsString), TargetError> {
+    let rel = path.relative();
+    let Some(name) = rel.file_name() else {
+        return Err(TargetError::Io {
+            path: path.as_path().to_owned(),
+            op: "naming the last component of",
+            component: view.to_owned(),
+            host: root.to_owned(),
+            source: Errno::EINVAL,
+        });
+    };
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let dir = resolve_rel(root, view, path, parent, policy, Resolver::Auto)?;
+    Ok((dir, name.to_owned()))
+}
+
+/// Resolves `rel` (the container path's relative form, or a leading part of it) under `root`.
+fn resolve_rel(
+    root: &Path,
+    view: &Path,
+    path: &ContainerPath,
+    rel: &Path,
+    policy: &TargetPolicy,
+    resolver: Resolver,
+) -> Result<ResolvedTarget, TargetError> {
     let cx = Context { path, root, view };
     if !root.is_absolute() {
         return Err(TargetError::RelativeRoot {
@@ -432,13 +575,13 @@ fn resolve(
         Mode::empty(),
     )
     .map_err(cx.io("opening the root", Path::new("")))?;
-    let rel = path.relative();
     let done = |fd, created| ResolvedTarget {
-        path: root.join(rel),
+        path: cx.both(rel).1,
         fd,
         root: root.to_owned(),
         view: view.to_owned(),
         container: path.clone(),
+        rel: rel.to_owned(),
         resolver,
         created,
     };
@@ -497,14 +640,13 @@ fn resolve(
                     .map_err(|e| cx.io("keeping a handle of", rel)(io_errno(&e)))
             };
             let parent_rel = here.parent().unwrap_or(Path::new(""));
-            created_dirs.dirs.push(CreatedDir {
-                parent: keep(&dir, parent_rel)?,
-                name: name.to_owned(),
-                dev: st.st_dev,
-                ino: st.st_ino,
-                _held: keep(&fd, &here)?,
-                host: root.join(&here),
-            });
+            created_dirs.push_dir(
+                keep(&dir, parent_rel)?,
+                name.to_owned(),
+                &st,
+                keep(&fd, &here)?,
+                root.join(&here),
+            );
         }
         // Only a directory that is still ours: one swapped in by someone else keeps its mode.
         if created && st.st_uid == geteuid().as_raw() && st.st_mode & 0o7777 != DIR_MODE.bits() {
