@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "csi_volumes",
     "plugin_mount_roots",
     "plugin_connect_secs",
+    "call_threads",
     "csi_plugin_config_dir",
     "legacy_checkpoint",
     "state_dir",
@@ -91,6 +92,14 @@ pub enum ConfigError {
     /// A timeout that is not a positive whole number of seconds.
     #[error("parameter {key}: {value:?} is not a positive whole number of seconds")]
     BadSeconds {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A count that is not a positive whole number.
+    #[error("parameter {key}: {value:?} is not a positive whole number")]
+    BadCount {
         /// The key.
         key: &'static str,
         /// The value.
@@ -232,6 +241,10 @@ pub enum ConfigError {
     },
 }
 
+/// The default `call_threads`: enough for 512 containers to be prepared at once, each waiting on
+/// its own plugin call (a thread blocked in a call costs its stack's touched pages, not a core).
+pub const DEFAULT_CALL_THREADS: usize = 512;
+
 /// Per-call time limits of backends. Defined here, below the backends, so the
 /// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,6 +341,9 @@ pub struct Config {
     pub plugin_connect_timeout: Duration,
     /// The original module's checkpoints, imported at recover (`legacy_checkpoint`).
     pub legacy_checkpoint: Vec<PathBuf>,
+    /// How many of the module's calls (recover, prepare, cleanup) may run at once, each on a
+    /// thread of its own; more wait for one (`call_threads`).
+    pub call_threads: usize,
     /// Mesos' CSI plugin configuration directory; `None`: no CSI plugins
     /// (`csi_plugin_config_dir`).
     pub csi_plugin_config_dir: Option<PathBuf>,
@@ -376,6 +392,7 @@ impl Default for Config {
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
+            call_threads: DEFAULT_CALL_THREADS,
             csi_plugin_config_dir: None,
             csi_plugins: Vec::new(),
         }
@@ -431,6 +448,7 @@ impl ConfigError {
             Self::UnknownKey { key } | Self::DuplicateKey { key } => Some(key),
             Self::NotAbsolute { key, .. }
             | Self::BadSeconds { key, .. }
+            | Self::BadCount { key, .. }
             | Self::BadBool { key, .. }
             | Self::BadDriver { key, .. }
             | Self::EmptyEntry { key, .. } => Some(key),
@@ -468,6 +486,16 @@ fn seconds(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     match value.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
         _ => Err(ConfigError::BadSeconds {
+            key,
+            value: value.to_owned(),
+        }),
+    }
+}
+
+fn count(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::BadCount {
             key,
             value: value.to_owned(),
         }),
@@ -784,6 +812,7 @@ impl Config {
                         .collect::<Result<_, _>>()?
                 }
             }
+            "call_threads" => self.call_threads = count(key, value)?,
             "csi_plugin_config_dir" => {
                 // Empty: no CSI plugins (as the default, which isolator.json spells so).
                 self.csi_plugin_config_dir = if value.is_empty() {

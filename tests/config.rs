@@ -48,6 +48,7 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.docker_volumes, DockerVolumes::Handle);
     assert!(c.plugin_mount_roots.is_empty());
     assert_eq!(c.plugin_connect_timeout, Duration::from_secs(15));
+    assert_eq!(c.call_threads, 512);
     assert_eq!(
         c.legacy_checkpoint,
         [
@@ -79,6 +80,7 @@ fn every_key_is_read() {
         ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
         ("plugin_connect_secs", "3"),
         ("legacy_checkpoint", "/old/a.pb:/old/b.json"),
+        ("call_threads", "64"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -113,7 +115,8 @@ fn every_key_is_read() {
         c.legacy_checkpoint,
         [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
     );
-    assert_eq!(KEYS.len(), 23);
+    assert_eq!(c.call_threads, 64);
+    assert_eq!(KEYS.len(), 24);
 }
 
 #[test]
@@ -158,6 +161,9 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("legacy_checkpoint", "/a.pb::/b.pb", "empty entry"),
         ("legacy_checkpoint", "dvdimounts.pb", "absolute"),
         ("state_dir", "state", "absolute"),
+        ("call_threads", "0", "positive whole number"),
+        ("call_threads", "many", "positive whole number"),
+        ("call_threads", "-4", "positive whole number"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -339,6 +345,20 @@ fn docker_volumes_flag_reaches_the_same_parser() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--docker-volumes") && err.contains("\"sometimes\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn call_threads_flag_reaches_the_same_parser() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(["--call-threads", "0", "resolve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--call-threads") && err.contains("\"0\"") && err.contains("positive"),
         "{err}"
     );
 }

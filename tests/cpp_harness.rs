@@ -40,7 +40,9 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     let crate_includes = Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-include");
     std::fs::create_dir_all(&crate_includes).unwrap();
     let link = crate_includes.join("mesos-dvdi");
-    if !link.exists() {
+    // A target directory copied from another checkout keeps a link to that checkout: replace it.
+    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(env!("CARGO_MANIFEST_DIR"))) {
+        let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(env!("CARGO_MANIFEST_DIR"), &link).unwrap();
     }
     let built = Command::new(&cxx)

@@ -84,8 +84,9 @@ impl Isolator {
         Ok(plan)
     }
 
-    /// Acquires every volume for `id` (independent volumes in parallel: a thread each; one
-    /// volume needs none). When one fails, those acquired are released again.
+    /// Acquires every volume for `id` (independent volumes in parallel, as far as the call pool's
+    /// bound allows; one volume needs no thread). When one fails, those acquired are released
+    /// again.
     fn acquire_all(
         &self,
         volumes: &[VolumeSpec],
@@ -98,28 +99,11 @@ impl Isolator {
             read_only: spec.read_only,
             owner,
         };
-        let results: Vec<Result<(PathBuf, bool), IsolatorError>> = if volumes.len() <= 1 {
-            volumes
-                .iter()
-                .zip(targets)
-                .map(|(spec, target)| self.acquire(spec, id, usage(spec, target)))
-                .collect()
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = volumes
-                    .iter()
-                    .zip(targets)
-                    .map(|(spec, target)| {
-                        let usage = usage(spec, target);
-                        s.spawn(move || self.acquire(spec, id, usage))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            })
-        };
+        let pairs: Vec<(&VolumeSpec, &Option<PathBuf>)> = volumes.iter().zip(targets).collect();
+        let results: Vec<Result<(PathBuf, bool), IsolatorError>> =
+            crate::pool::in_parallel(&pairs, |(spec, target)| {
+                self.acquire(spec, id, usage(spec, target))
+            });
 
         let mut acquired = Vec::new();
         let mut first_error = None;

@@ -146,6 +146,10 @@ struct Global {
     /// repeatable; '' for none [legacy_checkpoint; default: the original's four locations]
     #[arg(long, global = true, value_name = "FILE")]
     legacy_checkpoint: Vec<String>,
+    /// How many of the module's calls may run at once, each on a thread of its own; dvdi itself
+    /// makes one call at a time [call_threads; default 512]
+    #[arg(long, global = true, value_name = "N")]
+    call_threads: Option<String>,
     /// Mesos' CSI plugin configuration directory (one CSIPluginInfo JSON per file); each
     /// plugin's type is a driver name [csi_plugin_config_dir; default none]
     #[arg(long, global = true, value_name = "DIR")]
@@ -372,6 +376,7 @@ impl Global {
                 "--legacy-checkpoint",
                 (!self.legacy_checkpoint.is_empty()).then(|| self.legacy_checkpoint.join(":")),
             ),
+            ("call_threads", "--call-threads", self.call_threads.clone()),
             (
                 "csi_plugin_config_dir",
                 "--csi-plugin-config-dir",
