@@ -127,7 +127,7 @@ pub struct RecoverReport {
     pub errors: Vec<String>,
 }
 
-use crate::crash::crash_point;
+use crate::crash::point as crash_point;
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
 /// them.

@@ -151,7 +151,7 @@ impl Isolator {
             .map_or(1, |n| n.get())
             .clamp(1, 8);
         let chunk = surveyed.len().div_ceil(workers).max(1);
-        let parts: Vec<(RecoverReport, Index)> = std::thread::scope(|s| {
+        let parts: Vec<(RecoverReport, Uses)> = std::thread::scope(|s| {
             let handles: Vec<_> = surveyed
                 .chunks(chunk)
                 .map(|part| {
@@ -165,7 +165,7 @@ impl Isolator {
                 .collect()
         });
         let mut report = RecoverReport::default();
-        for (part, part_index) in parts {
+        for (part, part_uses) in parts {
             report.dropped.extend(part.dropped);
             report.unmounted.extend(part.unmounted);
             report.remounted.extend(part.remounted);
@@ -173,7 +173,7 @@ impl Isolator {
             report.fenced.extend(part.fenced);
             report.errors.extend(part.errors);
             if let Some(index) = index.as_deref_mut() {
-                merge_index(index, part_index);
+                merge_uses(index, part_uses);
             }
         }
         Ok(report)
@@ -185,9 +185,9 @@ impl Isolator {
         part: &[Result<Surveyed, StateError>],
         step: &Reconcile<'_>,
         track: bool,
-    ) -> (RecoverReport, Index) {
+    ) -> (RecoverReport, Uses) {
         let mut report = RecoverReport::default();
-        let mut part_index = Index::new();
+        let mut part_uses = Uses::new();
         for volume in part {
             let volume = match volume {
                 Ok(volume) => volume,
@@ -197,12 +197,12 @@ impl Isolator {
                     continue;
                 }
             };
-            let idx = track.then_some(&mut part_index);
-            if let Err(e) = self.reconcile_volume(volume, step, &mut report, idx) {
+            let uses = track.then_some(&mut part_uses);
+            if let Err(e) = self.reconcile_volume(volume, step, &mut report, uses) {
                 report.errors.push(render_chain(&e));
             }
         }
-        (report, part_index)
+        (report, part_uses)
     }
 }
 
@@ -215,18 +215,18 @@ impl Isolator {
         volume: &Surveyed,
         step: &Reconcile<'_>,
         report: &mut RecoverReport,
-        index: Option<&mut Index>,
+        uses: Option<&mut Uses>,
     ) -> Result<(), IsolatorError> {
         // Most volumes need nothing at recovery: every user alive, mounted, the mount in place.
         // Judge that on a snapshot read without the lock and take the lock only to change
-        // something. The snapshot cannot mislead: records are replaced whole, and nothing but
+        // something. The snapshot cannot mislead: a reader sees a record whole, old or new, and nothing but
         // this isolator drops a Mesos container's reference, while a `dvdi` process unmounts a
         // volume only once it has no users left.
         let key = &volume.key;
         if let Some(snapshot) = &volume.snapshot() {
             if self.needs_nothing(snapshot, step) {
-                if let Some(index) = index {
-                    add_users(index, snapshot, key);
+                if let Some(uses) = uses {
+                    add_users(uses, snapshot, key);
                 }
                 report.kept.push(key.clone());
                 return Ok(());
@@ -283,8 +283,8 @@ impl Isolator {
         if changed && !step.dry_run {
             guard.save(&record).map_err(Self::state_err(key))?;
         }
-        if let Some(index) = index {
-            add_users(index, &record, key);
+        if let Some(uses) = uses {
+            add_users(uses, &record, key);
         }
         report.kept.push(key.clone());
         Ok(())
@@ -371,28 +371,25 @@ pub enum GcAction {
     Refuse(String),
 }
 
-/// Adds a worker's index to the whole one.
-fn merge_index(index: &mut Index, part: Index) {
-    for (id, keys) in part {
+/// Who uses what, as one worker found it: (container, volume) pairs, indexed only once merged.
+type Uses = Vec<(ContainerId, VolumeKey)>;
+
+/// Adds a worker's uses to the index.
+fn merge_uses(index: &mut Index, part: Uses) {
+    for (id, key) in part {
         match index.get_mut(&id) {
-            Some(Some(existing)) => existing.extend(keys.into_iter().flatten()),
+            Some(Some(keys)) => keys.push(key),
+            // A live `dvdi run` process the agent does not know.
             _ => {
-                index.insert(id, keys);
+                index.insert(id, Some(vec![key]));
             }
         }
     }
 }
 
-/// Records in `index` that the users of `record` hold `key`.
-fn add_users(index: &mut Index, record: &VolumeRecord, key: &VolumeKey) {
-    for id in record.users.keys() {
-        if let Some(Some(keys)) = index.get_mut(id) {
-            keys.push(key.clone());
-        } else {
-            // A live `dvdi run` process the agent does not know.
-            index.insert(id.clone(), Some(vec![key.clone()]));
-        }
-    }
+/// Records in `uses` that the users of `record` hold `key`.
+fn add_users(uses: &mut Uses, record: &VolumeRecord, key: &VolumeKey) {
+    uses.extend(record.users.keys().map(|id| (id.clone(), key.clone())));
 }
 
 /// What one reconciliation pass judges by.

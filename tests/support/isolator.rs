@@ -103,12 +103,19 @@ impl Fixture {
         }
     }
 
-    /// Whether the record file of `driver`/`name` exists.
+    /// Whether the checkpoint holds a record of `driver`/`name`.
     pub fn recorded(&self, driver: &str, name: &str) -> bool {
-        self.config
-            .work_dir
-            .join(format!("volumes/{driver}/{name}.json"))
-            .exists()
+        // A volume's file outlives its record (a tombstone): ask the store, not the directory.
+        mesos_dvdi::state::Store::open(&self.config.work_dir)
+            .unwrap()
+            .scan()
+            .unwrap()
+            .iter()
+            .any(|s| {
+                s.record
+                    .as_ref()
+                    .is_ok_and(|r| r.driver.as_str() == driver && r.name.as_str() == name)
+            })
     }
 
     /// The `dvdi` binary on this fixture's work dir, local and loop roots, with no plugin dir.
