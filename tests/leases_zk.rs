@@ -19,7 +19,7 @@ use mesos_dvdi::config::Config;
 use mesos_dvdi::isolator::{Isolator, KnownContainer};
 use mesos_dvdi::mount::Host;
 use mesos_dvdi::state::{ContainerId, Owner, Store};
-use support::isolator::text;
+use support::isolator::{recorded_in, text};
 use support::plugin::{memory_plugin, TestPlugin};
 use support::zookeeper::ZkServer;
 
@@ -375,7 +375,7 @@ fn a_lease_wait_names_the_holder_and_ctrl_c_ends_it_leaving_nothing() {
             "agent-a".to_owned()
         )]
     );
-    assert!(!c.path("agent-b/work/volumes/local/ledger.json").exists());
+    assert!(!recorded_in(&c.path("agent-b/work"), "local", "ledger"));
     assert_eq!(a.release().0, 0);
 }
 
@@ -434,7 +434,7 @@ fn zookeeper_down_refuses_leased_volumes_at_prepare_and_not_others() {
         err.contains("volume \"ledger\" (driver \"local\"): cannot take a lease: not connected to ZooKeeper at zk://127.0.0.1:"),
         "{err}"
     );
-    assert!(!c.path("agent-a/work/volumes/local/ledger.json").exists());
+    assert!(!recorded_in(&c.path("agent-a/work"), "local", "ledger"));
     let out = c.dvdi("agent-a", 1).arg("status").output().unwrap();
     assert!(
         text(&out).contains(
