@@ -24,9 +24,10 @@ const MODULES: [&str; 2] = [
 const SHIM: [&str; 3] = ["cpp/isolator.cpp", "cpp/watch.cpp", "cpp/endpoints.cpp"];
 
 /// Headers the bridge or the shim include.
-const HEADERS: [&str; 6] = [
+const HEADERS: [&str; 7] = [
     "cpp/log_sink.h",
     "cpp/fence_sink.h",
+    "cpp/completion.h",
     "cpp/shim.h",
     "cpp/watch_table.h",
     "cpp/watch.h",

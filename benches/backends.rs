@@ -43,6 +43,7 @@ fn round_trips(c: &mut Criterion) {
         explicit_create: false,
         id: &id,
         read_only: false,
+        csi: None,
     };
 
     let _server = plugin::TestPlugin::unix(

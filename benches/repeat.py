@@ -15,7 +15,9 @@ Usage (as root, from the repository root):
     python3 benches/repeat.py --runs 5 --bench memory
 
 Extra arguments after `--` go to the bench binary (criterion's filter and options). The memory
-bench is not a criterion bench: its printed `memory: LABEL: N kB` lines are collected instead.
+bench is not a criterion bench: its printed `memory: LABEL: N kB` lines are collected instead. Any
+bench may also print figures of its own, one a line, as `figure: NAME = VALUE UNIT`; they are
+summarised the same way (per-run values, then median, minimum and maximum).
 """
 
 import argparse
@@ -92,12 +94,15 @@ def main():
     print(f"command: {' '.join(command)} (x{args.runs})", file=sys.stderr)
     runs = []
     memory = []
+    figures = {}
     for i in range(args.runs):
         start = time.time()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.stderr.write(done.stdout + done.stderr)
             sys.exit(f"run {i + 1} failed with status {done.returncode}")
+        for m in re.finditer(r"^figure: (.+?) = ([0-9.]+) (\S+)$", done.stdout, re.M):
+            figures.setdefault((m.group(1), m.group(3)), []).append(float(m.group(2)))
         if args.bench == "memory":
             found = re.findall(r"^memory: (.+): (\d+) kB$", done.stdout, re.M)
             if not found:
@@ -138,6 +143,8 @@ def main():
             sys.exit(f"--ratio {spec!r}: not two known benchmark ids; known: {names}")
         values = [r[split[0]] / r[split[1]] for r in runs if split[0] in r and split[1] in r]
         print(f"| ratio: {label} | {summary(values, lambda v: f'{v:.1f}×')} |")
+    for (name, unit), values in figures.items():
+        print(f"| {name} | {summary(values, lambda v: f'{v:,.4g} {unit}')} |")
 
 
 if __name__ == "__main__":

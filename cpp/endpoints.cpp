@@ -4,6 +4,7 @@
 #include "mesos-dvdi/cpp/endpoints.h"
 
 #include <exception>
+#include <memory>
 #include <string>
 
 #include <glog/logging.h>
@@ -41,6 +42,37 @@ process::Future<double> metricValue(const SharedCore& core, const std::string& n
   }
 }
 
+// A read's answer as an HTTP response: 200 with the JSON when all is well, 503 with it when not
+// (only health says so), 500 with the message when the read failed.
+class ResponseAnswer : public ReadDone {
+public:
+  process::Future<process::http::Response> future() const { return answer.future(); }
+
+  void answered(bool ok, rust::Str body) const override {
+    try {
+      const std::string json = text(body);
+      answer.set(jsonResponse(ok ? process::http::Response(process::http::OK(json))
+                                 : process::http::Response(
+                                       process::http::ServiceUnavailable(json))));
+    } catch (const std::exception& e) {
+      answer.fail(e.what());
+    } catch (...) {
+      answer.fail("mesos-dvdi: building the response failed");
+    }
+  }
+
+  void failed(rust::Str message) const override {
+    try {
+      answer.set(process::http::InternalServerError(text(message)));
+    } catch (...) {
+      answer.fail(message);
+    }
+  }
+
+private:
+  Answer<process::http::Response> answer;
+};
+
 }  // namespace
 
 // Serves the core's JSON at /dvdi/volumes and /dvdi/health on the agent's port.
@@ -65,35 +97,24 @@ protected:
   }
 
 private:
-  // Both read the checkpoint directory: off the libprocess thread, like every bridge call.
+  // Both read the checkpoint directory: on the core's own threads for reads (never those of the
+  // calls, which a stuck plugin may hold), answered through ResponseAnswer.
   process::Future<process::http::Response> volumes(
       const process::http::Request&,
       const Option<process::http::authentication::Principal>&) {
-    SharedCore core = this->core;
-    return offload<process::http::Response>([core]() -> process::http::Response {
-      try {
-        return jsonResponse(process::http::OK(text((*core)->status_json())));
-      } catch (const std::exception& e) {
-        return process::http::InternalServerError(e.what());
-      }
-    });
+    std::unique_ptr<ResponseAnswer> done(new ResponseAnswer());
+    process::Future<process::http::Response> future = done->future();
+    (*core)->start_status_json(std::move(done));
+    return future;
   }
 
   process::Future<process::http::Response> health(
       const process::http::Request&,
       const Option<process::http::authentication::Principal>&) {
-    SharedCore core = this->core;
-    return offload<process::http::Response>([core]() -> process::http::Response {
-      try {
-        Health h = (*core)->health();
-        const std::string body = text(h.json);
-        return jsonResponse(
-            h.ok ? process::http::Response(process::http::OK(body))
-                 : process::http::Response(process::http::ServiceUnavailable(body)));
-      } catch (const std::exception& e) {
-        return process::http::InternalServerError(e.what());
-      }
-    });
+    std::unique_ptr<ResponseAnswer> done(new ResponseAnswer());
+    process::Future<process::http::Response> future = done->future();
+    (*core)->start_health(std::move(done));
+    return future;
   }
 
   SharedCore core;

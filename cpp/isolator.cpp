@@ -1,7 +1,7 @@
 // The Mesos side of mesos-dvdi: the mesos::slave::Isolator class and the two module
-// declarations the agent loads. It translates ContainerConfig into the bridge's plain data, runs
-// each bridge call off the libprocess thread (an EBS attach can take minutes), and turns the answer
-// into ContainerLaunchInfo. Translation only: every decision is the Rust core's. The watch
+// declarations the agent loads. It translates ContainerConfig into the bridge's plain data, hands
+// each call to the core, which returns at once and answers later from its own bounded pool (an
+// EBS attach can take minutes), and turns the answer into ContainerLaunchInfo. Translation only: every decision is the Rust core's. The watch
 // promises live in watch.cpp, the /dvdi endpoints and dvdi/ metrics in endpoints.cpp.
 //
 // Built only when MESOS_PREFIX points at an installed Mesos (1.11 API), with -fabi-version=9 since
@@ -13,6 +13,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <glog/logging.h>
@@ -63,6 +64,56 @@ rust::Vec<uint8_t> bytes(const std::string& s) {
   return out;
 }
 
+rust::Vec<CsiSecret> secrets(const google::protobuf::Map<std::string, mesos::Secret>& given) {
+  rust::Vec<CsiSecret> out;
+  for (const auto& entry : given) {
+    CsiSecret secret;
+    secret.key = entry.first;
+    secret.kind = entry.second.has_type() ? static_cast<int32_t>(entry.second.type()) : 0;
+    if (entry.second.has_value()) secret.value = bytes(entry.second.value().data());
+    if (entry.second.has_reference()) secret.reference = entry.second.reference().name();
+    out.push_back(std::move(secret));
+  }
+  return out;
+}
+
+// A CSI_VOLUME as Mesos 1.11 gives it; the Rust core validates it (and refuses what it cannot
+// use, such as a REFERENCE secret).
+CsiVolume translateCsi(const mesos::Volume& volume, uint64_t index) {
+  const mesos::Volume::Source::CSIVolume& csi = volume.source().csi_volume();
+  CsiVolume out;
+  out.index = index;
+  out.plugin_name = csi.plugin_name();
+  out.has_static_provisioning = csi.has_static_provisioning();
+  out.block = false;
+  out.access_mode = 0;
+  if (csi.has_static_provisioning()) {
+    const auto& sp = csi.static_provisioning();
+    out.volume_id = sp.volume_id();
+    const auto& capability = sp.volume_capability();
+    out.block = capability.has_block();
+    if (capability.has_mount()) {
+      out.fs_type = capability.mount().fs_type();
+      for (const std::string& flag : capability.mount().mount_flags()) {
+        out.mount_flags.push_back(flag);
+      }
+    }
+    out.access_mode =
+        capability.has_access_mode() ? static_cast<int32_t>(capability.access_mode().mode()) : 0;
+    for (const auto& entry : sp.volume_context()) {
+      Param param;
+      param.key = entry.first;
+      param.value = entry.second;
+      out.volume_context.push_back(std::move(param));
+    }
+    out.node_stage_secrets = secrets(sp.node_stage_secrets());
+    out.node_publish_secrets = secrets(sp.node_publish_secrets());
+  }
+  out.container_path = volume.container_path();
+  out.read_only = volume.mode() == mesos::Volume::RO;
+  return out;
+}
+
 ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
   ContainerRequest request;
   // The task's environment when the container runs a task, else the executor's.
@@ -84,7 +135,13 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
     }
   }
   if (config.has_container_info()) {
+    uint64_t index = 0;
     for (const mesos::Volume& volume : config.container_info().volumes()) {
+      const uint64_t position = index++;
+      if (volume.has_source() && volume.source().type() == mesos::Volume::Source::CSI_VOLUME) {
+        request.csi_volumes.push_back(translateCsi(volume, position));
+        continue;
+      }
       if (!volume.has_source() || volume.source().type() != mesos::Volume::Source::DOCKER_VOLUME) {
         continue;
       }
@@ -110,6 +167,107 @@ ContainerRequest translate(const mesos::slave::ContainerConfig& config) {
   request.user = config.has_user() ? config.user() : "";
   return request;
 }
+
+// Recover's answer: its problems to the agent's log (the core logs the summary).
+class RecoverAnswer : public RecoverDone {
+public:
+  process::Future<Nothing> future() const { return answer.future(); }
+
+  void recovered(const RecoverSummary& summary) const override {
+    try {
+      for (const rust::String& e : summary.errors) {
+        LOG(WARNING) << "mesos-dvdi: recover: " << text(e);
+      }
+    } catch (...) {
+      // Only the log lines are lost.
+    }
+    answer.set(Nothing());
+  }
+
+  void failed(rust::Str message) const override { answer.fail(message); }
+
+private:
+  Answer<Nothing> answer;
+};
+
+// Prepare's answer: the launch plan as ContainerLaunchInfo.
+class PrepareAnswer : public PrepareDone {
+public:
+  explicit PrepareAnswer(std::string id) : id(std::move(id)) {}
+
+  process::Future<Option<mesos::slave::ContainerLaunchInfo>> future() const {
+    return answer.future();
+  }
+
+  void prepared(const Launch& plan) const override {
+    try {
+      for (const rust::String& w : plan.warnings) {
+        LOG(WARNING) << "mesos-dvdi: container " << id << ": " << text(w);
+      }
+      if (plan.mounts.empty()) {
+        answer.set(None());
+        return;
+      }
+      mesos::slave::ContainerLaunchInfo launch;
+      for (const BindMount& m : plan.mounts) {
+        mesos::slave::ContainerMountInfo* mount = launch.add_mounts();
+        mount->set_source(text(m.source));
+        mount->set_target(text(m.target));
+        mount->set_flags(MS_BIND | MS_REC | (m.read_only ? MS_RDONLY : 0));
+      }
+      if (plan.new_mount_namespace) {
+        launch.add_clone_namespaces(CLONE_NEWNS);
+      }
+      answer.set(launch);
+    } catch (const std::exception& e) {
+      answer.fail(e.what());
+    } catch (...) {
+      answer.fail("mesos-dvdi: translating the launch plan failed");
+    }
+  }
+
+  void failed(rust::Str message) const override { answer.fail(message); }
+
+private:
+  const std::string id;
+  Answer<Option<mesos::slave::ContainerLaunchInfo>> answer;
+};
+
+// Cleanup's answer. The container's watch entry goes when the core's cleanup has ended, whatever
+// its outcome, before the containerizer hears of it (and, should the core never answer, when
+// this is destroyed).
+class CleanupAnswer : public CleanupDone {
+public:
+  CleanupAnswer(std::shared_ptr<Limitations> limitations, std::string id)
+    : limitations(std::move(limitations)), id(std::move(id)) {}
+
+  ~CleanupAnswer() override { forget(); }
+
+  process::Future<Nothing> future() const { return answer.future(); }
+
+  void cleaned_up() const override {
+    forget();
+    answer.set(Nothing());
+  }
+
+  void failed(rust::Str message) const override {
+    forget();
+    answer.fail(message);
+  }
+
+private:
+  void forget() const {
+    try {
+      limitations->forget(id);
+    } catch (...) {
+      LOG(ERROR) << "mesos-dvdi: container " << id << ": dropping its watch entry failed";
+    }
+  }
+
+  std::shared_ptr<Limitations> limitations;
+  const std::string id;
+  Answer<Nothing> answer;
+};
 
 class DvdiIsolator : public mesos::slave::Isolator {
 public:
@@ -137,15 +295,10 @@ public:
     for (const mesos::ContainerID& id : orphans) {
       orphaned.push_back(containerName(id));
     }
-    SharedCore core = this->core;
-    return offload<Nothing>([core, known, orphaned]() {
-      // The core logs the summary; each problem that did not stop recovery goes here.
-      RecoverSummary summary = (*core)->recover(known, orphaned);
-      for (const rust::String& e : summary.errors) {
-        LOG(WARNING) << "mesos-dvdi: recover: " << text(e);
-      }
-      return Nothing();
-    });
+    std::unique_ptr<RecoverAnswer> done(new RecoverAnswer());
+    process::Future<Nothing> future = done->future();
+    (*core)->start_recover(known, orphaned, std::move(done));
+    return future;
   }
 
   process::Future<Option<mesos::slave::ContainerLaunchInfo>> prepare(
@@ -155,30 +308,10 @@ public:
     // A lease may be lost as soon as prepare takes it, before the containerizer asks for the
     // future.
     limitations->open(id);
-    std::shared_ptr<ContainerRequest> request =
-        std::make_shared<ContainerRequest>(translate(containerConfig));
-    SharedCore core = this->core;
-    return offload<Option<mesos::slave::ContainerLaunchInfo>>(
-        [core, id, request]() -> Option<mesos::slave::ContainerLaunchInfo> {
-          Launch plan = (*core)->prepare(id, *request);
-          for (const rust::String& w : plan.warnings) {
-            LOG(WARNING) << "mesos-dvdi: container " << id << ": " << text(w);
-          }
-          if (plan.mounts.empty()) {
-            return None();
-          }
-          mesos::slave::ContainerLaunchInfo launch;
-          for (const BindMount& m : plan.mounts) {
-            mesos::slave::ContainerMountInfo* mount = launch.add_mounts();
-            mount->set_source(text(m.source));
-            mount->set_target(text(m.target));
-            mount->set_flags(MS_BIND | MS_REC | (m.read_only ? MS_RDONLY : 0));
-          }
-          if (plan.new_mount_namespace) {
-            launch.add_clone_namespaces(CLONE_NEWNS);
-          }
-          return launch;
-        });
+    std::unique_ptr<PrepareAnswer> done(new PrepareAnswer(id));
+    process::Future<Option<mesos::slave::ContainerLaunchInfo>> future = done->future();
+    (*core)->start_prepare(id, translate(containerConfig), std::move(done));
+    return future;
   }
 
   // Completes only when the core fences the container (a lease its volumes need was lost).
@@ -189,25 +322,18 @@ public:
 
   process::Future<Nothing> cleanup(const mesos::ContainerID& containerId) override {
     const std::string id = containerName(containerId);
-    SharedCore core = this->core;
-    std::shared_ptr<Limitations> limitations = this->limitations;
     // The container is being destroyed: nothing more to fence, whatever cleanup says. Its entry
-    // goes when the core's cleanup has ended, so a fence during it cannot make a new one.
+    // goes when the core's cleanup has ended (see CleanupAnswer), so a fence during it cannot
+    // make a new one.
     limitations->cleaning(id);
-    return offload<Nothing>([core, limitations, id]() {
-      try {
-        (*core)->cleanup(id);
-      } catch (...) {
-        limitations->forget(id);
-        throw;
-      }
-      limitations->forget(id);
-      return Nothing();
-    });
+    std::unique_ptr<CleanupAnswer> done(new CleanupAnswer(limitations, id));
+    process::Future<Nothing> future = done->future();
+    (*core)->start_cleanup(id, std::move(done));
+    return future;
   }
 
 private:
-  // Shared with the worker threads, which may outlive a call's future, and with the endpoints.
+  // Shared with the endpoints and their gauges.
   SharedCore core;
   std::shared_ptr<Limitations> limitations;
   // Declared last, so destroyed first: the gauges and the process leave the agent before the

@@ -1,12 +1,15 @@
 // What the three Mesos shim files share (isolator.cpp, watch.cpp, endpoints.cpp): the core as they
-// hold it, a rust::String's text, and `offload`, which keeps every bridge call off the libprocess
-// threads. Mesos builds only (it needs libprocess); see build.rs.
+// hold it, a rust::String's text, and `Answer`, the promise behind one of the core's completions
+// (see completion.h): every call that may block runs on the core's own bounded pool and comes back
+// through one, so no libprocess thread ever waits and the shim starts no thread. Mesos builds only
+// (it needs libprocess); see build.rs.
 #pragma once
 
 #include <exception>
 #include <memory>
 #include <string>
-#include <thread>
+
+#include <glog/logging.h>
 
 #include <process/future.hpp>
 
@@ -14,30 +17,68 @@
 
 namespace mesos_dvdi {
 
-// The Rust core, shared by the isolator, the worker threads (which may outlive a call's future),
-// the endpoints process and the metric gauges.
+// The Rust core, shared by the isolator, the endpoints process and the metric gauges.
 using SharedCore = std::shared_ptr<rust::Box<IsolatorCore>>;
 
 // A rust::String's text. Never through its conversion operator: compiled with -fabi-version=9
 // (see build.rs) its name carries an [abi:cxx11] tag that the cxx library, built with today's
 // ABI, does not define, and the agent would refuse the module with an undefined symbol.
 inline std::string text(const rust::String& s) { return std::string(s.data(), s.size()); }
+inline std::string text(rust::Str s) { return std::string(s.data(), s.size()); }
 
-// Runs `work` on a thread of its own and completes the future with its result; a C++ exception
-// (rust::Error included) fails the future with its message. A bridge call may block for minutes
-// (an EBS attach), and a blocked libprocess thread stalls the whole agent.
-template <typename T, typename F>
-process::Future<T> offload(F work) {
-  std::shared_ptr<process::Promise<T>> promise(new process::Promise<T>());
-  process::Future<T> future = promise->future();
-  std::thread([promise, work]() {
+// The promise a completion fulfils. Its methods run on the core's threads, called from Rust, so
+// nothing escapes them; completing a future runs its callbacks there too, as libprocess allows.
+// Destroyed unanswered (a bug in the core), it fails the future rather than leave the agent
+// waiting for ever; once answered, that failure is a no-op.
+template <typename T>
+class Answer {
+public:
+  Answer() : promise(new process::Promise<T>()) {}
+  ~Answer() { fail("mesos-dvdi: the call ended without an answer (an internal error)"); }
+
+  Answer(const Answer&) = delete;
+  Answer& operator=(const Answer&) = delete;
+
+  process::Future<T> future() const { return promise->future(); }
+
+  void set(const T& value) const {
     try {
-      promise->set(work());
+      promise->set(value);
     } catch (const std::exception& e) {
-      promise->fail(e.what());
+      fail(e.what());
+    } catch (...) {
+      fail("mesos-dvdi: completing the call failed");
     }
-  }).detach();
-  return future;
-}
+  }
+
+  void fail(rust::Str message) const {
+    try {
+      fail(text(message));
+    } catch (...) {
+      fail("mesos-dvdi: the call failed (its message could not be copied)");
+    }
+  }
+
+  void fail(const char* message) const {
+    try {
+      fail(std::string(message));
+    } catch (...) {
+      LOG(ERROR) << "mesos-dvdi: a call's failure could not be reported";
+    }
+  }
+
+private:
+  void fail(const std::string& message) const {
+    try {
+      promise->fail(message);
+    } catch (const std::exception& e) {
+      LOG(ERROR) << "mesos-dvdi: failing a call's future raised: " << e.what();
+    } catch (...) {
+      LOG(ERROR) << "mesos-dvdi: failing a call's future raised";
+    }
+  }
+
+  std::unique_ptr<process::Promise<T>> promise;
+};
 
 }  // namespace mesos_dvdi

@@ -1,4 +1,4 @@
-//! One configuration for both front ends (DESIGN §6): the module's parameters and the `dvdi` CLI's
+//! One configuration for both front ends: the module's parameters and the `dvdi` CLI's
 //! flags are parsed into the same [`Config`].
 
 use std::path::{Path, PathBuf};
@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::csi::{PluginConfigError, PluginInfo};
-use crate::spec::{DockerVolumeInput, DriverName, NameError, ResolveOptions};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
-/// Every key the module and `--config` files accept, in the order of DESIGN §6.
+/// Every key the module and `--config` files accept, in the order `isolator.json` lists them.
 pub const KEYS: &[&str] = &[
     "work_dir",
     "default_driver",
@@ -27,11 +27,13 @@ pub const KEYS: &[&str] = &[
     "lease_wait_secs",
     "lease_drivers",
     "docker_volumes",
+    "csi_volumes",
     "plugin_mount_roots",
     "plugin_connect_secs",
+    "call_threads",
+    "csi_plugin_config_dir",
     "legacy_checkpoint",
     "state_dir",
-    "csi_plugin_config_dir",
 ];
 
 /// The module's own name (`isolator.json`, `--isolation`).
@@ -95,6 +97,14 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A count that is not a positive whole number.
+    #[error("parameter {key}: {value:?} is not a positive whole number")]
+    BadCount {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
     /// A boolean that is not `true` or `false`.
     #[error("parameter {key}: {value:?} is not true or false")]
     BadBool {
@@ -112,6 +122,12 @@ pub enum ConfigError {
     /// A `docker_volumes` other than `handle` or `ignore`.
     #[error("parameter docker_volumes: {value:?} is not a choice; use handle (this module mounts DOCKER_VOLUME entries) or ignore (another isolator, such as Mesos' docker/volume, does)")]
     BadDockerVolumes {
+        /// The value.
+        value: String,
+    },
+    /// A `csi_volumes` other than `handle` or `ignore`.
+    #[error("parameter csi_volumes: {value:?} is not a choice; use handle (this module mounts CSI_VOLUME entries) or ignore (another isolator, such as Mesos' volume/csi, does)")]
+    BadCsiVolumes {
         /// The value.
         value: String,
     },
@@ -176,7 +192,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A `--config` file that is not a JSON object of settings.
-    #[error("configuration file {path} is not a JSON object of parameters")]
+    #[error(
+        "configuration file {path} is not a JSON object of parameters nor a Mesos modules file"
+    )]
     ParseFile {
         /// The file.
         path: PathBuf,
@@ -187,6 +205,32 @@ pub enum ConfigError {
     /// A CSI plugin configuration file that cannot be used (`csi_plugin_config_dir`).
     #[error("parameter csi_plugin_config_dir")]
     CsiPlugins(#[source] PluginConfigError),
+    /// A Mesos modules file `--config` names without a module of this library.
+    #[error("configuration file {path} is a Mesos modules file without a {MODULE_NAME} (or {LEGACY_MODULE_NAME}) module{}", if others.is_empty() { String::new() } else { format!("; it declares {}", others.join(", ")) })]
+    NoDvdiModule {
+        /// The file.
+        path: PathBuf,
+        /// The modules it declares.
+        others: Vec<String>,
+    },
+    /// A Mesos modules file that declares this library's module more than once.
+    #[error("configuration file {path} declares the dvdi module more than once ({}); keep one", places.join(", "))]
+    SeveralDvdiModules {
+        /// The file.
+        path: PathBuf,
+        /// Where each is.
+        places: Vec<String>,
+    },
+    /// A Mesos modules file whose shape is not the agent's.
+    #[error("configuration file {path}: {field} must be {expected}")]
+    ModulesShape {
+        /// The file.
+        path: PathBuf,
+        /// The field, e.g. `libraries[0].modules[1].parameters[2].value`.
+        field: String,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// A `--config` value of a type that cannot be a setting.
     #[error("configuration file {path}: parameter {key:?} must be a string, number, boolean or array of strings")]
     BadJsonValue {
@@ -197,7 +241,11 @@ pub enum ConfigError {
     },
 }
 
-/// Per-call time limits of backends (DESIGN §6). Defined here, below the backends, so the
+/// The default `call_threads`: enough for 512 containers to be prepared at once, each waiting on
+/// its own plugin call (a thread blocked in a call costs its stack's touched pages, not a core).
+pub const DEFAULT_CALL_THREADS: usize = 512;
+
+/// Per-call time limits of backends. Defined here, below the backends, so the
 /// configuration never imports the layer it configures; `backend::Timeouts` re-exports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -233,6 +281,16 @@ pub enum DockerVolumes {
     /// They are left to another isolator (Mesos' own `docker/volume`, listed in `--isolation`
     /// beside this module): only the `DVDI_VOLUME_*` environment is acted on. Two isolators
     /// acting on one entry would mount it twice or fail the task.
+    Ignore,
+}
+
+/// Who acts on a task's `CSI_VOLUME` entries (`csi_volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsiVolumes {
+    /// This module mounts them through its CSI backend, with leases (the default).
+    Handle,
+    /// They are left to Mesos' own `volume/csi` isolator. Both acting on one entry would
+    /// publish the volume twice.
     Ignore,
 }
 
@@ -273,6 +331,8 @@ pub struct Config {
     pub lease_drivers: Vec<DriverName>,
     /// Who acts on `DOCKER_VOLUME` entries (`docker_volumes`).
     pub docker_volumes: DockerVolumes,
+    /// Who acts on `CSI_VOLUME` entries (`csi_volumes`).
+    pub csi_volumes: CsiVolumes,
     /// Where plugin and dvdcli mount points may lie; empty: anywhere outside `/` and the system
     /// trees (`plugin_mount_roots`).
     pub plugin_mount_roots: Vec<PathBuf>,
@@ -281,6 +341,9 @@ pub struct Config {
     pub plugin_connect_timeout: Duration,
     /// The original module's checkpoints, imported at recover (`legacy_checkpoint`).
     pub legacy_checkpoint: Vec<PathBuf>,
+    /// How many of the module's calls (recover, prepare, cleanup) may run at once, each on a
+    /// thread of its own; more wait for one (`call_threads`).
+    pub call_threads: usize,
     /// Mesos' CSI plugin configuration directory; `None`: no CSI plugins
     /// (`csi_plugin_config_dir`).
     pub csi_plugin_config_dir: Option<PathBuf>,
@@ -325,9 +388,11 @@ impl Default for Config {
             lease_wait: Duration::from_secs(30),
             lease_drivers: Vec::new(),
             docker_volumes: DockerVolumes::Handle,
+            csi_volumes: CsiVolumes::Handle,
             plugin_mount_roots: Vec::new(),
             plugin_connect_timeout: Duration::from_secs(15),
             legacy_checkpoint: legacy_checkpoints(Path::new(LEGACY_AGENT_WORK_DIR)),
+            call_threads: DEFAULT_CALL_THREADS,
             csi_plugin_config_dir: None,
             csi_plugins: Vec::new(),
         }
@@ -383,6 +448,7 @@ impl ConfigError {
             Self::UnknownKey { key } | Self::DuplicateKey { key } => Some(key),
             Self::NotAbsolute { key, .. }
             | Self::BadSeconds { key, .. }
+            | Self::BadCount { key, .. }
             | Self::BadBool { key, .. }
             | Self::BadDriver { key, .. }
             | Self::EmptyEntry { key, .. } => Some(key),
@@ -390,10 +456,16 @@ impl ConfigError {
             Self::BadCoordination(_) => Some("coordination"),
             Self::BadAgentName { .. } | Self::AgentNameNotUnique { .. } => Some("agent_name"),
             Self::BadDockerVolumes { .. } => Some("docker_volumes"),
+            Self::BadCsiVolumes { .. } => Some("csi_volumes"),
             Self::CsiPlugins(_) => Some("csi_plugin_config_dir"),
             Self::BothSpellings { second, .. } => Some(second),
             Self::UnknownModule { .. } => None,
-            Self::ReadFile { .. } | Self::ParseFile { .. } | Self::BadJsonValue { .. } => None,
+            Self::ReadFile { .. }
+            | Self::ParseFile { .. }
+            | Self::BadJsonValue { .. }
+            | Self::NoDvdiModule { .. }
+            | Self::SeveralDvdiModules { .. }
+            | Self::ModulesShape { .. } => None,
         }
     }
 }
@@ -420,6 +492,16 @@ fn seconds(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     }
 }
 
+fn count(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::BadCount {
+            key,
+            value: value.to_owned(),
+        }),
+    }
+}
+
 fn driver(key: &'static str, value: &str) -> Result<DriverName, ConfigError> {
     DriverName::new(value).map_err(|source| ConfigError::BadDriver {
         key,
@@ -437,6 +519,83 @@ fn list<'a>(key: &'static str, value: &'a str, sep: char) -> Result<Vec<&'a str>
         });
     }
     Ok(items)
+}
+
+/// The parameters of a `dvdi --config` file, and the module name they are read under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// [`MODULE_NAME`], or [`LEGACY_MODULE_NAME`] for a modules file that loads this library
+    /// under the original module's name (whose `work_dir` means the agent's directory).
+    pub module: &'static str,
+    /// The parameters, in the file's order.
+    pub params: Vec<(String, String)>,
+}
+
+/// The dvdi module's parameters from a Mesos modules file's `libraries`.
+fn modules_file(path: &Path, libraries: &serde_json::Value) -> Result<ConfigFile, ConfigError> {
+    let shape = |field: String, expected: &'static str| ConfigError::ModulesShape {
+        path: path.to_owned(),
+        field,
+        expected,
+    };
+    let libraries = libraries
+        .as_array()
+        .ok_or_else(|| shape("libraries".into(), "an array"))?;
+    let mut found: Vec<(String, &'static str, &serde_json::Value)> = Vec::new();
+    let mut others = Vec::new();
+    for (i, library) in libraries.iter().enumerate() {
+        let modules = match library.get("modules") {
+            None => continue,
+            Some(m) => m
+                .as_array()
+                .ok_or_else(|| shape(format!("libraries[{i}].modules"), "an array"))?,
+        };
+        for (j, module) in modules.iter().enumerate() {
+            let place = format!("libraries[{i}].modules[{j}]");
+            let name = module
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| shape(format!("{place}.name"), "a string"))?;
+            match name {
+                MODULE_NAME => found.push((place, MODULE_NAME, module)),
+                LEGACY_MODULE_NAME => found.push((place, LEGACY_MODULE_NAME, module)),
+                other => others.push(other.to_owned()),
+            }
+        }
+    }
+    let (place, module, entry) = match found.len() {
+        1 => found.remove(0),
+        0 => {
+            return Err(ConfigError::NoDvdiModule {
+                path: path.to_owned(),
+                others,
+            })
+        }
+        _ => {
+            return Err(ConfigError::SeveralDvdiModules {
+                path: path.to_owned(),
+                places: found.into_iter().map(|(p, _, _)| p).collect(),
+            })
+        }
+    };
+    let params = match entry.get("parameters") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(k, item)| {
+                let field = |f: &str| {
+                    item.get(f)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| shape(format!("{place}.parameters[{k}].{f}"), "a string"))
+                };
+                Ok((field("key")?, field("value")?))
+            })
+            .collect::<Result<_, ConfigError>>()?,
+        Some(_) => return Err(shape(format!("{place}.parameters"), "an array")),
+    };
+    Ok(ConfigFile { module, params })
 }
 
 impl Config {
@@ -521,10 +680,11 @@ impl Config {
         }
         // Leases are told apart by agent name: the host name stands in for one only when it
         // tells hosts apart.
-        if config.coordination.is_some()
-            && !seen.contains(&"agent_name")
-            && !tells_hosts_apart(&config.agent_name)
-        {
+        // (An empty agent_name is the default spelt out, as in isolator.json: not a name given.)
+        let named = params
+            .iter()
+            .any(|(k, v)| k == "agent_name" && !v.is_empty());
+        if config.coordination.is_some() && !named && !tells_hosts_apart(&config.agent_name) {
             return Err(ConfigError::AgentNameNotUnique {
                 value: config.agent_name,
             });
@@ -564,6 +724,8 @@ impl Config {
             "loop_root" => self.loop_root = path(key, value)?,
             "mount_timeout_secs" => self.mount_timeout = seconds(key, value)?,
             "unmount_timeout_secs" => self.unmount_timeout = seconds(key, value)?,
+            // Empty: no restriction, the default (there is no other way to write "all").
+            "allowed_drivers" if value.is_empty() => self.allowed_drivers = None,
             "allowed_drivers" => {
                 self.allowed_drivers = Some(
                     list(key, value, ',')?
@@ -590,6 +752,8 @@ impl Config {
                     _ => Some(ZkTarget::parse(value).map_err(ConfigError::BadCoordination)?),
                 }
             }
+            // Empty: the host name, the default (which a modules file cannot spell otherwise).
+            "agent_name" if value.is_empty() => self.agent_name = host_name(),
             "agent_name" => {
                 if !valid_agent_name(value) {
                     return Err(ConfigError::BadAgentName {
@@ -600,6 +764,7 @@ impl Config {
             }
             "lease_session_timeout_secs" => self.lease_session_timeout = seconds(key, value)?,
             "lease_wait_secs" => self.lease_wait = seconds(key, value)?,
+            "lease_drivers" if value.is_empty() => self.lease_drivers = Vec::new(),
             "lease_drivers" => {
                 self.lease_drivers = list(key, value, ',')?
                     .into_iter()
@@ -612,6 +777,18 @@ impl Config {
                     "ignore" => DockerVolumes::Ignore,
                     _ => {
                         return Err(ConfigError::BadDockerVolumes {
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
+            "plugin_mount_roots" if value.is_empty() => self.plugin_mount_roots = Vec::new(),
+            "csi_volumes" => {
+                self.csi_volumes = match value {
+                    "handle" => CsiVolumes::Handle,
+                    "ignore" => CsiVolumes::Ignore,
+                    _ => {
+                        return Err(ConfigError::BadCsiVolumes {
                             value: value.to_owned(),
                         })
                     }
@@ -635,6 +812,7 @@ impl Config {
                         .collect::<Result<_, _>>()?
                 }
             }
+            "call_threads" => self.call_threads = count(key, value)?,
             "csi_plugin_config_dir" => {
                 // Empty: no CSI plugins (as the default, which isolator.json spells so).
                 self.csi_plugin_config_dir = if value.is_empty() {
@@ -648,10 +826,14 @@ impl Config {
         Ok(())
     }
 
-    /// Reads the parameters from a JSON object (the `dvdi --config` file): strings as in the
-    /// module's parameters, and numbers, booleans and arrays of strings (joined as the module's
-    /// lists are) where natural.
-    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    /// Reads a `dvdi --config` file, of either form:
+    ///
+    /// - a JSON object of parameters: strings as in the module's parameters, and numbers,
+    ///   booleans and arrays of strings (joined as the module's lists are) where natural;
+    /// - a Mesos modules file (`isolator.json`: `{"libraries": [{"modules": [{"name",
+    ///   "parameters": [{"key", "value"}]}]}]}`): the parameters of its one module named
+    ///   [`MODULE_NAME`] or [`LEGACY_MODULE_NAME`], read as the agent would read them.
+    pub fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read(path).map_err(|source| ConfigError::ReadFile {
             path: path.to_owned(),
             source,
@@ -661,11 +843,14 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
+        if let Some(libraries) = object.get("libraries") {
+            return modules_file(path, libraries);
+        }
         let bad = |key: &str| ConfigError::BadJsonValue {
             path: path.to_owned(),
             key: key.to_owned(),
         };
-        object
+        let params = object
             .iter()
             .map(|(key, value)| {
                 let text = match value {
@@ -691,7 +876,16 @@ impl Config {
                 };
                 Ok((key.clone(), text))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(ConfigFile {
+            module: MODULE_NAME,
+            params,
+        })
+    }
+
+    /// The parameters of a `dvdi --config` file of either form (see [`Config::read_file`]).
+    pub fn params_from_json_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+        Self::read_file(path).map(|f| f.params)
     }
 
     /// The settings spec resolution needs.
@@ -712,6 +906,15 @@ impl Config {
         match self.docker_volumes {
             DockerVolumes::Handle => entries,
             DockerVolumes::Ignore => &[],
+        }
+    }
+
+    /// The `CSI_VOLUME` entries this isolator acts on: all of `entries`, or none when
+    /// `csi_volumes=ignore` leaves them to another isolator.
+    pub fn csi_volumes_of<'a>(&self, entries: &'a [CsiVolumeInput]) -> &'a [CsiVolumeInput] {
+        match self.csi_volumes {
+            CsiVolumes::Handle => entries,
+            CsiVolumes::Ignore => &[],
         }
     }
 

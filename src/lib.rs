@@ -22,12 +22,17 @@
 //! - [`legacy`]: the original module's checkpoint, imported into the mount table at recover.
 //! - [`status`]: what an operator sees: the status and health JSON (`dvdi status`, the endpoints).
 //! - [`metrics`]: the counters and gauges the agent publishes.
+//! - [`pool`]: a bounded pool of threads for calls that may block for minutes; knows nothing of
+//!   what they do.
 //! - [`isolator`]: prepare / cleanup / recover, composing the layers above; owns the ordering that
 //!   makes crashes safe.
+//! - [`calls`]: the isolator's calls as the module makes them: each on the bounded pool, with its
+//!   time limit to start, answered through a callback.
 //!
 //! Only the FFI bridge and the C++ shim know that Mesos exists.
 
 pub mod backend;
+pub mod calls;
 pub mod config;
 pub mod coord;
 mod crash;
@@ -39,6 +44,7 @@ pub mod isolator;
 pub mod legacy;
 pub mod metrics;
 pub mod mount;
+pub mod pool;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use crate::backend::csi::read_record;
+use crate::backend::csi::record::CsiRecord;
 use crate::coord::CoordStatus;
 use crate::error::render_chain;
 use crate::state::{StateError, Store, VolumeRecord};
@@ -19,6 +21,9 @@ pub struct StatusRow {
     pub file: PathBuf,
     /// The record, or why the file cannot be read (rendered with its causes).
     pub record: Result<VolumeRecord, String>,
+    /// For a CSI volume, its CSI record (volume id, staging and target paths, how far each step
+    /// got), or why it cannot be read; `None` for other volumes and CSI volumes without one.
+    pub csi: Option<Result<CsiRecord, String>>,
 }
 
 /// Every record under the store, then every legacy checkpoint of `legacy` that exists but cannot
@@ -27,30 +32,53 @@ pub fn rows(store: &Store, legacy: &[PathBuf]) -> Result<Vec<StatusRow>, StateEr
     let mut rows: Vec<StatusRow> = store
         .scan()?
         .into_iter()
-        .map(|s| StatusRow {
-            file: s.path,
-            record: s.record.map_err(|e| render_chain(&e)),
+        .map(|s| {
+            let record = s.record.map_err(|e| render_chain(&e));
+            let csi = record.as_ref().ok().and_then(|r| {
+                read_record(store.work_dir(), &r.driver, &r.name)
+                    .map_err(|e| render_chain(&e))
+                    .transpose()
+            });
+            StatusRow {
+                file: s.path,
+                record,
+                csi,
+            }
         })
         .collect();
-    rows.extend(
-        crate::legacy::unreadable(legacy)
-            .into_iter()
-            .map(|(file, error)| StatusRow {
-                file,
-                record: Err(error),
-            }),
-    );
+    rows.extend(legacy_rows(legacy));
     Ok(rows)
 }
 
+/// The legacy checkpoints of `legacy` that exist but cannot be imported, as rows (all of the
+/// status when no store exists yet).
+pub fn legacy_rows(legacy: &[PathBuf]) -> Vec<StatusRow> {
+    crate::legacy::unreadable(legacy)
+        .into_iter()
+        .map(|(file, error)| StatusRow {
+            file,
+            record: Err(error),
+            csi: None,
+        })
+        .collect()
+}
+
 /// The rows as `dvdi status --json` prints them (and `GET /dvdi/volumes` serves them): an array of
-/// `{"file", "record", "error"}`, one of `record` and `error` null.
+/// `{"file", "record", "error", "csi"}`, one of `record` and `error` null; `csi` is the CSI
+/// record of a CSI volume (`{"error"}` when it cannot be read), else null.
 pub fn to_json(rows: &[StatusRow]) -> String {
     let rows: Vec<Value> = rows
         .iter()
-        .map(|s| match &s.record {
-            Ok(r) => json!({"file": s.file, "record": r, "error": null}),
-            Err(e) => json!({"file": s.file, "record": null, "error": e}),
+        .map(|s| {
+            let csi = match &s.csi {
+                None => Value::Null,
+                Some(Ok(c)) => json!(c),
+                Some(Err(e)) => json!({ "error": e }),
+            };
+            match &s.record {
+                Ok(r) => json!({"file": s.file, "record": r, "error": null, "csi": csi}),
+                Err(e) => json!({"file": s.file, "record": null, "error": e, "csi": csi}),
+            }
         })
         .collect();
     serde_json::to_string_pretty(&rows).expect("rows serialise")

@@ -58,6 +58,7 @@ fn mount(b: &DvdcliBackend, opts: &str, explicit: bool) -> Result<PathBuf, Backe
         explicit_create: explicit,
         id: &MountId("m1".into()),
         read_only: false,
+        csi: None,
     })
 }
 

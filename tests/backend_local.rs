@@ -23,6 +23,7 @@ fn mount(b: &LocalBackend, n: &VolumeName, explicit: bool) -> Result<PathBuf, St
         explicit_create: explicit,
         id: &MountId("m1".into()),
         read_only: false,
+        csi: None,
     })
     .map_err(|e| render_chain(&e))
 }
@@ -59,6 +60,7 @@ fn explicit_create_refuses_a_missing_volume_and_creates_nothing() {
             explicit_create: true,
             id: &MountId("m1".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");

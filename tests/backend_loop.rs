@@ -36,6 +36,7 @@ fn mount(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) -> Pat
         explicit_create: explicit,
         id: &MountId("m1".into()),
         read_only: false,
+        csi: None,
     })
     .unwrap_or_else(|e| panic!("{}", render_chain(&e)))
 }
@@ -48,6 +49,7 @@ fn mount_err(b: &LoopBackend, n: &VolumeName, o: &VolumeOpts, explicit: bool) ->
             explicit_create: explicit,
             id: &MountId("m1".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     render_chain(&e)
@@ -147,6 +149,7 @@ fn explicit_create_refuses_a_missing_volume_and_creates_nothing() {
             explicit_create: true,
             id: &MountId("m1".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
@@ -507,6 +510,7 @@ fn readers_only_mount_writes_nothing(fstype: &str, no_replay: &str) {
             explicit_create: true,
             id: &MountId("r".into()),
             read_only: true,
+            csi: None,
         };
         let p = b
             .mount(&ro)
@@ -550,4 +554,121 @@ fn ext4_read_only_mount_replays_no_journal_and_writes_nothing() {
 #[test]
 fn xfs_read_only_mount_replays_no_log_and_writes_nothing() {
     readers_only_mount_writes_nothing("xfs", "norecovery");
+}
+
+/// A process killed and reaped when dropped, so a failing test leaves none behind.
+struct Orphan(std::process::Child);
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a process in a copy of the calling thread's mount namespace (as a command's orphan
+/// keeps one) and returns once the copy exists: it holds every mount of this namespace, the
+/// volume's too, whatever this namespace unmounts later.
+fn orphan_holding_this_namespace() -> Orphan {
+    use std::io::BufRead;
+    let mut orphan = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("echo ready; exec sleep 1000")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run unshare");
+    let mut line = String::new();
+    std::io::BufReader::new(orphan.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the orphan did not start");
+    Orphan(orphan)
+}
+
+#[test]
+fn an_image_still_mounted_in_another_namespace_is_refused_naming_device_and_process() {
+    let t = TestDir::new();
+    in_private_mount_ns(|| {
+        let b = backend(&t);
+        let n = name("kept");
+        let p = mount(&b, &n, &VolumeOpts::empty(), false);
+        let devices = loop_devices_under(&t.path());
+        let orphan = orphan_holding_this_namespace();
+        // The host mount goes (a cleanup, or an operator's umount); the orphan's copy stays.
+        Host.umount(&p, mesos_dvdi::mount::MntFlags::empty())
+            .unwrap();
+        let text = mount_err(&b, &n, &VolumeOpts::empty(), false);
+        let device = format!("/dev/{}", devices[0]);
+        for needle in [
+            "volume \"kept\" (driver \"loop\"): mount failed".to_owned(),
+            format!("is already attached to {device}"),
+            // Named by pid and command name (sh until it has exec'd sleep).
+            format!(
+                "mounted at {} in the mount namespace of process {} (",
+                p.display(),
+                orphan.0.id()
+            ),
+            "would corrupt it".to_owned(),
+        ] {
+            assert!(text.contains(&needle), "{needle:?} not in {text}");
+        }
+        // No second device, nothing mounted here.
+        assert_eq!(loop_devices_under(&t.path()), devices);
+        assert_eq!(mount_at(THREAD_MOUNTINFO, &p), None);
+        // Nor is the image deleted from under the orphan.
+        let text = render_chain(&b.remove(&n).unwrap_err());
+        assert!(
+            text.contains("is in use through") && text.contains(&device),
+            "{text}"
+        );
+        assert!(root(&t).join("images/kept.img").exists());
+
+        drop(orphan);
+        // The orphan's namespace, and with it the last mount, goes: the device detaches (unmount
+        // waits for it), and the volume mounts again on one device.
+        unmount(&b, &n);
+        assert_eq!(loop_devices_under(&t.path()), Vec::<String>::new());
+        let p = mount(&b, &n, &VolumeOpts::empty(), true);
+        assert_eq!(loop_devices_under(&t.path()).len(), 1);
+        unmount(&b, &n);
+        assert!(mount_at(THREAD_MOUNTINFO, &p).is_none());
+        t.assert_released();
+    });
+    t.assert_released();
+}
+
+#[test]
+fn an_image_attached_with_no_user_is_refused_with_the_losetup_to_run() {
+    let t = TestDir::new();
+    // A sysfs that shows the image attached to loop9, and a /proc with no process: no device
+    // or mount is needed to see what mount does.
+    let sys = t.path().join("sys");
+    let image = root(&t).join("images/stale.img");
+    fs::create_dir_all(sys.join("loop9/loop")).unwrap();
+    fs::write(
+        sys.join("loop9/loop/backing_file"),
+        format!("{}\n", image.display()),
+    )
+    .unwrap();
+    fs::write(sys.join("loop9/dev"), "7:9\n").unwrap();
+    let proc = t.path().join("proc");
+    fs::create_dir(&proc).unwrap();
+    let b = LoopBackend::with_paths(
+        root(&t),
+        Arc::new(FakeMounter::new()),
+        LoopPaths {
+            sysfs_block: sys,
+            proc,
+            ..LoopPaths::default()
+        },
+    );
+    let text = mount_err(&b, &name("stale"), &VolumeOpts::empty(), false);
+    assert!(
+        text.contains(&format!(
+            "image {} is already attached to /dev/loop9 (nothing on this host uses it)",
+            image.display()
+        )) && text.contains("losetup -d /dev/loop9"),
+        "{text}"
+    );
+    assert!(!root(&t).join("images").exists(), "created before refusing");
 }

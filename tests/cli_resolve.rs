@@ -217,3 +217,105 @@ fn marathon_external_volume_follows_marathons_dvdi_provider() {
         stderr(&out)
     );
 }
+
+#[test]
+fn built_in_drivers_options_are_judged_as_run_judges_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = |cmd: &str| -> Vec<String> {
+        let mut v = vec![
+            "--work-dir".to_owned(),
+            dir.path().join("work").display().to_string(),
+            "--local-root".to_owned(),
+            dir.path().join("local").display().to_string(),
+            "--loop-root".to_owned(),
+            dir.path().join("loop").display().to_string(),
+            cmd.to_owned(),
+        ];
+        v.extend(["-e", "DVDI_VOLUME_NAME3=v"].map(str::to_owned));
+        v
+    };
+    // Refused by the loop driver: resolve refuses it too, naming the variable and the option.
+    for (opts, needle) in [
+        (
+            "fstype=btrfs",
+            "option fstype=\"btrfs\" is invalid; use ext4 or xfs",
+        ),
+        ("size=0", "option size=\"0\" is invalid"),
+        ("colour=blue", "unknown option \"colour\""),
+    ] {
+        let mut args = flags("resolve");
+        args.extend(["-e", "DVDI_VOLUME_DRIVER3=loop"].map(str::to_owned));
+        args.push(format!("DVDI_VOLUME_OPTS3={opts}"));
+        args.insert(args.len() - 1, "-e".to_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = dvdi(&args);
+        assert_eq!(out.status.code(), Some(2), "{opts}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("dvdi: error: DVDI_VOLUME_OPTS3: volume \"v\" (driver \"loop\"): ")
+                && err.contains(needle)
+                && err.lines().count() == 1,
+            "{opts}: {err}"
+        );
+        assert!(out.stdout.is_empty());
+        // And run refuses it the same way.
+        let mut run: Vec<&str> = args.clone();
+        run[6] = "run";
+        run.extend(["--", "true"]);
+        let out = dvdi(&run);
+        assert_eq!(out.status.code(), Some(125), "{opts}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{opts}: {}", stderr(&out));
+    }
+    // Ignored by the local driver: said, not refused, by resolve and by run.
+    let warning =
+        "volume \"v\" (driver \"local\"): options size=5 are ignored: the local driver takes none";
+    for (cmd, tail) in [("resolve", &[][..]), ("run", &["--", "true"][..])] {
+        let mut args = flags(cmd);
+        args.extend(
+            [
+                "-e",
+                "DVDI_VOLUME_DRIVER3=local",
+                "-e",
+                "DVDI_VOLUME_OPTS3=size=5",
+            ]
+            .map(str::to_owned),
+        );
+        args.extend(tail.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = dvdi(&args);
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains(warning), "{cmd}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn marathon_external_volume_of_another_provider_is_left_out_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.json");
+    std::fs::write(
+        &app,
+        r#"{"id": "/shop/db", "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "data", "mode": "RW",
+             "external": {"name": "pg", "provider": "rexray", "options": {"dvdi/driver": "rexray"}}},
+            {"containerPath": "keep", "mode": "RW",
+             "external": {"name": "kept", "provider": "dvdi", "options": {"dvdi/driver": "local"}}},
+            {"containerPath": "other", "mode": "RW", "external": {"name": "np"}}
+        ]}}"#,
+    )
+    .unwrap();
+    let out = dvdi(&["resolve", "--env-file", app.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("dvdi: warning: container.volumes[0].external.provider: external volume \"pg\" has provider \"rexray\", not \"dvdi\": ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "container.volumes[2].external.provider: external volume \"np\" has provider none"
+        ),
+        "{err}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("kept") && !table.contains(" pg "), "{table}");
+}

@@ -1,10 +1,11 @@
-//! Module parameters and `--config` files → one `Config` (DESIGN §6).
+//! Module parameters and `--config` files → one `Config`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mesos_dvdi::config::{
-    BackendKind, Config, ConfigError, DockerVolumes, KEYS, LEGACY_MODULE_NAME, MODULE_NAME,
+    BackendKind, Config, ConfigError, CsiVolumes, DockerVolumes, KEYS, LEGACY_MODULE_NAME,
+    MODULE_NAME,
 };
 use mesos_dvdi::error::render_chain;
 
@@ -47,6 +48,7 @@ fn defaults_are_those_of_the_design() {
     assert_eq!(c.docker_volumes, DockerVolumes::Handle);
     assert!(c.plugin_mount_roots.is_empty());
     assert_eq!(c.plugin_connect_timeout, Duration::from_secs(15));
+    assert_eq!(c.call_threads, 512);
     assert_eq!(
         c.legacy_checkpoint,
         [
@@ -74,9 +76,11 @@ fn every_key_is_read() {
         ("allowed_drivers", "local,rexray"),
         ("allow_task_dvdcli", "true"),
         ("docker_volumes", "ignore"),
+        ("csi_volumes", "ignore"),
         ("plugin_mount_roots", "/mnt/plugins:/var/lib/rexray"),
         ("plugin_connect_secs", "3"),
         ("legacy_checkpoint", "/old/a.pb:/old/b.json"),
+        ("call_threads", "64"),
     ]))
     .unwrap();
     assert_eq!(c.work_dir, PathBuf::from("/w"));
@@ -98,6 +102,7 @@ fn every_key_is_read() {
     assert_eq!(allowed, ["local", "rexray"]);
     assert!(c.allow_task_dvdcli);
     assert_eq!(c.docker_volumes, DockerVolumes::Ignore);
+    assert_eq!(c.csi_volumes, CsiVolumes::Ignore);
     assert_eq!(
         c.plugin_mount_roots,
         [
@@ -110,7 +115,8 @@ fn every_key_is_read() {
         c.legacy_checkpoint,
         [PathBuf::from("/old/a.pb"), PathBuf::from("/old/b.json")]
     );
-    assert_eq!(KEYS.len(), 22);
+    assert_eq!(c.call_threads, 64);
+    assert_eq!(KEYS.len(), 24);
 }
 
 #[test]
@@ -148,12 +154,16 @@ fn bad_values_are_refused_naming_key_and_value() {
         ("allowed_drivers", "lo cal", "driver"),
         ("docker_volumes", "Ignore", "handle"),
         ("docker_volumes", "", "ignore"),
+        ("csi_volumes", "sometimes", "volume/csi"),
         ("plugin_mount_roots", "mnt", "absolute"),
         ("plugin_mount_roots", "/a::/b", "empty entry"),
         ("plugin_connect_secs", "0", "positive"),
         ("legacy_checkpoint", "/a.pb::/b.pb", "empty entry"),
         ("legacy_checkpoint", "dvdimounts.pb", "absolute"),
         ("state_dir", "state", "absolute"),
+        ("call_threads", "0", "positive whole number"),
+        ("call_threads", "many", "positive whole number"),
+        ("call_threads", "-4", "positive whole number"),
     ];
     for (key, value, needle) in cases {
         let (_, text) = refused(&[(key, value)]);
@@ -217,21 +227,40 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         })
         .collect();
     assert_eq!(Config::from_params(&params).unwrap(), Config::default());
-    // allowed_drivers has no "all" value, plugin_mount_roots no "anywhere" value, agent_name's
-    // default is the host's name and lease_drivers has no "none": leaving them out is the
-    // default.
+    // Every parameter, once, in the order of the configuration's own list (which the README's
+    // table follows); state_dir is work_dir's other spelling, so not both.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    let unwritten = [
-        "allowed_drivers",
-        "plugin_mount_roots",
-        "agent_name",
-        "lease_drivers",
-        // state_dir is work_dir's other spelling.
-        "state_dir",
-    ];
-    for k in KEYS.iter().filter(|k| !unwritten.contains(k)) {
-        assert!(keys.contains(k), "isolator.json lacks {k}");
-    }
+    let every: Vec<&str> = KEYS.iter().copied().filter(|k| *k != "state_dir").collect();
+    assert_eq!(
+        keys, every,
+        "isolator.json and the configuration's parameters differ"
+    );
+}
+
+#[test]
+fn empty_means_the_default_for_parameters_whose_default_is_none_or_all() {
+    let c = Config::from_params(&params(&[
+        ("allowed_drivers", ""),
+        ("lease_drivers", ""),
+        ("plugin_mount_roots", ""),
+        ("agent_name", ""),
+        ("legacy_checkpoint", ""),
+    ]))
+    .unwrap();
+    assert_eq!(c.allowed_drivers, None, "empty: every driver allowed");
+    assert!(c.lease_drivers.is_empty());
+    assert!(c.plugin_mount_roots.is_empty());
+    assert_eq!(c.agent_name, mesos_dvdi::config::host_name());
+    assert!(c.legacy_checkpoint.is_empty());
+    // With coordination on, an empty agent_name is judged as no agent_name at all.
+    let coord = ("coordination", "zk://127.0.0.1:2181/dvdi");
+    assert_eq!(
+        Config::from_params(&params(&[coord, ("agent_name", "")])).is_ok(),
+        Config::from_params(&params(&[coord])).is_ok()
+    );
+    // A list whose default is not empty still refuses an empty value.
+    let (_, text) = refused(&[("plugin_dirs", "")]);
+    assert!(text.contains("plugin_dirs"), "{text}");
 }
 
 #[test]
@@ -281,7 +310,7 @@ fn bad_coordination_settings_are_refused_naming_the_parameter() {
     let (e, text) = refused(&[("agent_name", "a/b")]);
     assert_eq!(e.key(), Some("agent_name"));
     assert!(text.contains("\"a/b\""), "{text}");
-    for name in ["", ".", "..", "a b"] {
+    for name in [".", "..", "a b"] {
         let (e, _) = refused(&[("agent_name", name)]);
         assert_eq!(e.key(), Some("agent_name"), "{name:?}");
     }
@@ -316,6 +345,34 @@ fn docker_volumes_flag_reaches_the_same_parser() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--docker-volumes") && err.contains("\"sometimes\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn call_threads_flag_reaches_the_same_parser() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(["--call-threads", "0", "resolve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--call-threads") && err.contains("\"0\"") && err.contains("positive"),
+        "{err}"
+    );
+}
+
+#[test]
+fn csi_volumes_flag_reaches_the_same_parser() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(["--csi-volumes", "sometimes", "resolve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--csi-volumes") && err.contains("\"sometimes\""),
         "{err}"
     );
 }
@@ -425,4 +482,143 @@ fn coordination_refuses_a_default_agent_name_that_does_not_tell_hosts_apart() {
     })
     .join()
     .unwrap();
+}
+
+fn dvdi(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dvdi"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_reads_the_shipped_isolator_json_as_the_agent_would() {
+    let iso = concat!(env!("CARGO_MANIFEST_DIR"), "/isolator.json");
+    let file = Config::read_file(std::path::Path::new(iso)).unwrap();
+    assert_eq!(file.module, MODULE_NAME);
+    assert_eq!(
+        Config::from_module_params(file.module, &file.params)
+            .unwrap()
+            .config,
+        Config::default()
+    );
+    // The whole command: the file's parameters, a flag over them.
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = dvdi(&[
+        "--config",
+        iso,
+        "--work-dir",
+        work.to_str().unwrap(),
+        "status",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("no volumes recorded in {}", work.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn config_reads_an_old_modules_json_under_the_old_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("modules.json");
+    std::fs::write(
+        &file,
+        r#"{"libraries": [{"file": "/usr/lib/libmesos_dvdi.so", "modules": [
+            {"name": "org_apache_mesos_Other"},
+            {"name": "com_emccode_mesos_DockerVolumeDriverIsolator", "parameters": [
+                {"key": "isolator_command", "value": "/emc/dvdi_isolator"},
+                {"key": "work_dir", "value": "/var/lib/mesos"}]}]}]}"#,
+    )
+    .unwrap();
+    let f = Config::read_file(&file).unwrap();
+    assert_eq!(f.module, LEGACY_MODULE_NAME);
+    let loaded = Config::from_module_params(f.module, &f.params).unwrap();
+    assert_eq!(loaded.config.work_dir, Config::default().work_dir);
+    assert_eq!(
+        loaded.config.legacy_checkpoint[1],
+        PathBuf::from("/var/lib/mesos/meta/dvdimounts.pb")
+    );
+    // dvdi: --work-dir is the module's own directory (state_dir under the old name); the
+    // ignored parameter is said.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = dvdi(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "status",
+    ]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("dvdi: warning: parameter isolator_command"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&work.display().to_string()));
+}
+
+#[test]
+fn config_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.json");
+    std::fs::write(&plain, r#"{"work_dri": "/x"}"#).unwrap();
+    let modules = dir.path().join("isolator.json");
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_DvdiIsolator",
+            "parameters": [{"key": "work_dri", "value": "/x"}]}]}]}"#,
+    )
+    .unwrap();
+    for file in [&plain, &modules] {
+        let out = dvdi(&["--config", file.to_str().unwrap(), "status"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("configuration file {}", file.display()))
+                && err.contains("unknown parameter \"work_dri\""),
+            "{err}"
+        );
+    }
+    // A modules file without our module, and one with it twice.
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_TestIsolator"}]}]}"#,
+    )
+    .unwrap();
+    let e = render_chain(&Config::read_file(&modules).unwrap_err());
+    assert!(
+        e.contains(&modules.display().to_string())
+            && e.contains("without a org_apache_mesos_DvdiIsolator")
+            && e.contains("it declares org_apache_mesos_TestIsolator"),
+        "{e}"
+    );
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_DvdiIsolator"},
+            {"name": "com_emccode_mesos_DockerVolumeDriverIsolator"}]}]}"#,
+    )
+    .unwrap();
+    let e = render_chain(&Config::read_file(&modules).unwrap_err());
+    assert!(e.contains("more than once"), "{e}");
+    std::fs::write(
+        &modules,
+        r#"{"libraries": [{"modules": [{"name": "org_apache_mesos_DvdiIsolator",
+            "parameters": [{"key": "work_dir", "value": 5}]}]}]}"#,
+    )
+    .unwrap();
+    let e = render_chain(&Config::read_file(&modules).unwrap_err());
+    assert!(
+        e.contains("libraries[0].modules[0].parameters[0].value must be a string"),
+        "{e}"
+    );
 }

@@ -40,7 +40,9 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     let crate_includes = Path::new(env!("CARGO_TARGET_TMPDIR")).join("harness-include");
     std::fs::create_dir_all(&crate_includes).unwrap();
     let link = crate_includes.join("mesos-dvdi");
-    if !link.exists() {
+    // A target directory copied from another checkout keeps a link to that checkout: replace it.
+    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(env!("CARGO_MANIFEST_DIR"))) {
+        let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(env!("CARGO_MANIFEST_DIR"), &link).unwrap();
     }
     let built = Command::new(&cxx)
@@ -77,17 +79,23 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     // A real ZooKeeper for the fencing scenario (two agents leasing one volume).
     let zk = support::zookeeper::ZkServer::start();
     write_original_checkpoint(&scratch);
-    let out = in_private_mount_ns(|| {
+    let (out, csi_calls) = in_private_mount_ns(|| {
         // The real third-party plugin, in the same private namespace as the harness.
         let _plugin = support::easyfuse::Easyfuse::start(&plugins, dir.path());
         let _ready = support::easyfuse::wait_ready(&plugins);
-        Command::new(&exe)
+        // The CSI test plugin lives in this process: the harness reaches it through its socket.
+        let (csi, csi_config, csi_volume) = csi_plugin(dir.path());
+        let out = Command::new(&exe)
             .arg(&scratch)
             .arg(&plugins)
             .arg(&source)
             .arg(zk.address())
+            .env("DVDI_HARNESS_CSI_CONFIG", &csi_config)
+            .env("DVDI_HARNESS_CSI_VOLUME", &csi_volume)
             .output()
-            .unwrap()
+            .unwrap();
+        assert!(csi.is_idle(), "the CSI volume is unpublished and unstaged");
+        (out, csi.calls())
     });
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "harness failed:\n{log}");
@@ -111,6 +119,21 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
         log.contains("[log 2] mesos-dvdi: parameter isolator_command"),
         "{log}"
     );
+    // The CSI_VOLUME entry reached the plugin with its secrets, which the harness's log lacks.
+    assert!(log.contains("harness: CSI_VOLUME scenario ran"), "{log}");
+    let stage = csi_calls
+        .iter()
+        .find(|c| c.rpc == Some(mesos_dvdi::csi::Rpc::NodeStageVolume))
+        .expect("NodeStageVolume");
+    assert_eq!(stage.secrets["password"], "harness-stage-secret");
+    assert_eq!(stage.mount_flags, ["noatime"]);
+    assert_eq!(stage.volume_context["share"], "projects");
+    let publish = csi_calls
+        .iter()
+        .find(|c| c.rpc == Some(mesos_dvdi::csi::Rpc::NodePublishVolume))
+        .expect("NodePublishVolume");
+    assert_eq!(publish.secrets["token"], "harness-publish-secret");
+    assert!(!log.contains("harness-stage-secret") && !log.contains("harness-publish-secret"));
     // What GET /dvdi/volumes and /dvdi/health serve: JSON naming the prepared volume, and ok.
     let status: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scratch.join("status.json")).unwrap()).unwrap();
@@ -124,6 +147,20 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
     let health: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scratch.join("health.json")).unwrap()).unwrap();
     assert_eq!(health["ok"], true, "{health}");
+}
+
+/// Starts the CSI test plugin under `dir`, writes its configuration and makes one volume for the
+/// harness's static CSI_VOLUME entry. Returns the plugin, its configuration directory and the id.
+fn csi_plugin(dir: &Path) -> (support::csi::CsiPlugin, PathBuf, String) {
+    let plugin = support::csi::CsiPlugin::start(
+        &dir.join("csi.sock"),
+        &dir.join("csi-plugin"),
+        support::csi::Options::default(),
+    );
+    let config = dir.join("csi-plugins");
+    plugin.write_config(&config, "hostpath.csi.k8s.io");
+    let id = plugin.provision("hostpath.csi.k8s.io", "for-the-harness");
+    (plugin, config, id)
 }
 
 /// The original module's checkpoint, as its stout `protobuf::write` left it (size, then an

@@ -146,6 +146,7 @@ fn a_mount_after_a_crash_finishes_from_the_recorded_step() {
                 explicit_create: false,
                 id: &MountId("m".into()),
                 read_only: false,
+                csi: None,
             })
             .unwrap();
         // The same volume id: no second CreateVolume; the step that may not have happened is
@@ -169,6 +170,7 @@ fn a_mount_after_a_crash_finishes_from_the_recorded_step() {
                 explicit_create: false,
                 id: &MountId("m".into()),
                 read_only: false,
+                csi: None,
             })
             .unwrap();
         assert_eq!(again, target);

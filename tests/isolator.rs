@@ -11,7 +11,8 @@ use std::sync::Arc;
 use mesos_dvdi::backend::registry::Registry;
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{IsolatorError, KnownContainer, LaunchPlan};
-use mesos_dvdi::mount::{self, Host};
+use mesos_dvdi::mount::{self, Host, Mounter};
+use mesos_dvdi::spec::DriverName;
 use mesos_dvdi::state::{ContainerId, Owner};
 use support::host::in_private_mount_ns;
 use support::isolator::{is_mounted, Counting, Fixture};
@@ -676,5 +677,196 @@ fn readers_only_mount_a_block_volume_read_only_and_a_writer_waits_for_them() {
         fs::write(host.join("row"), b"43").unwrap();
         iso.cleanup("w2").unwrap();
         assert!(!is_mounted(&host));
+    });
+}
+
+/// A test double standing in for a plugin without a guard of its own: it mounts a fresh tmpfs
+/// (a new file system instance) at a volume's mount point whenever that is not a mount point,
+/// so a second mount of a volume still in use elsewhere would put a second instance beside the
+/// first. Counts its mounts.
+struct FreshTmpfs {
+    driver: DriverName,
+    root: std::path::PathBuf,
+    mounts: std::sync::atomic::AtomicUsize,
+}
+
+impl mesos_dvdi::backend::Backend for FreshTmpfs {
+    fn driver(&self) -> &DriverName {
+        &self.driver
+    }
+    fn create(
+        &self,
+        _: &mesos_dvdi::spec::VolumeName,
+        _: &mesos_dvdi::spec::VolumeOpts,
+    ) -> Result<(), mesos_dvdi::backend::BackendError> {
+        Ok(())
+    }
+    fn remove(
+        &self,
+        _: &mesos_dvdi::spec::VolumeName,
+    ) -> Result<(), mesos_dvdi::backend::BackendError> {
+        Ok(())
+    }
+    fn mount(
+        &self,
+        req: &mesos_dvdi::backend::MountRequest<'_>,
+    ) -> Result<std::path::PathBuf, mesos_dvdi::backend::BackendError> {
+        let p = self.root.join(req.name.as_str());
+        fs::create_dir_all(&p).unwrap();
+        if mount::is_mount_root(&p) != Some(true) {
+            self.mounts.fetch_add(1, Ordering::SeqCst);
+            Host.mount(
+                std::path::Path::new("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                mount::MsFlags::empty(),
+                None,
+            )
+            .unwrap();
+        }
+        Ok(p)
+    }
+    fn unmount(
+        &self,
+        name: &mesos_dvdi::spec::VolumeName,
+        _: &mesos_dvdi::backend::MountId,
+    ) -> Result<(), mesos_dvdi::backend::BackendError> {
+        let p = self.root.join(name.as_str());
+        if mount::is_mount_root(&p) == Some(true) {
+            Host.umount(&p, mount::MntFlags::empty()).unwrap();
+        }
+        Ok(())
+    }
+    fn path(
+        &self,
+        _: &mesos_dvdi::spec::VolumeName,
+    ) -> Result<Option<std::path::PathBuf>, mesos_dvdi::backend::BackendError> {
+        Ok(None)
+    }
+    fn get(
+        &self,
+        _: &mesos_dvdi::spec::VolumeName,
+    ) -> Result<Option<mesos_dvdi::backend::VolumeInfo>, mesos_dvdi::backend::BackendError> {
+        Ok(None)
+    }
+    fn list(
+        &self,
+    ) -> Result<Vec<mesos_dvdi::backend::VolumeInfo>, mesos_dvdi::backend::BackendError> {
+        Ok(Vec::new())
+    }
+    fn capabilities(
+        &self,
+    ) -> Result<mesos_dvdi::backend::Capabilities, mesos_dvdi::backend::BackendError> {
+        Ok(mesos_dvdi::backend::Capabilities {
+            scope: mesos_dvdi::backend::Scope::Local,
+        })
+    }
+}
+
+struct OneBackend(Arc<FreshTmpfs>);
+
+impl mesos_dvdi::backend::BackendProvider for OneBackend {
+    fn backend(
+        &self,
+        _: &DriverName,
+        _: Option<&std::path::Path>,
+    ) -> Result<Arc<dyn mesos_dvdi::backend::Backend>, mesos_dvdi::backend::BackendError> {
+        Ok(Arc::clone(&self.0) as Arc<dyn mesos_dvdi::backend::Backend>)
+    }
+}
+
+/// A process killed and reaped when dropped (a failing test leaves none behind); made by
+/// [`NamespaceHolder::start`], one in a copy of the calling thread's mount namespace (a
+/// container's, with the volume in it).
+struct NamespaceHolder(std::process::Child);
+
+impl NamespaceHolder {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("echo ready; exec sleep 1000")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run unshare");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Self(child)
+    }
+}
+
+impl Drop for NamespaceHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn gc_does_not_mount_again_a_vanished_mount_whose_file_system_a_container_still_has() {
+    in_private_mount_ns(|| {
+        let fx = Fixture::new();
+        let backend = Arc::new(FreshTmpfs {
+            driver: DriverName::new("fresh").unwrap(),
+            root: fx.root().join("fresh"),
+            mounts: Default::default(),
+        });
+        let iso = fx.isolator_with(Arc::new(OneBackend(Arc::clone(&backend))));
+        // A live `dvdi run`-like user, so gc keeps the volume in use.
+        let user = NamespaceHolder(
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = i32::try_from(user.0.id()).unwrap();
+        let owner = Owner::Process {
+            pid,
+            start_time: mesos_dvdi::isolator::process_start_time(pid).unwrap(),
+        };
+        let env = [("DVDI_VOLUME_DRIVER", "fresh"), ("DVDI_VOLUME_NAME", "v")];
+        iso.prepare("run-1", owner, &fx.input("run-1", &env, false))
+            .unwrap();
+        let host = fx.root().join("fresh/v");
+        fs::write(host.join("data"), b"1").unwrap();
+        // The container keeps the file system in its namespace; the host's mount goes by hand.
+        let container = NamespaceHolder::start();
+        Host.umount(&host, mount::MntFlags::empty()).unwrap();
+
+        let report = iso.gc(false).unwrap();
+        assert!(report.remounted.is_empty(), "{report:?}");
+        assert_eq!(
+            backend.mounts.load(Ordering::SeqCst),
+            1,
+            "mounted a second instance"
+        );
+        let error = report.errors.join("\n");
+        assert!(
+            error.contains("volume \"v\" (driver \"fresh\"): not mounted again at")
+                && error.contains(&format!(
+                    "mounted at {} in the mount namespace of process {} (",
+                    host.display(),
+                    container.0.id()
+                ))
+                && error.contains("could corrupt it"),
+            "{error}"
+        );
+        // dry run judges the same.
+        let dry = iso.gc(true).unwrap();
+        assert!(
+            dry.remounted.is_empty() && !dry.errors.is_empty(),
+            "{dry:?}"
+        );
+
+        // Once the container is gone, gc mounts it again.
+        drop(container);
+        let report = iso.gc(false).unwrap();
+        assert_eq!(report.remounted.len(), 1, "{report:?}");
+        assert_eq!(backend.mounts.load(Ordering::SeqCst), 2);
+        iso.cleanup("run-1").unwrap();
+        drop(user);
     });
 }

@@ -25,6 +25,12 @@
 //! After recover (checked inside the recovering process, whose session holds the leases) no
 //! volume is in use without its lease and no lease is held for a volume no one uses; after the
 //! final cleanups no lease is left in ZooKeeper at all.
+//!
+//! The CSI points (`csi:<step>:calling|answered|undoing|undone`, around each RPC of a CSI volume's
+//! mount and unmount) run against the CSI test plugin with a controller that attaches, served by
+//! this (parent) test process so that what it holds survives each crashing child. After recover:
+//! nothing attached, staged or published that no container uses, and nothing undone that one
+//! uses; after the final cleanups the plugin holds nothing.
 
 mod support;
 
@@ -39,12 +45,14 @@ use mesos_dvdi::isolator::{KnownContainer, CRASH_POINTS};
 use mesos_dvdi::spec::DriverName;
 use mesos_dvdi::state::{ContainerId, Owner, Store};
 use serde_json::json;
-use support::host::in_private_mount_ns;
+use support::csi::{CsiPlugin, Options as CsiOptions};
 use support::host::loop_devices_under;
+use support::host::{in_private_mount_ns, mounts_under, THREAD_MOUNTINFO};
 use support::isolator::{is_mounted, Fixture};
 use support::zookeeper::ZkServer;
 
 const VOLUME: &str = "crashvol";
+const CSI_TYPE: &str = "hostpath.csi.k8s.io";
 
 fn env() -> [(&'static str, &'static str); 2] {
     [("DVDI_VOLUME_DRIVER", "loop"), ("DVDI_VOLUME_NAME", VOLUME)]
@@ -59,6 +67,11 @@ fn crash_child() {
     };
     let job: serde_json::Value = serde_json::from_str(&job).unwrap();
     let mut fx = Fixture::at(Path::new(job["dir"].as_str().unwrap()));
+    let csi_config = job["csi"].as_str().map(Path::new);
+    if let Some(dir) = csi_config {
+        fx.config.csi_plugins = mesos_dvdi::csi::load_dir(dir).unwrap();
+        fx.config.csi_plugin_config_dir = Some(dir.to_owned());
+    }
     let leased = job["zk"].as_str().map(|zk| {
         fx.config.lease_drivers = vec![DriverName::new("local").unwrap()];
         fx.config.lease_session_timeout = std::time::Duration::from_secs(2);
@@ -72,12 +85,17 @@ fn crash_child() {
         Some(c) => fx.isolator().with_coordinator(c.clone()),
         None => fx.isolator(),
     };
-    let volume: Vec<(&str, &str)> = match &leased {
-        Some(_) => vec![
+    let volume: Vec<(&str, &str)> = match (&leased, csi_config) {
+        (Some(_), _) => vec![
             ("DVDI_VOLUME_DRIVER", "local"),
             ("DVDI_VOLUME_NAME", VOLUME),
         ],
-        None => env().to_vec(),
+        (None, Some(_)) => vec![
+            ("DVDI_VOLUME_DRIVER", CSI_TYPE),
+            ("DVDI_VOLUME_NAME", VOLUME),
+            ("DVDI_VOLUME_OPTS", "size=1Mi"),
+        ],
+        (None, None) => env().to_vec(),
     };
     let mut with_mode = volume.clone();
     if job["read_only"].as_bool() == Some(true) {
@@ -136,20 +154,44 @@ fn crash_child() {
     }
 }
 
-/// Runs one child, as an agent leasing its volumes through ZooKeeper at `zk` when given; returns
-/// whether it was killed by SIGKILL (a crash point fired).
+/// How a child reaches the storage: the loop backend, leases through ZooKeeper, or a CSI plugin.
+#[derive(Clone, Copy)]
+enum Storage<'a> {
+    /// A `loop` volume.
+    Loop,
+    /// A leased `local` volume, through ZooKeeper at this address.
+    Leased(&'a str),
+    /// A CSI volume of the plugin configured in this directory.
+    Csi(&'a Path),
+}
+
+impl Storage<'_> {
+    fn zk(&self) -> Option<&str> {
+        match self {
+            Storage::Leased(zk) => Some(zk),
+            _ => None,
+        }
+    }
+}
+
+/// Runs one child, as an agent of `storage`; returns whether it was killed by SIGKILL (a crash
+/// point fired).
 fn child(
     fx: &Fixture,
-    zk: Option<&str>,
+    storage: Storage<'_>,
     op: &str,
     container: &str,
     read_only: bool,
     known: &[&str],
     crash_at: Option<&str>,
 ) -> bool {
+    let csi = match storage {
+        Storage::Csi(dir) => Some(dir),
+        _ => None,
+    };
     let job = json!({
         "dir": fx.dir.path(), "op": op, "container": container, "known": known,
-        "zk": zk, "read_only": read_only,
+        "zk": storage.zk(), "read_only": read_only, "csi": csi,
     });
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
@@ -319,6 +361,41 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// The CSI cases: the first user's prepare meets every mount step, the last user's cleanup every
+/// unmount step.
+const CSI_CASES: &[Case] = &[
+    Case {
+        before: &[],
+        op: "prepare",
+        container: "a",
+        points: &[
+            "csi:create_volume:calling",
+            "csi:create_volume:answered",
+            "csi:controller_publish:calling",
+            "csi:controller_publish:answered",
+            "csi:node_stage:calling",
+            "csi:node_stage:answered",
+            "csi:node_publish:calling",
+            "csi:node_publish:answered",
+        ],
+        others_alive: &[],
+    },
+    Case {
+        before: &["a"],
+        op: "cleanup",
+        container: "a",
+        points: &[
+            "csi:node_publish:undoing",
+            "csi:node_publish:undone",
+            "csi:node_stage:undoing",
+            "csi:node_stage:undone",
+            "csi:controller_publish:undoing",
+            "csi:controller_publish:undone",
+        ],
+        others_alive: &[],
+    },
+];
+
 /// What the checkpoint holds before a store case's crashing step, beyond its users.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Setup {
@@ -438,6 +515,7 @@ fn every_crash_point_is_covered() {
     let store = store_cases();
     let covered: Vec<&str> = CASES
         .iter()
+        .chain(CSI_CASES)
         .chain(LEASE_CASES.iter().map(|l| &l.case))
         .chain(store.iter().map(|(c, _)| c))
         .flat_map(|c| c.points.iter().map(|p| p.split('#').next().unwrap()))
@@ -464,8 +542,14 @@ fn to_first_layout(fx: &Fixture) {
 /// recovers (with the crashed container still known or not), the common checks run, then the
 /// agent destroys every container it knows. With `zk`, every process is an agent leasing the
 /// volume (a `local` one) through that ZooKeeper. Returns the fixture, for the final checks.
-fn play(case: &Case, point: &str, still_known: bool, zk: Option<&str>, before_ro: bool) -> Fixture {
-    play_after(case, point, still_known, zk, before_ro, Setup::AsLeft)
+fn play(
+    case: &Case,
+    point: &str,
+    still_known: bool,
+    storage: Storage<'_>,
+    before_ro: bool,
+) -> Fixture {
+    play_after(case, point, still_known, storage, before_ro, Setup::AsLeft)
 }
 
 /// [`play`], with the checkpoint set up as `setup` says before the crashing step.
@@ -473,19 +557,42 @@ fn play_after(
     case: &Case,
     point: &str,
     still_known: bool,
-    zk: Option<&str>,
+    storage: Storage<'_>,
     before_ro: bool,
+    setup: Setup,
+) -> Fixture {
+    play_with(
+        case,
+        point,
+        still_known,
+        storage,
+        before_ro,
+        Fixture::new(),
+        |_, _| {},
+        setup,
+    )
+}
+
+/// [`play_after`] on `fx`, calling `after_recover(fx, users)` once the fresh agent has recovered.
+#[allow(clippy::too_many_arguments)]
+fn play_with(
+    case: &Case,
+    point: &str,
+    still_known: bool,
+    storage: Storage<'_>,
+    before_ro: bool,
+    fx: Fixture,
+    after_recover: impl Fn(&str, &[String]),
     setup: Setup,
 ) -> Fixture {
     let what = format!(
         "{} {} at {point}, known={still_known}",
         case.op, case.container
     );
-    let fx = Fixture::new();
     for (i, c) in case.before.iter().enumerate() {
         let known = &case.before[..i];
         assert!(
-            !child(&fx, zk, "prepare", c, before_ro, known, None),
+            !child(&fx, storage, "prepare", c, before_ro, known, None),
             "{what}: setup crashed"
         );
     }
@@ -495,7 +602,7 @@ fn play_after(
         Setup::Released => {
             for c in case.before {
                 assert!(
-                    !child(&fx, zk, "cleanup", c, false, case.before, None),
+                    !child(&fx, storage, "cleanup", c, false, case.before, None),
                     "{what}: setup crashed"
                 );
             }
@@ -509,7 +616,7 @@ fn play_after(
     assert!(
         child(
             &fx,
-            zk,
+            storage,
             case.op,
             case.container,
             read_only,
@@ -527,7 +634,7 @@ fn play_after(
         alive.push(case.container);
     }
     assert!(
-        !child(&fx, zk, "recover", "", false, &alive, None),
+        !child(&fx, storage, "recover", "", false, &alive, None),
         "{what}: recover crashed"
     );
     let recorded = users(&fx);
@@ -540,7 +647,8 @@ fn play_after(
     for u in &recorded {
         assert!(alive.contains(&u.as_str()), "{what}: dead user {u} kept");
     }
-    if zk.is_none() {
+    after_recover(&what, &recorded);
+    if matches!(storage, Storage::Loop) {
         // The loop volume is a real mount: there exactly while someone uses it.
         assert_eq!(
             is_mounted(&host_path(&fx)),
@@ -553,7 +661,7 @@ fn play_after(
     // The agent then destroys every container it knows.
     for c in &alive {
         assert!(
-            !child(&fx, zk, "cleanup", c, false, &alive, None),
+            !child(&fx, storage, "cleanup", c, false, &alive, None),
             "{what}: cleanup crashed"
         );
     }
@@ -571,7 +679,7 @@ fn crash_at_any_point_then_recover_leaks_nothing_and_loses_no_live_user() {
         for case in CASES {
             for point in case.points {
                 for still_known in [true, false] {
-                    let fx = play(case, point, still_known, None, false);
+                    let fx = play(case, point, still_known, Storage::Loop, false);
                     let what = format!(
                         "{} {} at {point}, known={still_known}",
                         case.op, case.container
@@ -590,7 +698,7 @@ fn crash_at_any_persistence_point_of_the_checkpoint_then_recover_leaks_nothing_a
         for (case, setup) in store_cases() {
             for point in case.points {
                 for still_known in [true, false] {
-                    let fx = play_after(&case, point, still_known, None, false, setup);
+                    let fx = play_after(&case, point, still_known, Storage::Loop, false, setup);
                     let what = format!(
                         "{} {:.20} at {point}, known={still_known}",
                         case.op, case.container
@@ -626,7 +734,13 @@ fn crash_around_every_lease_step_then_recover_leaves_no_use_without_lease_and_no
         let case = &lc.case;
         for point in case.points {
             for still_known in [true, false] {
-                play(case, point, still_known, Some(&url), lc.before_read_only);
+                play(
+                    case,
+                    point,
+                    still_known,
+                    Storage::Leased(&url),
+                    lc.before_read_only,
+                );
                 let left: Vec<String> = observer
                     .leases()
                     .unwrap()
@@ -642,4 +756,72 @@ fn crash_around_every_lease_step_then_recover_leaves_no_use_without_lease_and_no
             }
         }
     }
+}
+
+#[test]
+fn crash_around_every_csi_rpc_then_recover_leaves_nothing_unused_and_undoes_nothing_in_use() {
+    in_private_mount_ns(|| {
+        for case in CSI_CASES {
+            for point in case.points {
+                for still_known in [true, false] {
+                    let fx = Fixture::new();
+                    // The plugin lives here, in the parent: what it holds outlives each child.
+                    let plugin = CsiPlugin::start(
+                        &fx.root().join("csi.sock"),
+                        &fx.root().join("csi-plugin"),
+                        CsiOptions {
+                            controller_publish: true,
+                            ..CsiOptions::default()
+                        },
+                    );
+                    let config = fx.root().join("csi-plugins");
+                    plugin.write_config(&config, CSI_TYPE);
+                    let fx = play_with(
+                        case,
+                        point,
+                        still_known,
+                        Storage::Csi(&config),
+                        false,
+                        fx,
+                        |what, users| {
+                            if users.is_empty() {
+                                assert!(
+                                    plugin.is_idle(),
+                                    "{what}: no user, yet attached {:?}, staged {:?}, published {:?}",
+                                    plugin.attached(),
+                                    plugin.staged(),
+                                    plugin.published()
+                                );
+                            } else {
+                                assert!(
+                                    plugin.published().len() == 1
+                                        && plugin.staged().len() == 1
+                                        && plugin.attached().len() == 1,
+                                    "{what}: users {users:?}, yet attached {:?}, staged {:?}, published {:?}",
+                                    plugin.attached(),
+                                    plugin.staged(),
+                                    plugin.published()
+                                );
+                            }
+                        },
+                        Setup::AsLeft,
+                    );
+                    let what = format!(
+                        "{} {} at {point}, known={still_known}",
+                        case.op, case.container
+                    );
+                    assert!(plugin.is_idle(), "{what}: the plugin still holds something");
+                    // At most one: the same name is the same volume (and a crash before CreateVolume
+                    // with its container gone leaves none).
+                    assert!(
+                        plugin.volumes().len() <= 1,
+                        "{what}: {:?}",
+                        plugin.volumes()
+                    );
+                    let left = mounts_under(THREAD_MOUNTINFO, fx.root());
+                    assert!(left.is_empty(), "{what}: mounts leaked: {left:?}");
+                }
+            }
+        }
+    });
 }

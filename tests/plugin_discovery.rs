@@ -223,6 +223,7 @@ fn a_json_described_plugin_serves_a_mount() {
             explicit_create: false,
             id: &MountId("i".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap();
     assert_eq!(mp, a.path().join("vols/v"));
@@ -260,6 +261,7 @@ fn tcp_plugin_serves_a_mount(dir: &Path, hostport: &str, plugin: &TestPlugin) {
             explicit_create: false,
             id: &id,
             read_only: false,
+            csi: None,
         })
         .unwrap();
     assert_eq!(mp, dir.join("vols/v"));

@@ -71,6 +71,7 @@ fn lifecycle(dir: &Path) {
             explicit_create: true,
             id: &MountId("never".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     assert!(
@@ -89,6 +90,7 @@ fn lifecycle(dir: &Path) {
             explicit_create: true,
             id: &id,
             read_only: false,
+            csi: None,
         }),
     );
     assert_eq!(mp, dir.join("easyfuse-mnt/shared-data"));
@@ -143,6 +145,7 @@ fn lifecycle(dir: &Path) {
                 explicit_create: false,
                 id: &id,
                 read_only: false,
+                csi: None,
             }),
         );
         assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), b"through fuse");

@@ -55,6 +55,7 @@ fn mount(b: &PluginBackend, name: &str, id: &str) -> Result<PathBuf, BackendErro
         explicit_create: false,
         id: &MountId(id.into()),
         read_only: false,
+        csi: None,
     })
 }
 
@@ -569,6 +570,7 @@ fn existing_volume_is_mounted_without_create_and_explicit_create_refuses_missing
             explicit_create: true,
             id: &MountId("y".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     assert!(matches!(*e.kind, BackendErrorKind::NoSuchVolume), "{e:?}");
@@ -605,6 +607,7 @@ fn plugin_without_get_still_mounts_as_docker_would() {
             explicit_create: true,
             id: &MountId("2".into()),
             read_only: false,
+            csi: None,
         })
         .unwrap_err();
     assert!(

@@ -29,11 +29,11 @@ fn dv(driver: &str, name: &str, path: &str) -> DockerVolumeInput {
 const NO_ENV: [(&str, &str); 0] = [];
 
 fn ok(env: &[(&str, &str)], vols: &[DockerVolumeInput]) -> Resolved {
-    resolve(env, vols, &options()).unwrap_or_else(|e| panic!("{}", render_chain(&e)))
+    resolve(env, vols, &[], &options()).unwrap_or_else(|e| panic!("{}", render_chain(&e)))
 }
 
 fn err(env: &[(&str, &str)], vols: &[DockerVolumeInput]) -> (SpecError, String) {
-    let e = resolve(env, vols, &options()).expect_err("should be refused");
+    let e = resolve(env, vols, &[], &options()).expect_err("should be refused");
     let text = render_chain(&e);
     assert!(!text.contains('\n'), "a message must be one line: {text}");
     (e, text)
@@ -263,13 +263,13 @@ fn docker_volume_drivers_obey_the_allow_list() {
         allowed_drivers: Some(vec![DriverName::new("local").unwrap()]),
         ..options()
     };
-    let e = resolve(&NO_ENV, &[dv("rexray", "pg", "x")], &opts).unwrap_err();
+    let e = resolve(&NO_ENV, &[dv("rexray", "pg", "x")], &[], &opts).unwrap_err();
     assert!(matches!(e, SpecError::DriverNotAllowed { .. }), "{e:?}");
     assert_eq!(
         render_chain(&e),
         r#"ContainerInfo.volumes[0].source.docker_volume.driver (DOCKER_VOLUME "pg"): driver "rexray" is not allowed on this agent; allowed: "local""#
     );
-    assert!(resolve(&NO_ENV, &[dv("local", "pg", "x")], &opts).is_ok());
+    assert!(resolve(&NO_ENV, &[dv("local", "pg", "x")], &[], &opts).is_ok());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The environment form of the task contract (DESIGN §2), rule by rule: what is accepted, and
+//! The environment form of the task contract (README, "The task contract"), rule by rule: what is accepted, and
 //! what is refused with a message naming the variable and the value.
 
 use std::path::Path;
@@ -21,7 +21,7 @@ fn ok(env: &[(&str, &str)]) -> Resolved {
 }
 
 fn ok_with(env: &[(&str, &str)], options: &ResolveOptions) -> Resolved {
-    resolve(env, &[], options).unwrap_or_else(|e| panic!("{}", render_chain(&e)))
+    resolve(env, &[], &[], options).unwrap_or_else(|e| panic!("{}", render_chain(&e)))
 }
 
 /// The error and its whole chain as the operator sees it.
@@ -30,7 +30,7 @@ fn err(env: &[(&str, &str)]) -> (SpecError, String) {
 }
 
 fn err_with(env: &[(&str, &str)], options: &ResolveOptions) -> (SpecError, String) {
-    let e = resolve(env, &[], options).expect_err("should be refused");
+    let e = resolve(env, &[], &[], options).expect_err("should be refused");
     let text = render_chain(&e);
     assert!(!text.contains('\n'), "a message must be one line: {text}");
     (e, text)
@@ -89,7 +89,7 @@ fn unrelated_variables_are_ignored_whatever_their_bytes() {
         (b"DVDI_VOLS_JSON_ARRAY".to_vec(), b"[".to_vec()),
         (b"".to_vec(), b"".to_vec()),
     ];
-    let r = resolve(&env, &[], &options()).unwrap();
+    let r = resolve(&env, &[], &[], &options()).unwrap();
     assert!(r.volumes.is_empty(), "{r:?}");
 }
 
@@ -181,7 +181,7 @@ fn suffixes_one_to_nine_give_ten_volumes_in_index_order() {
         env.push((format!("DVDI_VOLUME_NAME{i}"), expected[i].clone()));
     }
     env.push(("DVDI_VOLUME_NAME".to_owned(), expected[0].clone()));
-    let r = resolve(&env, &[], &options()).unwrap();
+    let r = resolve(&env, &[], &[], &options()).unwrap();
     assert_eq!(names(&r), expected);
 }
 
@@ -226,7 +226,7 @@ fn later_entry_replaces_an_invalid_earlier_value() {
         (b"DVDI_VOLUME_OPTS", b"k=v"),
         (b"DVDI_VOLUME_DRIVER", b"local"),
     ];
-    let r = resolve(&env, &[], &options()).unwrap();
+    let r = resolve(&env, &[], &[], &options()).unwrap();
     assert_eq!(names(&r), ["good"]);
     assert_eq!(r.volumes[0].driver.as_str(), "local");
     assert_eq!(r.volumes[0].opts.get("k"), Some("v"));
@@ -418,7 +418,7 @@ fn refuses_non_utf8_value_naming_the_variable() {
         (b"DVDI_VOLUME_OPTS2".to_vec(), vec![b'k', b'=', 0xff]),
         (b"DVDI_VOLUME_NAME2".to_vec(), b"a".to_vec()),
     ];
-    let e = resolve(&env, &[], &options()).unwrap_err();
+    let e = resolve(&env, &[], &[], &options()).unwrap_err();
     assert!(matches!(e, SpecError::ValueNotUtf8 { .. }), "{e:?}");
     let text = render_chain(&e);
     assert!(text.starts_with("DVDI_VOLUME_OPTS2: "), "{text}");
@@ -431,7 +431,7 @@ fn refuses_non_utf8_variable_name() {
         (b"DVDI_VOLUME_NAME".to_vec(), b"a".to_vec()),
         (b"DVDI_VOLUME_\xffNAME".to_vec(), b"b".to_vec()),
     ];
-    let e = resolve(&env, &[], &options()).unwrap_err();
+    let e = resolve(&env, &[], &[], &options()).unwrap_err();
     assert!(matches!(e, SpecError::NameNotUtf8 { .. }), "{e:?}");
     let text = render_chain(&e);
     assert!(text.contains("\"DVDI_VOLUME_\u{fffd}NAME\""), "{text}");

@@ -14,7 +14,7 @@ fn options() -> ResolveOptions {
 }
 
 fn spec(env: &[(&str, &str)]) -> VolumeSpec {
-    resolve(env, &[], &options())
+    resolve(env, &[], &[], &options())
         .unwrap()
         .volumes
         .into_iter()
@@ -60,7 +60,7 @@ fn sandbox_relative_paths_keep_their_form() {
         container_path: "./logs/".into(),
         read_only: false,
     };
-    let v = resolve(&[] as &[(&str, &str)], &[dv], &options())
+    let v = resolve(&[] as &[(&str, &str)], &[dv], &[], &options())
         .unwrap()
         .volumes[0]
         .clone();

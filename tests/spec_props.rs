@@ -336,7 +336,7 @@ proptest! {
         env in prop::collection::vec((var_name(), value()), 0..12),
         allow in any::<bool>(),
     ) {
-        check_outcome(resolve(&env, &[], &options(allow)));
+        check_outcome(resolve(&env, &[], &[], &options(allow)));
     }
 
     #[test]
@@ -344,12 +344,12 @@ proptest! {
         env in prop::collection::vec((var_name(), value()), 0..4),
         vols in prop::collection::vec(docker_input(), 0..4),
     ) {
-        check_outcome(resolve(&env, &vols, &options(false)));
+        check_outcome(resolve(&env, &vols, &[], &options(false)));
     }
 
     #[test]
     fn valid_volume_sets_resolve_to_exactly_what_was_asked(task in task()) {
-        let r = resolve(&task.env, &task.docker, &options(true))
+        let r = resolve(&task.env, &task.docker, &[], &options(true))
             .unwrap_or_else(|e| panic!("{}\n{task:?}", render_chain(&e)));
         let got: Vec<Expected> = r.volumes.iter().map(actual).collect();
         prop_assert_eq!(&got, &task.expected);
@@ -358,7 +358,7 @@ proptest! {
 
     #[test]
     fn accepted_specs_round_trip_through_json(task in task()) {
-        let r = resolve(&task.env, &task.docker, &options(true)).unwrap();
+        let r = resolve(&task.env, &task.docker, &[], &options(true)).unwrap();
         for v in r.volumes {
             let json = serde_json::to_string(&v).unwrap();
             let back: VolumeSpec = serde_json::from_str(&json)
@@ -369,7 +369,7 @@ proptest! {
 
     #[test]
     fn without_permission_every_task_dvdcli_is_dropped_with_one_warning_each(task in task()) {
-        let r = resolve(&task.env, &task.docker, &options(false)).unwrap();
+        let r = resolve(&task.env, &task.docker, &[], &options(false)).unwrap();
         prop_assert!(r.volumes.iter().all(|v| v.dvdcli.is_none()));
         let asked = task.expected.iter().filter(|e| e.dvdcli.is_some()).count();
         prop_assert_eq!(r.warnings.len(), asked);
@@ -383,7 +383,7 @@ proptest! {
             (format!("DVDI_VOLUME_NAME{index}"), "other".to_owned()),
             (format!("DVDI_VOLUME_READONLY{index}"), ro.to_string()),
         ];
-        let r = resolve(&env, &[], &options(false)).unwrap();
+        let r = resolve(&env, &[], &[], &options(false)).unwrap();
         let by_name: BTreeMap<_, _> = r.volumes.iter().map(|v| (v.name.as_str(), v.read_only)).collect();
         prop_assert_eq!(by_name["zero"], false);
         prop_assert_eq!(by_name["other"], ro);

@@ -27,10 +27,12 @@ fn record(k: &VolumeKey, users: &[&str]) -> VolumeRecord {
         opts: VolumeOpts::parse("size=5,iops=100").unwrap(),
         explicit_create: false,
         dvdcli: None,
+        csi: None,
         mount_id: MountId("m-1".into()),
         phase: Phase::Mounted,
         host_path: Some(PathBuf::from("/var/lib/dvdi/x")),
         is_mount_point: true,
+        device: None,
         users: users
             .iter()
             .map(|u| {

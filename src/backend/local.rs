@@ -150,12 +150,29 @@ impl LocalBackend {
     }
 }
 
+/// What the `local` driver says of options it is given: it takes none, so each is ignored.
+/// `None` when there are none.
+pub fn ignored_options(opts: &VolumeOpts) -> Option<String> {
+    (!opts.is_empty()).then(|| {
+        format!("options {opts} are ignored: the local driver takes none (a local volume is a directory, with no size or file system of its own)")
+    })
+}
+
 impl Backend for LocalBackend {
     fn driver(&self) -> &DriverName {
         &self.driver
     }
 
-    fn create(&self, name: &VolumeName, _opts: &VolumeOpts) -> Result<(), BackendError> {
+    fn create(&self, name: &VolumeName, opts: &VolumeOpts) -> Result<(), BackendError> {
+        if let Some(w) = ignored_options(opts) {
+            log::warn!(
+                "{}: {w}",
+                crate::spec::VolumeKey {
+                    driver: self.driver.clone(),
+                    name: name.clone()
+                }
+            );
+        }
         self.create_dir(name)
             .map_err(|e| self.err(Some(name), Call::Create, e))
     }
@@ -172,6 +189,15 @@ impl Backend for LocalBackend {
 
     fn mount(&self, req: &MountRequest<'_>) -> Result<PathBuf, BackendError> {
         let fail = |e| self.err(Some(req.name), Call::Mount, e);
+        if let Some(w) = ignored_options(req.opts) {
+            log::warn!(
+                "{}: {w}",
+                crate::spec::VolumeKey {
+                    driver: self.driver.clone(),
+                    name: req.name.clone()
+                }
+            );
+        }
         if !self.exists(req.name).map_err(fail)? {
             if req.explicit_create {
                 return Err(BackendError::no_such_volume(&self.driver, req.name));

@@ -8,6 +8,10 @@
 //! error is returned. Devices are found again by their backing file in sysfs, so unmount works
 //! after an agent restart. Every host path is a parameter ([`LoopPaths`]) so tests can move them.
 //!
+//! An image is never attached twice: a second device on one image, mounted beside the first,
+//! corrupts the file system. Mount refuses an image the kernel shows attached already (a device
+//! still mounted in another mount namespace, say) and names the device and who uses it.
+//!
 //! A mount for readers only ([`MountRequest::read_only`]) is read-only on the host and skips the
 //! journal (ext4 `noload`, xfs `norecovery`): another host may be reading the same image, and a
 //! journal replay is a write. Such a mount cannot be made writable in place, so a writer is
@@ -33,7 +37,7 @@ use super::{
     tail_text, Backend, BackendError, Call, Capabilities, MountId, MountRequest, Scope, Timeouts,
     VolumeInfo,
 };
-use crate::mount::{MntFlags, MountError, Mounter, MsFlags};
+use crate::mount::{device_users, DeviceNumber, DeviceUse, MntFlags, MountError, Mounter, MsFlags};
 use crate::spec::{DriverName, VolumeName, VolumeOpts};
 
 /// Options the `loop` driver understands.
@@ -280,6 +284,66 @@ pub enum LoopError {
         /// The mount point.
         path: PathBuf,
     },
+    /// The image is attached to a loop device already (not through this volume's mount point):
+    /// attaching it again would put two devices, and two file system instances, on one image.
+    #[error("image {image} is already attached to {}; a second loop device on it would corrupt it, so it is not attached again: {}", attached_list(.attached), attached_advice(.attached))]
+    AlreadyAttached {
+        /// The image.
+        image: PathBuf,
+        /// Each device backed by it, with what uses it.
+        attached: Vec<AttachedDevice>,
+    },
+    /// Removing a volume whose image is attached and in use (mounted in another namespace, say).
+    #[error("image {image} is in use through {}; stop what uses it before removing the volume", attached_list(.attached))]
+    InUse {
+        /// The image.
+        image: PathBuf,
+        /// Each device backed by it, with what uses it.
+        attached: Vec<AttachedDevice>,
+    },
+}
+
+/// A loop device backed by a volume's image, and what uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedDevice {
+    /// `/dev/loopN`.
+    pub device: PathBuf,
+    /// Its mounts (in any mount namespace) and the processes holding it open.
+    pub uses: Vec<DeviceUse>,
+}
+
+/// `/dev/loop3 (mounted at /x in the mount namespace of process 42 (sleep))`, for each device.
+fn attached_list(attached: &[AttachedDevice]) -> String {
+    let items: Vec<String> = attached
+        .iter()
+        .map(|a| {
+            let uses = if a.uses.is_empty() {
+                "nothing on this host uses it".to_owned()
+            } else {
+                let uses: Vec<String> = a.uses.iter().map(ToString::to_string).collect();
+                uses.join("; ")
+            };
+            format!("{} ({uses})", a.device.display())
+        })
+        .collect();
+    items.join(", ")
+}
+
+/// What the operator can do about an image attached already.
+fn attached_advice(attached: &[AttachedDevice]) -> String {
+    if attached.iter().all(|a| a.uses.is_empty()) {
+        let devices: Vec<String> = attached
+            .iter()
+            .map(|a| a.device.display().to_string())
+            .collect();
+        format!(
+            "if it is left over, detach it (losetup -d {}) and retry",
+            devices.join(" ")
+        )
+    } else {
+        "stop what uses it (a process left running from an earlier task, say), then retry"
+            .to_owned()
+    }
 }
 
 /// A file system the driver can make.
@@ -383,6 +447,13 @@ fn parse_opts(opts: &VolumeOpts) -> Result<LoopOpts, LoopError> {
     Ok(out)
 }
 
+/// Checks `opts` as a mount of a `loop` volume would, touching nothing: the options the driver
+/// refuses are refused here too (for `dvdi resolve`, which must refuse what `dvdi run` refuses).
+/// Whether the host has the mkfs program a file system needs is left to the mount.
+pub fn check_options(opts: &VolumeOpts) -> Result<(), LoopError> {
+    parse_opts(opts).map(|_| ())
+}
+
 /// ext2/3/4 superblock magic, little-endian at byte 1080 (superblock at 1024, `s_magic` at 56).
 const EXT_MAGIC_OFFSET: u64 = 1080;
 const EXT_MAGIC: u16 = 0xEF53;
@@ -422,8 +493,12 @@ pub struct LoopPaths {
     pub control: PathBuf,
     /// Where `loopN` device nodes are (`/dev`).
     pub dev: PathBuf,
-    /// `/sys/block`, whose `loopN/loop/backing_file` names each device's image.
+    /// `/sys/block`, whose `loopN/loop/backing_file` names each device's image and `loopN/dev`
+    /// its number.
     pub sysfs_block: PathBuf,
+    /// `/proc`, read to say who uses a device that is in the way (its mounts in every mount
+    /// namespace, and the processes holding it open).
+    pub proc: PathBuf,
     /// Where `mkfs.ext4` and `mkfs.xfs` are looked for, in order.
     pub tool_dirs: Vec<PathBuf>,
 }
@@ -443,6 +518,7 @@ impl Default for LoopPaths {
             control: PathBuf::from("/dev/loop-control"),
             dev: PathBuf::from("/dev"),
             sysfs_block: PathBuf::from("/sys/block"),
+            proc: PathBuf::from("/proc"),
             tool_dirs,
         }
     }
@@ -512,9 +588,10 @@ impl Drop for Attached<'_> {
             );
         }
         // The detach happens at the last close, which is ours unless a process forked by another
-        // thread still holds a copy of the descriptor: return only once it is done.
+        // thread still holds a copy of the descriptor: return only once it is done. Only this
+        // device: another one on the image (found after attach) is not ours to wait for.
         drop(file);
-        self.backend.wait_detached(&self.image);
+        self.backend.wait_detached(&self.image, Some(&self.device));
     }
 }
 
@@ -620,6 +697,12 @@ impl LoopBackend {
         // The kernel adds a newline; a path may itself end in spaces, so trim nothing else.
         let raw = raw.strip_suffix(b"\n").unwrap_or(&raw);
         Some(PathBuf::from(OsStr::from_bytes(raw)))
+    }
+
+    /// The number (`major:minor`) of loop device `dev` (`loopN`), from sysfs.
+    fn device_number(&self, dev: &OsStr) -> Option<DeviceNumber> {
+        let text = fs::read_to_string(self.paths.sysfs_block.join(dev).join("dev")).ok()?;
+        DeviceNumber::parse(&text)
     }
 
     /// Loop devices (`/dev/loopN`) whose backing file is `image`, from sysfs.
@@ -836,6 +919,10 @@ impl LoopBackend {
         let mnt = self.mount_point(name);
         let image = self.image(name);
         let attached = self.attach(&image)?;
+        // Checked before attaching too; again now, so that a device attached meanwhile by
+        // another process (which our per-volume lock does not bind) is never formatted or
+        // mounted beside. Ours is detached again on the way out.
+        self.refuse_if_attached(&image, Some(&attached.device))?;
         let existing = detect_fs(&image).map_err(|source| LoopError::ReadSuperblock {
             path: image.clone(),
             source,
@@ -872,6 +959,50 @@ impl LoopBackend {
         Ok(mnt)
     }
 
+    /// Warns of each option given for an existing volume that cannot take effect: an image is
+    /// never resized, a file system is kept unless `overwritefs=true` (and always while mounted).
+    /// A task asking for more than it gets should be told, not fail: the volume and its data
+    /// are what it asked for by name.
+    fn warn_ignored(
+        &self,
+        name: &VolumeName,
+        given: &VolumeOpts,
+        opts: &LoopOpts,
+        image: &Path,
+        mounted: bool,
+    ) {
+        let key = crate::spec::VolumeKey {
+            driver: self.driver.clone(),
+            name: name.clone(),
+        };
+        let state = if mounted {
+            "is mounted already"
+        } else {
+            "exists"
+        };
+        const GIB: u64 = 1 << 30;
+        if let (Some(size), Ok(meta)) = (given.get("size"), fs::metadata(image)) {
+            let has = meta.len();
+            if opts.size_gib.saturating_mul(GIB) != has {
+                let has = if has % GIB == 0 {
+                    format!("{} GiB", has / GIB)
+                } else {
+                    format!("{has} bytes")
+                };
+                log::warn!("{key} {state}: option size={size} is ignored: its image {} has {has} (an image is never resized)", image.display());
+            }
+        }
+        let found = detect_fs(image).ok().flatten();
+        if let (Some(fstype), Some(found)) = (given.get("fstype"), found) {
+            if found != opts.fstype && (mounted || !opts.overwrite) {
+                log::warn!("{key} {state}: option fstype={fstype} is ignored: it holds {} (overwritefs=true on an unmounted volume formats it anew, erasing its data)", found.name());
+            }
+        }
+        if mounted && opts.overwrite {
+            log::warn!("{key} {state}: option overwritefs=true is ignored: a mounted file system is never formatted");
+        }
+    }
+
     /// umount(2), retried briefly on EBUSY: a process forked by another thread of this process
     /// holds copies of its descriptors until it execs, and one may be a file on this volume.
     /// A volume that stays busy (a process still using it) fails after the retries.
@@ -892,14 +1023,19 @@ impl LoopBackend {
         self.mounter.umount(mnt, MntFlags::empty())
     }
 
-    /// Waits, briefly, until no device is backed by `image`, so that unmount returns with the
-    /// volume fully released. Past the limit the kernel still detaches the device at its last
-    /// close (autoclear is set): the unmount has succeeded either way, so this only logs.
-    fn wait_detached(&self, image: &Path) {
+    /// Waits, briefly, until no device is backed by `image` (or, with `only`, until that device
+    /// no longer is), so that unmount returns with the volume fully released. Past the limit the
+    /// kernel still detaches the device at its last close (autoclear is set): the unmount has
+    /// succeeded either way, so this only logs.
+    fn wait_detached(&self, image: &Path, only: Option<&Path>) {
         let deadline = Instant::now() + DETACH_WAIT;
         let mut pause = Duration::from_millis(1);
         loop {
-            let left = self.devices_of(image);
+            let left: Vec<PathBuf> = self
+                .devices_of(image)
+                .into_iter()
+                .filter(|d| only.is_none_or(|o| o == d))
+                .collect();
             if left.is_empty() {
                 return;
             }
@@ -914,6 +1050,35 @@ impl LoopBackend {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// The devices backed by `image`, other than `except`, each with what uses it.
+    fn attached_to(&self, image: &Path, except: Option<&Path>) -> Vec<AttachedDevice> {
+        self.devices_of(image)
+            .into_iter()
+            .filter(|d| except != Some(d.as_path()))
+            .map(|device| {
+                let uses = device
+                    .file_name()
+                    .and_then(|n| self.device_number(n))
+                    .map(|number| device_users(&self.paths.proc, number, Some(&device)))
+                    .unwrap_or_default();
+                AttachedDevice { device, uses }
+            })
+            .collect()
+    }
+
+    /// Refuses `image` when a device other than `except` is backed by it: never two devices,
+    /// and two file system instances, on one image.
+    fn refuse_if_attached(&self, image: &Path, except: Option<&Path>) -> Result<(), LoopError> {
+        let attached = self.attached_to(image, except);
+        if attached.is_empty() {
+            return Ok(());
+        }
+        Err(LoopError::AlreadyAttached {
+            image: image.to_owned(),
+            attached,
+        })
     }
 
     /// Detaches every device still backed by `image` (left attached by a kernel without
@@ -950,7 +1115,7 @@ impl LoopBackend {
                 errno,
             })?;
         }
-        self.wait_detached(&image);
+        self.wait_detached(&image, None);
         Ok(())
     }
 }
@@ -974,6 +1139,16 @@ impl Backend for LoopBackend {
             return Err(fail(LoopError::Mounted { path: mnt }));
         }
         let image = self.image(name);
+        // A device nothing uses (left attached by hand, say) is detached below; one in use
+        // (mounted in another namespace) would keep the deleted image alive and lose it later.
+        let attached: Vec<AttachedDevice> = self
+            .attached_to(&image, None)
+            .into_iter()
+            .filter(|a| !a.uses.is_empty())
+            .collect();
+        if !attached.is_empty() {
+            return Err(fail(LoopError::InUse { image, attached }));
+        }
         self.detach_all(&image).map_err(fail)?;
         match fs::remove_file(&image) {
             Ok(()) => {}
@@ -995,16 +1170,20 @@ impl Backend for LoopBackend {
         let fail = |e| self.fail(Some(req.name), Call::Mount, e);
         let (opts, mkfs) = self.parse(req.opts).map_err(fail)?;
         let mnt = self.mount_point(req.name);
+        let image = self.image(req.name);
         if Self::is_mounted(&mnt) {
             // A read-only mount without journal cannot be made writable in place.
             if !req.read_only && crate::mount::is_read_only(&mnt) {
                 return Err(fail(LoopError::MountedReadOnly { path: mnt }));
             }
+            self.warn_ignored(req.name, req.opts, &opts, &image, true);
             return Ok(mnt);
         }
-        let image = self.image(req.name);
+        // Not mounted here, yet the image may be attached: mounted in another mount namespace
+        // (a process left from an earlier command keeps it), or attached by hand.
+        self.refuse_if_attached(&image, None).map_err(fail)?;
         match fs::symlink_metadata(&image) {
-            Ok(_) => {}
+            Ok(_) => self.warn_ignored(req.name, req.opts, &opts, &image, false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if req.explicit_create {
                     return Err(BackendError::no_such_volume(&self.driver, req.name));

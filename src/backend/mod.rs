@@ -28,8 +28,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::Timeouts;
-use crate::spec::{DriverName, VolumeName, VolumeOpts};
-pub use waits::{WaitGuard, Waits};
+use crate::spec::{CsiStatic, DriverName, VolumeName, VolumeOpts};
+pub use waits::{Interrupted, WaitGuard, Waits};
 
 /// The caller-chosen id of one host mount; the matching unmount carries the same id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,6 +57,8 @@ pub struct MountRequest<'a> {
     /// (`loop`) then mounts the file system read-only without replaying its journal, so this
     /// host writes nothing to storage that other hosts may be reading; the others ignore it.
     pub read_only: bool,
+    /// What a `CSI_VOLUME` entry added, for the CSI backend (the others ignore it).
+    pub csi: Option<&'a CsiStatic>,
 }
 
 /// A volume as a backend describes it.

@@ -20,11 +20,33 @@ use super::{Backend, BackendError, BackendProvider, Call, Waits};
 use crate::config::{BackendKind, Config};
 use crate::csi::PluginInfo;
 use crate::mount::Mounter;
-use crate::spec::DriverName;
+use crate::spec::{DriverName, VolumeOpts};
 
 // The built-in drivers' names are theirs; re-exported here, where drivers are chosen by name.
 pub use super::local::LOCAL_DRIVER;
 pub use super::loopdev::LOOP_DRIVER;
+
+/// An option a built-in driver refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The `loop` driver's.
+    #[error(transparent)]
+    Loop(#[from] super::loopdev::LoopError),
+}
+
+/// A volume's options checked as its built-in driver's mount would check them, before anything
+/// is touched: an error for what the driver refuses, a warning for each option it ignores.
+/// Other drivers' options are theirs to judge: nothing is said of them here.
+pub fn check_options(driver: &DriverName, opts: &VolumeOpts) -> Result<Vec<String>, OptionsError> {
+    match driver.as_str() {
+        LOOP_DRIVER => {
+            super::loopdev::check_options(opts)?;
+            Ok(Vec::new())
+        }
+        LOCAL_DRIVER => Ok(super::local::ignored_options(opts).into_iter().collect()),
+        _ => Ok(Vec::new()),
+    }
+}
 
 /// A driver and, for per-task dvdcli programs, the program.
 type CacheKey = (DriverName, Option<PathBuf>);

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::backend::BackendError;
 use crate::coord::CoordError;
 use crate::error::render_chain;
-use crate::mount::TargetError;
+use crate::mount::{DeviceNumber, DeviceUse, TargetError};
 use crate::spec::{SpecError, VolumeKey};
 use crate::state::{ContainerId, ContainerIdError, StateError};
 
@@ -72,6 +72,34 @@ pub enum IsolatorError {
     /// The volume's cluster-wide lease could not be taken or given back.
     #[error(transparent)]
     Lease(#[from] CoordError),
+    /// A wait for the volume was interrupted (`dvdi run` on Ctrl-C); what was done is undone.
+    #[error("{volume}: interrupted while {what}")]
+    Interrupted {
+        /// The volume.
+        volume: VolumeKey,
+        /// What it was waiting for.
+        what: String,
+    },
+    /// A volume whose host mount vanished was not mounted again: its file system is still
+    /// mounted somewhere (in a container's mount namespace, say), and a second mount beside it
+    /// could corrupt it.
+    #[error("{volume}: not mounted again at {}: its file system (device {device}) is still {}; a second mount beside it could corrupt it: stop what uses it, then run gc (or let recover run) again", host.display(), uses_text(.uses))]
+    StillMounted {
+        /// The volume.
+        volume: VolumeKey,
+        /// Where it was mounted on the host.
+        host: std::path::PathBuf,
+        /// Its file system's device.
+        device: DeviceNumber,
+        /// Where it is still mounted.
+        uses: Vec<DeviceUse>,
+    },
+}
+
+/// `mounted at X in …; mounted at Y`.
+fn uses_text(uses: &[DeviceUse]) -> String {
+    let items: Vec<String> = uses.iter().map(ToString::to_string).collect();
+    items.join("; ")
 }
 
 /// `PLACE: ` when the place is known.

@@ -34,6 +34,7 @@ mod recover;
 mod targets;
 
 pub use error::{CleanupError, IsolatorError, PrepareError};
+pub use recover::{GcAction, GcWould};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -41,12 +42,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::backend::{BackendError, BackendProvider, MountRequest};
+use crate::backend::{BackendError, BackendProvider, MountRequest, Waits};
 use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{Coordinator, LeaseLoss};
 use crate::mount;
-use crate::spec::{DockerVolumeInput, DriverName, VolumeKey};
+use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, VolumeKey};
 use crate::state::{ContainerId, StateError, Store, VolumeRecord};
 
 /// What a container asks for and where it lives.
@@ -56,6 +57,8 @@ pub struct ContainerInput {
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
     /// `DOCKER_VOLUME` entries of its `ContainerInfo`.
     pub docker_volumes: Vec<DockerVolumeInput>,
+    /// `CSI_VOLUME` entries of its `ContainerInfo`.
+    pub csi_volumes: Vec<CsiVolumeInput>,
     /// Its sandbox directory on the host.
     pub sandbox: PathBuf,
     /// Its root filesystem on the host, when it has an image.
@@ -124,11 +127,7 @@ pub struct RecoverReport {
     pub errors: Vec<String>,
 }
 
-/// Test-only crash injection: with the `crash-points` feature, the process kills itself with
-/// SIGKILL when `DVDI_CRASH_AT` names the point it reaches.
-fn crash_point(point: &str) {
-    crate::crash::point(point);
-}
+use crate::crash::point as crash_point;
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
 /// them.
@@ -144,6 +143,23 @@ pub const CRASH_POINTS: &[&str] = &[
     "cleanup:unmount-intent-saved",
     "cleanup:backend-unmounted",
     "cleanup:lease-released",
+    // The CSI backend's, around each RPC of a volume's lifecycle: its step recorded as calling
+    // (before the RPC) and the RPC answered (before the step is recorded done); likewise when
+    // undoing (recorded as undoing, then the RPC answered). CreateVolume is never undone.
+    "csi:create_volume:calling",
+    "csi:create_volume:answered",
+    "csi:controller_publish:calling",
+    "csi:controller_publish:answered",
+    "csi:node_stage:calling",
+    "csi:node_stage:answered",
+    "csi:node_publish:calling",
+    "csi:node_publish:answered",
+    "csi:node_publish:undoing",
+    "csi:node_publish:undone",
+    "csi:node_stage:undoing",
+    "csi:node_stage:undone",
+    "csi:controller_publish:undoing",
+    "csi:controller_publish:undone",
 ];
 
 /// The isolator: prepare, cleanup and recover for any number of threads at once.
@@ -170,6 +186,11 @@ pub struct Isolator {
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
     pending: Mutex<HashSet<VolumeKey>>,
     next_mount: AtomicU64,
+    /// What prepare waits for (a lease, ZooKeeper), named for a progress display, and the handle
+    /// that interrupts those waits.
+    waits: Waits,
+    /// `/proc`, read to find where a volume's file system is still mounted.
+    proc_root: PathBuf,
 }
 
 impl fmt::Debug for Isolator {
@@ -199,6 +220,8 @@ impl Isolator {
             prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
+            waits: Waits::default(),
+            proc_root: PathBuf::from("/proc"),
         })
     }
 
@@ -223,6 +246,14 @@ impl Isolator {
     /// Reads the mount table from `path` instead of `/proc/self/mountinfo` (for tests).
     pub fn with_mountinfo(mut self, path: PathBuf) -> Self {
         self.mountinfo = path;
+        self
+    }
+
+    /// Names its waits (for a lease, for ZooKeeper) in `waits`, and gives them up when `waits` is
+    /// interrupted: `dvdi run` passes its backends' waits, so one progress display shows them all
+    /// and one Ctrl-C ends them all. A prepare interrupted undoes what it did.
+    pub fn with_waits(mut self, waits: Waits) -> Self {
+        self.waits = waits;
         self
     }
 
@@ -309,9 +340,41 @@ impl Isolator {
                     explicit_create: record.explicit_create,
                     id: &record.mount_id,
                     read_only: record.users.values().all(|u| u.read_only),
+                    csi: record.csi.as_ref(),
                 })
             })
             .map_err(|e| about(e, record).into())
+    }
+
+    /// Records that `record`'s volume is mounted at `host`: whether that is a mount point of its
+    /// own, and then its file system's device (to recognise it later in other namespaces).
+    fn note_mount(&self, record: &mut VolumeRecord, host: PathBuf) {
+        record.is_mount_point = self.is_mount_point(&host);
+        record.device = record
+            .is_mount_point
+            .then(|| mount::DeviceNumber::of_path(&host))
+            .flatten();
+        record.host_path = Some(host);
+    }
+
+    /// Refuses to mount `record`'s vanished mount again while its file system is still mounted
+    /// somewhere (a container's namespace keeps it after the host's mount went): a second
+    /// instance beside it (a second loop device on the image, a second FUSE daemon) could
+    /// corrupt it.
+    fn refuse_second_mount(&self, record: &VolumeRecord) -> Result<(), IsolatorError> {
+        let Some(device) = record.device else {
+            return Ok(());
+        };
+        let uses = mount::device_users(&self.proc_root, device, None);
+        if uses.is_empty() {
+            return Ok(());
+        }
+        Err(IsolatorError::StillMounted {
+            volume: record.key(),
+            host: record.host_path.clone().unwrap_or_default(),
+            device,
+            uses,
+        })
     }
 
     /// Whether `path` is a mount point of its own (a backend may answer a plain directory).

@@ -69,6 +69,7 @@ impl Isolator {
         let resolved = spec::resolve(
             &input.env,
             self.config.docker_volumes_of(&input.docker_volumes),
+            self.config.csi_volumes_of(&input.csi_volumes),
             &self.config.resolve_options(),
         )
         .map_err(|e| fail(e.into()))?;
@@ -83,8 +84,9 @@ impl Isolator {
         Ok(plan)
     }
 
-    /// Acquires every volume for `id` (independent volumes in parallel: a thread each; one
-    /// volume needs none). When one fails, those acquired are released again.
+    /// Acquires every volume for `id` (independent volumes in parallel, as far as the call pool's
+    /// bound allows; one volume needs no thread). When one fails, those acquired are released
+    /// again.
     fn acquire_all(
         &self,
         volumes: &[VolumeSpec],
@@ -97,28 +99,11 @@ impl Isolator {
             read_only: spec.read_only,
             owner,
         };
-        let results: Vec<Result<(PathBuf, bool), IsolatorError>> = if volumes.len() <= 1 {
-            volumes
-                .iter()
-                .zip(targets)
-                .map(|(spec, target)| self.acquire(spec, id, usage(spec, target)))
-                .collect()
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = volumes
-                    .iter()
-                    .zip(targets)
-                    .map(|(spec, target)| {
-                        let usage = usage(spec, target);
-                        s.spawn(move || self.acquire(spec, id, usage))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            })
-        };
+        let pairs: Vec<(&VolumeSpec, &Option<PathBuf>)> = volumes.iter().zip(targets).collect();
+        let results: Vec<Result<(PathBuf, bool), IsolatorError>> =
+            crate::pool::in_parallel(&pairs, |(spec, target)| {
+                self.acquire(spec, id, usage(spec, target))
+            });
 
         let mut acquired = Vec::new();
         let mut first_error = None;
@@ -158,16 +143,25 @@ impl Isolator {
         usage: Use,
     ) -> Result<(PathBuf, bool), IsolatorError> {
         let key = spec.key();
+        // Interrupted while another volume waited: nothing more is started.
+        if self.waits.is_interrupted() {
+            return Err(self.interrupted(&key, "waiting to be attached".to_owned()));
+        }
         let guard = self.store.lock(&key).map_err(Self::state_err(&key))?;
         let existing = guard.load().map_err(Self::state_err(&key))?;
         let existed = existing.is_some();
         let mut record = match existing {
             Some(record) if record.phase == Phase::Mounted && record.host_path.is_some() => {
+                warn_other_options(&record, spec);
                 return self.join_mounted(&guard, record, id, usage);
             }
             // Half mounted or half unmounted by a process that died (or a failed unmount):
             // mount again under the same id, which every backend treats as idempotent.
-            Some(record) => record,
+            // The task's secrets are in memory only: a record read back has none.
+            Some(record) => VolumeRecord {
+                csi: spec.csi.clone(),
+                ..record
+            },
             None => self.new_record(spec),
         };
         let before = record.clone();
@@ -191,7 +185,11 @@ impl Isolator {
                 }),
             None => Ok(()),
         }
-        .and_then(|()| self.mount_record(&record));
+        .and_then(|()| match self.waits.is_interrupted() {
+            // Interrupted while its lease was taken: not attached, and the lease given back.
+            true => Err(self.interrupted(&key, "about to be attached".to_owned())),
+            false => self.mount_record(&record),
+        });
         let host = match mounted {
             Ok(host) => host,
             Err(e) => {
@@ -200,8 +198,7 @@ impl Isolator {
             }
         };
         crash_point("prepare:backend-mounted");
-        record.is_mount_point = self.is_mount_point(&host);
-        record.host_path = Some(host.clone());
+        self.note_mount(&mut record, host.clone());
         record.phase = Phase::Mounted;
         record.last_error = None;
         guard.save(&record).map_err(Self::state_err(&key))?;
@@ -266,9 +263,11 @@ impl Isolator {
             phase: Phase::Mounting,
             host_path: None,
             is_mount_point: false,
+            device: None,
             users: Default::default(),
             last_error: None,
             lease: None,
+            csi: spec.csi.clone(),
         }
     }
 
@@ -323,6 +322,29 @@ impl Isolator {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         MountId(format!("mesos-dvdi-{}-{nanos:x}-{n}", std::process::id()))
+    }
+}
+
+/// A container joining a volume mounted with other options gets the volume as it is: options
+/// apply when a volume is made or mounted, and the mount it joins stands. Said, not refused: the
+/// volume, found by its name, is what the container asked for.
+fn warn_other_options(record: &VolumeRecord, spec: &VolumeSpec) {
+    let set = |o: &spec::VolumeOpts| -> std::collections::BTreeMap<String, String> {
+        o.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    if set(&record.opts) != set(&spec.opts) {
+        let shown = |o: &spec::VolumeOpts| match o.is_empty() {
+            true => "none".to_owned(),
+            false => o.to_string(),
+        };
+        log::warn!(
+            "{} is mounted here already with options {}; this container's options {} are ignored (options apply when a volume is mounted anew)",
+            spec.key(),
+            shown(&record.opts),
+            shown(&spec.opts)
+        );
     }
 }
 

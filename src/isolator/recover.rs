@@ -84,6 +84,46 @@ impl Isolator {
         )
     }
 
+    /// What [`Isolator::gc`] would do to the volume of each of `records` (snapshots read without
+    /// their locks, as `dvdi status` reads them). The same judgement as gc's, without its locks,
+    /// so a status never waits on a mount.
+    pub fn gc_would(&self, records: &[&VolumeRecord]) -> Result<Vec<GcWould>, IsolatorError> {
+        let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
+        let mounted: HashSet<&Path> = table.iter().map(|e| e.mount_point.as_path()).collect();
+        let alive = |_: &ContainerId, owner: Owner| match owner {
+            Owner::Mesos => true,
+            Owner::Process { pid, start_time } => process_alive(pid, start_time),
+        };
+        let step = Reconcile {
+            alive: &alive,
+            leases: false,
+            mounted: &mounted,
+            dry_run: true,
+        };
+        Ok(records
+            .iter()
+            .map(|record| {
+                let gone = step.gone(record);
+                let action = if gone.len() == record.users.len() {
+                    Some(match record.phase {
+                        Phase::Unmounted => GcAction::ReleaseLease,
+                        _ => GcAction::Unmount,
+                    })
+                } else if step.vanished(record) {
+                    Some(match self.refuse_second_mount(record) {
+                        Ok(()) => GcAction::Remount,
+                        Err(e) => GcAction::Refuse(render_chain(&e)),
+                    })
+                } else if Reconcile::half_done(record) {
+                    Some(GcAction::Remount)
+                } else {
+                    None
+                };
+                GcWould { gone, action }
+            })
+            .collect())
+    }
+
     /// One reconciliation pass over every recorded volume, judged by `alive`; fills `index` with
     /// who holds what when given one.
     fn reconcile(
@@ -197,13 +237,7 @@ impl Isolator {
             return Ok(());
         };
         let before = record.users.len();
-        let gone: Vec<ContainerId> = record
-            .users
-            .iter()
-            .filter(|(id, u)| !(step.alive)(id, u.owner))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
+        for id in step.gone(&record) {
             record.users.remove(&id);
             report.dropped.push((key.clone(), id));
         }
@@ -224,11 +258,22 @@ impl Isolator {
         });
         let lease_held = !retake || self.retake_lease(&guard, &mut record, report)?;
         let mut changed = record.users.len() != before;
-        if lease_held && (record.phase != Phase::Mounted || step.vanished(&record)) {
+        let refused = match step.vanished(&record) {
+            true => self.refuse_second_mount(&record).err(),
+            false => None,
+        };
+        let remount = Reconcile::half_done(&record) || step.vanished(&record);
+        if let Some(e) = refused {
+            // Kept as it is, users and all, with the reason for `dvdi status`; the users still
+            // have the file system in their own namespaces.
+            let text = render_chain(&e);
+            record.last_error = Some(text.clone());
+            changed = true;
+            report.errors.push(text);
+        } else if lease_held && remount {
             if !step.dry_run {
                 let host = self.mount_record(&record)?;
-                record.is_mount_point = self.is_mount_point(&host);
-                record.host_path = Some(host);
+                self.note_mount(&mut record, host);
                 record.phase = Phase::Mounted;
                 record.last_error = None;
                 changed = true;
@@ -303,6 +348,29 @@ impl Isolator {
     }
 }
 
+/// What `dvdi gc` would do to one volume ([`Isolator::gc_would`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcWould {
+    /// Users whose container is gone: their references are dropped.
+    pub gone: Vec<ContainerId>,
+    /// What then happens to the volume; `None`: it is kept as it is.
+    pub action: Option<GcAction>,
+}
+
+/// What `dvdi gc` does to a volume besides dropping gone users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcAction {
+    /// No live user is left: unmounted (a failed or half-done unmount retried).
+    Unmount,
+    /// Unmounted already; its lease is given back.
+    ReleaseLease,
+    /// In use, and its mount vanished or was half done: mounted again.
+    Remount,
+    /// In use and its mount vanished, but its file system is still mounted somewhere: not
+    /// mounted again (why, rendered).
+    Refuse(String),
+}
+
 /// Who uses what, as one worker found it: (container, volume) pairs, indexed only once merged.
 type Uses = Vec<(ContainerId, VolumeKey)>;
 
@@ -336,6 +404,22 @@ struct Reconcile<'a> {
 }
 
 impl Reconcile<'_> {
+    /// The users of `record` whose container is gone.
+    fn gone(&self, record: &VolumeRecord) -> Vec<ContainerId> {
+        record
+            .users
+            .iter()
+            .filter(|(id, u)| !(self.alive)(id, u.owner))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether `record`'s mount was half done (or half undone) by a process that died: a
+    /// volume in use in such a phase is mounted again.
+    fn half_done(record: &VolumeRecord) -> bool {
+        record.phase != Phase::Mounted
+    }
+
     /// Whether a volume recorded as mounted on a mount point of its own lost that mount (someone
     /// unmounted it by hand, or the host rebooted under a persistent work_dir).
     fn vanished(&self, record: &VolumeRecord) -> bool {

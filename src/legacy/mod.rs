@@ -292,6 +292,7 @@ fn record(store: &Store, key: &VolumeKey, entries: &[Entry]) -> Result<usize, St
                 // The volume existed when the original mounted it: a remount never creates.
                 explicit_create: true,
                 dvdcli: None,
+                csi: None,
                 mount_id: MountId(IMPORTED_MOUNT_ID.to_owned()),
                 // Without a mount point the mount may or may not have happened.
                 phase: if host_path.is_some() {
@@ -303,6 +304,10 @@ fn record(store: &Store, key: &VolumeKey, entries: &[Entry]) -> Result<usize, St
                     .as_deref()
                     .and_then(crate::mount::is_mount_root)
                     .unwrap_or(false),
+                device: host_path
+                    .as_deref()
+                    .filter(|p| crate::mount::is_mount_root(p) == Some(true))
+                    .and_then(crate::mount::DeviceNumber::of_path),
                 host_path,
                 users: BTreeMap::new(),
                 last_error: None,

@@ -10,7 +10,8 @@
 //!   through ([`ResolvedTarget::place_link`]);
 //! - the mount table ([`read_mountinfo`], [`is_mount_point`], [`is_mount_root`]);
 //! - binds and propagation ([`bind`], [`make_rslave`], [`make_rprivate`], [`UnmountGuard`]);
-//! - entering a container's mount namespace ([`enter_container`], for `dvdi run`).
+//! - entering a container's mount namespace ([`enter_container`], for `dvdi run`);
+//! - who uses a device, in any mount namespace ([`device_users`]), for errors that name it.
 //!
 //! Nothing here decides *whether* to mount: that is the isolator's, which owns the ordering.
 
@@ -104,6 +105,7 @@ impl Mounter for Host {
 mod fake;
 mod mountinfo;
 mod target;
+mod users;
 
 pub use fake::{FakeMounter, MountCall};
 pub use mountinfo::{
@@ -113,6 +115,7 @@ pub use target::{
     resolve_parent_in, resolve_target, resolve_target_in, resolve_target_with, CreatedDirs,
     ResolvedTarget, Resolver, TargetError, TargetPolicy, Writer,
 };
+pub use users::{device_users, DeviceNumber, DeviceUse, Process};
 
 /// Binds `source` onto `target` (`MS_BIND | MS_REC`), then, for read-only, remounts the bind
 /// read-only (`MS_REMOUNT | MS_BIND | MS_RDONLY`): the kernel ignores `MS_RDONLY` on the call

@@ -86,6 +86,7 @@ pub(super) fn resolve_docker_volume(
             // Mesos has no such notion for DOCKER_VOLUME: a missing volume is created.
             explicit_create: false,
             dvdcli: None,
+            csi: None,
             origin: Asked(Some(origin)),
         },
     ))

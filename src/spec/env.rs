@@ -253,6 +253,7 @@ fn env_volume(
         read_only,
         explicit_create,
         dvdcli,
+        csi: None,
         origin: Asked(Some(Origin::Env(index))),
     })
 }

@@ -1,6 +1,6 @@
 //! Task input → validated volume specs.
 //!
-//! This layer owns the task-facing contract (DESIGN §2): the `DVDI_VOLUME_*` environment variables
+//! This layer owns the task-facing contract (README, "The task contract"): the `DVDI_VOLUME_*` environment variables
 //! and `DOCKER_VOLUME` entries of a `ContainerInfo`. It is pure: no I/O, no syscalls. Once a
 //! [`VolumeSpec`] exists, every part of it is valid; later layers never re-check what is here.
 //!
@@ -10,10 +10,11 @@
 //! - [`name`](VolumeName), [`opts`](VolumeOpts), [`path`](ContainerPath): the validated parts of a
 //!   spec; each refuses bad input with its own small error, which callers wrap.
 //! - `env`: the `DVDI_VOLUME_*` variables; `docker`: `DOCKER_VOLUME` entries, after Mesos'
-//!   `docker/volume` isolator.
+//!   `docker/volume` isolator; `csi`: `CSI_VOLUME` entries, after Mesos' `volume/csi` isolator.
 //! - [`resolve`]: both forms together, the rules across volumes, and [`SpecError`], whose message
 //!   names the variable or entry a task author has to fix.
 
+mod csi;
 mod docker;
 mod env;
 mod name;
@@ -21,6 +22,7 @@ mod opts;
 mod path;
 mod resolve;
 
+pub use csi::{CsiStatic, CsiVolumeInput, SecretInput, Secrets};
 pub use name::{DriverName, NameError, VolumeName, FORBIDDEN_NAME_CHARS, MAX_NAME_LEN};
 pub use opts::{OptError, VolumeOpts};
 pub use path::{ContainerPath, PathError, MAX_COMPONENT_LEN, MAX_PATH_LEN};
@@ -49,7 +51,7 @@ pub(crate) fn shown(value: &str) -> String {
 /// One volume a container asks for, valid by construction.
 ///
 /// Its JSON form is `{"driver","name","opts":{…},"container_path":null|"…","read_only",
-/// "explicit_create"}`, plus `"dvdcli"` only when set. Deserialising validates every part, and
+/// "explicit_create"}`, plus `"dvdcli"` and `"csi"` only when set. Deserialising validates every part, and
 /// refuses unknown fields: a misspelt `"readonly"` must not quietly mean read-write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +76,9 @@ pub struct VolumeSpec {
         deserialize_with = "deserialize_dvdcli"
     )]
     pub dvdcli: Option<PathBuf>,
+    /// What a `CSI_VOLUME` entry adds for the CSI backend (never its secrets in JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CsiStatic>,
     /// Where the task asked for this volume, for messages in the task's terms (see [`Asked`]).
     #[serde(skip)]
     pub origin: Asked,

@@ -1,14 +1,14 @@
-//! Resolution: a task's environment and `DOCKER_VOLUME` entries → validated [`VolumeSpec`]s.
+//! Resolution: a task's environment, `DOCKER_VOLUME` and `CSI_VOLUME` entries → validated [`VolumeSpec`]s.
 //!
-//! The two input forms are read by [`super::env`] and [`super::docker`]; this file holds what they
+//! The input forms are read by [`super::env`], [`super::docker`] and [`super::csi`]; this file holds what they
 //! share: the result, the errors and warnings, and the rules that look across volumes (duplicates,
 //! shared container paths, output order).
 
 use std::fmt;
 
 use super::{
-    docker, env, shown, DockerVolumeInput, DriverName, NameError, OptError, PathError,
-    ResolveOptions, VolumeSpec,
+    csi, docker, env, shown, CsiVolumeInput, DockerVolumeInput, DriverName, NameError, OptError,
+    PathError, ResolveOptions, VolumeSpec,
 };
 
 /// The prefix of every variable this contract reads.
@@ -66,6 +66,13 @@ pub enum Origin {
         /// `source.docker_volume.name` as given (possibly invalid).
         name: String,
     },
+    /// `ContainerInfo.volumes[index]`, a `CSI_VOLUME` of the volume `volume_id`.
+    CsiVolume {
+        /// The position in `ContainerInfo.volumes`.
+        index: usize,
+        /// `source.csi_volume.static_provisioning.volume_id` as given (possibly invalid).
+        volume_id: String,
+    },
 }
 
 impl Origin {
@@ -79,6 +86,28 @@ impl Origin {
                 "ContainerInfo.volumes[{index}].container_path (DOCKER_VOLUME {:?})",
                 shown(name)
             ),
+            Origin::CsiVolume { index, volume_id } => format!(
+                "ContainerInfo.volumes[{index}].container_path (CSI_VOLUME {:?})",
+                shown(volume_id)
+            ),
+        }
+    }
+}
+
+impl Origin {
+    /// The variable or field that gives this volume's driver options: `DVDI_VOLUME_OPTS3`, or
+    /// `ContainerInfo.volumes[2].driver_options (DOCKER_VOLUME "pgdata")`.
+    pub fn opts_place(&self) -> String {
+        match self {
+            Origin::Env(index) => env::variable_name("OPTS", *index),
+            Origin::DockerVolume { index, name } => format!(
+                "ContainerInfo.volumes[{index}].driver_options (DOCKER_VOLUME {:?})",
+                shown(name)
+            ),
+            Origin::CsiVolume { index, volume_id } => format!(
+                "ContainerInfo.volumes[{index}].source.csi_volume.static_provisioning (CSI_VOLUME {:?})",
+                shown(volume_id)
+            ),
         }
     }
 }
@@ -91,6 +120,11 @@ impl fmt::Display for Origin {
                 f,
                 "ContainerInfo.volumes[{index}] (DOCKER_VOLUME {:?})",
                 shown(name)
+            ),
+            Origin::CsiVolume { index, volume_id } => write!(
+                f,
+                "ContainerInfo.volumes[{index}] (CSI_VOLUME {:?})",
+                shown(volume_id)
             ),
         }
     }
@@ -247,6 +281,14 @@ pub enum SpecError {
         /// The field, naming the entry.
         place: String,
     },
+    /// A `CSI_VOLUME` this module cannot act on.
+    #[error("{place} {why}")]
+    BadCsiVolume {
+        /// The field, naming the entry.
+        place: String,
+        /// What is wrong and what to give instead.
+        why: String,
+    },
     /// The same driver+name twice in a way that cannot be merged.
     #[error("{second} asks again for volume {name:?} of driver {driver:?} ({first} did) {reason}; one volume may appear twice only when neither gives a container path and both agree on options and modes")]
     Duplicate {
@@ -306,7 +348,7 @@ pub(super) fn check_allowed(
 }
 
 /// Resolves a task's environment (NAME=VALUE byte pairs in order; later entries win) and its
-/// `DOCKER_VOLUME` entries into volume specs, or the first way they break the contract.
+/// `DOCKER_VOLUME` and `CSI_VOLUME` entries into volume specs, or the first way they break the contract.
 ///
 /// Only variables starting with [`PREFIX`] are read; all others are ignored whatever bytes they
 /// hold. Pure: no I/O; whether a container path exists is the mount layer's question.
@@ -319,22 +361,26 @@ pub(super) fn check_allowed(
 ///     allow_task_dvdcli: false,
 /// };
 /// let env = [("DVDI_VOLUME_NAME", "pgdata"), ("DVDI_VOLUME_CONTAINERPATH", "/var/lib/pg")];
-/// let resolved = resolve(&env, &[], &options).unwrap();
+/// let resolved = resolve(&env, &[], &[], &options).unwrap();
 /// assert_eq!(resolved.volumes[0].driver.as_str(), "rexray");
 ///
 /// let typo = [("DVDI_VOLUME_NAME", "pgdata"), ("DVDI_VOLUME_CONTAINER_PATH", "/var/lib/pg")];
-/// let err = resolve(&typo, &[], &options).unwrap_err();
+/// let err = resolve(&typo, &[], &[], &options).unwrap_err();
 /// assert!(err.to_string().starts_with("DVDI_VOLUME_CONTAINER_PATH is not a known variable"));
 /// ```
 pub fn resolve<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     env: &[(K, V)],
     docker_volumes: &[DockerVolumeInput],
+    csi_volumes: &[CsiVolumeInput],
     options: &ResolveOptions,
 ) -> Result<Resolved, SpecError> {
     let mut warnings = Vec::new();
     let mut specs = env::resolve_env(env, options, &mut warnings)?;
     for (index, input) in docker_volumes.iter().enumerate() {
         specs.push(docker::resolve_docker_volume(index, input, options)?);
+    }
+    for input in csi_volumes {
+        specs.push(csi::resolve_csi_volume(input, options)?);
     }
     Ok(Resolved {
         volumes: dedup(specs)?,

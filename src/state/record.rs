@@ -8,7 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::backend::MountId;
 use crate::coord::LeaseMode;
-use crate::spec::{DriverName, VolumeKey, VolumeName, VolumeOpts};
+use crate::mount::DeviceNumber;
+use crate::spec::{CsiStatic, DriverName, VolumeKey, VolumeName, VolumeOpts};
 
 /// The checkpoint format this build writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -159,6 +160,12 @@ pub struct VolumeRecord {
     /// Whether `host_path` was a mount point of its own when mounted (a `local` volume is a plain
     /// directory); recovery treats a vanished mount point as a lost mount only when this is set.
     pub is_mount_point: bool,
+    /// The device of the file system mounted at `host_path`, when that is a mount point of its
+    /// own: a vanished mount is not made again while this file system is still mounted
+    /// somewhere (in a container's namespace), since a second instance beside it could corrupt
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceNumber>,
     /// The containers using it.
     pub users: BTreeMap<ContainerId, Use>,
     /// The last backend failure, kept until a later call succeeds.
@@ -169,6 +176,10 @@ pub struct VolumeRecord {
     /// back, so recovery knows which leases may be held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseMode>,
+    /// What a `CSI_VOLUME` entry added (mount flags, volume context), so a remount uses them too.
+    /// Its secrets are never saved: they live in memory while a prepare needs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CsiStatic>,
 }
 
 impl VolumeRecord {

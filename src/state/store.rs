@@ -150,8 +150,29 @@ impl Store {
             }
             _ => {}
         }
+        Ok(Self::at(volumes))
+    }
+
+    /// Opens the checkpoint under `work_dir` only if it exists, creating nothing: `None` when
+    /// nothing was ever recorded there (for commands that only read, so that a mistyped
+    /// directory is said, not made).
+    pub fn open_existing(work_dir: &Path) -> Result<Option<Self>, StateError> {
+        let volumes = work_dir.join("volumes");
+        match fs::metadata(&volumes) {
+            Ok(_) => Ok(Some(Self::at(volumes))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading", &volumes)(e)),
+        }
+    }
+
+    fn at(volumes: PathBuf) -> Self {
         let durable = crate::durable::is_durable(&volumes);
-        Ok(Self { volumes, durable })
+        Self { volumes, durable }
+    }
+
+    /// The `work_dir` the store lives in.
+    pub fn work_dir(&self) -> &Path {
+        self.volumes.parent().unwrap_or(&self.volumes)
     }
 
     /// Whether changes are fdatasynced (false on tmpfs, where that would change nothing).

@@ -87,7 +87,7 @@ pub enum Fault {
     Wrong,
 }
 
-/// One call as the plugin saw it (secrets only as whether there were any).
+/// One call as the plugin saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Call {
     /// The RPC.
@@ -112,6 +112,13 @@ pub struct Call {
     pub access_mode: Option<i32>,
     /// The file system type of the volume capability.
     pub fs_type: String,
+    /// The mount flags of the volume capability.
+    pub mount_flags: Vec<String>,
+    /// `volume_context` (node calls).
+    pub volume_context: BTreeMap<String, String>,
+    /// `secrets` (node stage and publish): a real plugin would use them, so the test can check
+    /// they arrived.
+    pub secrets: BTreeMap<String, String>,
     /// The publish context passed (node calls).
     pub publish_context: BTreeMap<String, String>,
 }
@@ -245,6 +252,27 @@ impl CsiPlugin {
                 )
             })
             .collect()
+    }
+
+    /// Creates the volume `name` as an operator would, before any task names it (a mount-access
+    /// single-node-writer volume, through the real client as plugin type `plugin_type`), forgets
+    /// that call, and returns the volume's id.
+    pub fn provision(&self, plugin_type: &str, name: &str) -> String {
+        let made = mesos_dvdi::csi::Client::new(plugin_type, self.socket())
+            .create_volume(
+                CreateVolumeRequest {
+                    name: name.into(),
+                    volume_capabilities: vec![VolumeCapability {
+                        access_type: Some(volume_capability::AccessType::Mount(Default::default())),
+                        access_mode: Some(volume_capability::AccessMode { mode: 1 }),
+                    }],
+                    ..Default::default()
+                },
+                std::time::Duration::from_secs(10),
+            )
+            .unwrap();
+        self.clear_calls();
+        made.volume_id
     }
 
     /// Forgets the calls so far.
@@ -457,6 +485,7 @@ fn capability_of(call: &mut Call, cap: Option<&VolumeCapability>) -> Result<(), 
     call.access_mode = cap.access_mode.map(|m| m.mode);
     if let Some(volume_capability::AccessType::Mount(m)) = &cap.access_type {
         call.fs_type = m.fs_type.clone();
+        call.mount_flags = m.mount_flags.clone();
     }
     if call.access_mode.is_none() {
         return Err(Status::invalid_argument("access mode missing"));
@@ -693,6 +722,8 @@ impl Shared {
         call.volume_id = req.volume_id.clone();
         call.staging = req.staging_target_path.clone();
         call.publish_context = req.publish_context.clone();
+        call.volume_context = req.volume_context.clone();
+        call.secrets = req.secrets.clone();
         capability_of(call, req.volume_capability.as_ref())?;
         if !self.options.stage_unstage {
             return Err(Status::unimplemented("NodeStageVolume is not supported"));
@@ -748,6 +779,8 @@ impl Shared {
         call.target = req.target_path.clone();
         call.readonly = req.readonly;
         call.publish_context = req.publish_context.clone();
+        call.volume_context = req.volume_context.clone();
+        call.secrets = req.secrets.clone();
         capability_of(call, req.volume_capability.as_ref())?;
         let mut s = lock(&self.state);
         self.known(&s, &req.volume_id)?;

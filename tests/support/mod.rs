@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests. Each test file includes this with `mod support;`.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod csi;
 pub mod easyfuse;
+pub mod gated;
 pub mod host;
 pub mod isolator;
 pub mod plugin;

@@ -1,7 +1,8 @@
 //! A real ZooKeeper server for tests and benches (Debian's `zookeeper` package), on a free
-//! loopback port with its own data directory; a proxy that cuts one client off from it; and a
-//! small synchronous client to look at (and tamper with) its nodes; and an ensemble of several
-//! such servers ([`ZkEnsemble`]) whose members a test can kill, restart and pause.
+//! loopback port with its own data directory; a proxy that cuts one client off from it (closing
+//! its connections, or blackholing them); a small synchronous client to look at (and tamper
+//! with) its nodes; and an ensemble of several such servers ([`ZkEnsemble`]) whose members a
+//! test can kill, restart and pause.
 //!
 //! `ZkServer::start()` runs `java -cp /usr/share/java/zookeeper.jar QuorumPeerMain <cfg>` (the
 //! jar's manifest names its dependencies) with a 100 ms tick so that sessions can expire in

@@ -58,6 +58,14 @@ pub(super) fn plan(opts: &VolumeOpts) -> Result<Plan, CsiBackendError> {
     Ok(plan)
 }
 
+/// The crash point `csi:<step>:<moment>` (see the isolator's `CRASH_POINTS`).
+fn crash_at(step: Step, moment: &str) {
+    if cfg!(feature = "crash-points") {
+        let step = serde_json::to_value(step).unwrap_or_default();
+        crate::crash::point(&format!("csi:{}:{moment}", step.as_str().unwrap_or("?")));
+    }
+}
+
 /// Bytes from `10`, `10K`, `10Mi`, …; `None` when not a size or too large.
 pub(super) fn parse_size(s: &str) -> Option<i64> {
     const UNITS: [(&str, i64); 8] = [
@@ -114,12 +122,12 @@ fn remove_dir(path: &Path) -> Result<(), CsiBackendError> {
 }
 
 impl CsiBackend {
-    fn capability(&self, mode: i32, fs_type: &str) -> VolumeCapability {
+    fn capability(&self, mode: i32, fs_type: &str, mount_flags: &[String]) -> VolumeCapability {
         VolumeCapability {
             access_type: Some(volume_capability::AccessType::Mount(
                 volume_capability::MountVolume {
                     fs_type: fs_type.to_owned(),
-                    mount_flags: Vec::new(),
+                    mount_flags: mount_flags.to_vec(),
                 },
             )),
             access_mode: Some(volume_capability::AccessMode { mode }),
@@ -157,9 +165,9 @@ impl CsiBackend {
         mode: i32,
     ) -> CreateVolumeRequest {
         let writer = Self::access_mode(state, false);
-        let mut volume_capabilities = vec![self.capability(writer, &plan.fs_type)];
+        let mut volume_capabilities = vec![self.capability(writer, &plan.fs_type, &[])];
         if mode != writer {
-            volume_capabilities.push(self.capability(mode, &plan.fs_type));
+            volume_capabilities.push(self.capability(mode, &plan.fs_type, &[]));
         }
         CreateVolumeRequest {
             name: name.as_str().to_owned(),
@@ -235,7 +243,7 @@ impl CsiBackend {
             publish_context: BTreeMap::new(),
             steps: BTreeMap::new(),
         });
-        match self.mount_steps(&state, &file, &mut record, &plan, req.name) {
+        match self.mount_steps(&state, &file, &mut record, &plan, req) {
             Ok(()) => Ok(record.target_path),
             Err(error) => match self.undo(&file, &mut record) {
                 Ok(()) => Err(error),
@@ -253,13 +261,17 @@ impl CsiBackend {
         file: &RecordFile,
         rec: &mut CsiRecord,
         plan: &Plan,
-        name: &VolumeName,
+        req: &MountRequest<'_>,
     ) -> Result<(), CsiBackendError> {
         let t = self.timeouts.mount;
+        let name = req.name;
+        // A CSI_VOLUME entry's flags, context and secrets; none for the environment form.
+        let csi = req.csi.cloned().unwrap_or_default();
         if rec.volume_id.is_none() {
             if let Some(id) = &plan.volume_id {
                 rec.volume_id = Some(id.clone());
                 rec.pre_provisioned = true;
+                rec.volume_context = csi.volume_context.clone();
                 file.save(rec)?;
             } else {
                 self.check_can_create(state)?;
@@ -274,7 +286,7 @@ impl CsiBackend {
             }
         }
         let volume_id = rec.volume_id.clone().unwrap_or_default();
-        let capability = self.capability(rec.access_mode, &rec.fs_type);
+        let capability = self.capability(rec.access_mode, &rec.fs_type, &csi.mount_flags);
         if state.controller_publish && rec.step(Step::ControllerPublish) != Some(StepState::Done) {
             let controller = self.controller()?;
             let req = ControllerPublishVolumeRequest {
@@ -304,7 +316,7 @@ impl CsiBackend {
                 publish_context: rec.publish_context.clone(),
                 staging_target_path: staging.clone(),
                 volume_capability: Some(capability.clone()),
-                secrets: BTreeMap::new(),
+                secrets: csi.node_stage_secrets.to_map(),
                 volume_context: rec.volume_context.clone(),
             };
             self.step(file, rec, Step::NodeStage, |_| self.node.node_stage(req, t))?;
@@ -323,7 +335,7 @@ impl CsiBackend {
                 target_path: utf8(&rec.target_path)?,
                 volume_capability: Some(capability),
                 readonly: rec.readonly,
-                secrets: BTreeMap::new(),
+                secrets: csi.node_publish_secrets.to_map(),
                 volume_context: rec.volume_context.clone(),
             };
             self.step(file, rec, Step::NodePublish, |_| {
@@ -343,7 +355,9 @@ impl CsiBackend {
     ) -> Result<(), CsiBackendError> {
         rec.steps.insert(step, StepState::Calling);
         file.save(rec)?;
+        crash_at(step, "calling");
         call(rec).inspect_err(|e| self.forget_if_gone(e))?;
+        crash_at(step, "answered");
         rec.steps.insert(step, StepState::Done);
         file.save(rec)
     }
@@ -362,6 +376,7 @@ impl CsiBackend {
         }
         rec.steps.insert(step, StepState::Undoing);
         file.save(rec)?;
+        crash_at(step, "undoing");
         match call() {
             Ok(()) => {}
             Err(e) if e.code() == Some(Code::NotFound) => {
@@ -372,6 +387,7 @@ impl CsiBackend {
                 return Err(e.into());
             }
         }
+        crash_at(step, "undone");
         rec.steps.remove(&step);
         file.save(rec)
     }

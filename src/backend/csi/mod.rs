@@ -234,7 +234,7 @@ impl CsiBackend {
         timeouts: Timeouts,
     ) -> Result<Self, CsiBackendError> {
         let driver = info.plugin_type.clone();
-        let root = work_dir.join("csi").join(driver.as_str());
+        let root = records_root(work_dir, &driver);
         std::fs::create_dir_all(&root).map_err(|source| CsiBackendError::Io {
             op: "creating",
             path: root.clone(),
@@ -398,6 +398,22 @@ fn identify(
         controller_capabilities: capability_names(&controller_caps),
         node_capabilities: capability_names(&node_caps),
     })
+}
+
+/// Where the records of the CSI plugin `driver` live under `work_dir`.
+fn records_root(work_dir: &Path, driver: &DriverName) -> PathBuf {
+    work_dir.join("csi").join(driver.as_str())
+}
+
+/// The record of `driver`'s volume `name` under `work_dir`, if it has one: its id, paths and how
+/// far its mount or unmount got. Read without the volume's lock (a snapshot: records are
+/// replaced whole), for status.
+pub fn read_record(
+    work_dir: &Path,
+    driver: &DriverName,
+    name: &VolumeName,
+) -> Result<Option<CsiRecord>, CsiBackendError> {
+    RecordFile::new(records_root(work_dir, driver).join(name.as_str()), false).load()
 }
 
 fn info_of(record: &CsiRecord) -> VolumeInfo {

@@ -1,6 +1,8 @@
-//! `dvdi plugins`, CSI part: the configured CSI plugins, each asked about itself.
+//! The CSI parts of `dvdi plugins` (the configured CSI plugins, each asked about itself) and of
+//! `dvdi status` (each CSI volume's id, paths and how far its steps got).
 
 use mesos_dvdi::backend::csi::identify_plugin;
+use mesos_dvdi::backend::csi::record::CsiRecord;
 use mesos_dvdi::config::Config;
 use mesos_dvdi::error::render_chain;
 
@@ -86,4 +88,76 @@ pub fn render(rows: &[serde_json::Value]) -> String {
         &table_rows,
         table::stdout_width(),
     )
+}
+
+/// `dvdi status`'s CSI table: per CSI volume its id, each step with where it is
+/// (`node_stage=done`, `node_publish=calling`, …), the staging and target paths. `None` without
+/// CSI volumes.
+pub fn status_section(rows: &[mesos_dvdi::status::StatusRow]) -> Option<String> {
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|s| {
+            let name = s
+                .record
+                .as_ref()
+                .ok()
+                .map(|r| (r.driver.to_string(), r.name.to_string()));
+            let (driver, volume) = name?;
+            Some(match s.csi.as_ref()? {
+                Ok(c) => vec![
+                    driver,
+                    volume,
+                    c.volume_id.clone().unwrap_or_else(|| "-".to_owned()),
+                    steps(c),
+                    c.staging_path.display().to_string(),
+                    c.target_path.display().to_string(),
+                ],
+                Err(e) => vec![
+                    driver,
+                    volume,
+                    "?".to_owned(),
+                    e.clone(),
+                    "-".to_owned(),
+                    "-".to_owned(),
+                ],
+            })
+        })
+        .collect();
+    if table_rows.is_empty() {
+        return None;
+    }
+    Some(table::render(
+        &[
+            "CSI TYPE",
+            "NAME",
+            "VOLUME ID",
+            "STEPS",
+            "STAGING",
+            "TARGET",
+        ],
+        &table_rows,
+        table::stdout_width(),
+    ))
+}
+
+/// `create_volume=done,node_stage=done,node_publish=calling`: the steps in order, in the record's
+/// own words; `none` before the first.
+fn steps(record: &CsiRecord) -> String {
+    let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let steps: Vec<String> = record
+        .steps
+        .iter()
+        .map(|(step, state)| {
+            format!(
+                "{}={}",
+                word(serde_json::json!(step)),
+                word(serde_json::json!(state))
+            )
+        })
+        .collect();
+    if steps.is_empty() {
+        "none".to_owned()
+    } else {
+        steps.join(",")
+    }
 }

@@ -3,26 +3,38 @@
 //! The CLI shares the module's core: its global flags are the module's parameters and go through
 //! the same parser ([`Config::from_params`]), so the two can never disagree.
 
+/// `eprintln!` that never panics: a closed stderr must not stop `dvdi run` before it has
+/// released its volumes (it ignores SIGPIPE, so a write there fails instead of killing it).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod csi;
 mod envfile;
+mod init;
 mod leases;
+mod logger;
 mod run;
 mod table;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use mesos_dvdi::config::{Config, ConfigError};
+use mesos_dvdi::config::{Config, ConfigError, LEGACY_MODULE_NAME, MODULE_NAME};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::spec::{self, VolumeSpec};
 use mesos_dvdi::state::{StateError, Store};
+use nix::sys::signal::{SigHandler, Signal};
 
-use mesos_dvdi::backend::registry::Registry;
-use mesos_dvdi::isolator::{Isolator, IsolatorError};
+use mesos_dvdi::backend::registry::{check_options, OptionsError, Registry};
+use mesos_dvdi::isolator::{GcAction, GcWould, Isolator, IsolatorError, RecoverReport};
 use mesos_dvdi::mount::Host;
+use mesos_dvdi::state::Phase;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -58,10 +70,15 @@ struct Cli {
     command: Command,
 }
 
-/// The module's parameters (DESIGN §6), as flags. Flags override `--config`.
+/// The module's parameters, as flags. Flags override `--config`.
 #[derive(Debug, Args)]
 struct Global {
-    /// Read parameters from a JSON object of module parameters (as in isolator.json)
+    /// Say more on stderr: -v each mount and unmount, -vv debug, -vvv trace (warnings are shown
+    /// by default; RUST_LOG=LEVEL or TARGET=LEVEL sets the level instead, -v raises it)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Read parameters from FILE: a JSON object of module parameters ({"work_dir": "/x", ...}),
+    /// or a Mesos modules file such as isolator.json (the dvdi module's parameters)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Checkpoint root; --state-dir is another spelling [module: work_dir or state_dir; default
@@ -114,6 +131,10 @@ struct Global {
     /// [docker_volumes; default handle]
     #[arg(long, global = true, value_name = "WHO")]
     docker_volumes: Option<String>,
+    /// Who mounts CSI_VOLUME entries: handle (dvdi) or ignore (Mesos' volume/csi isolator)
+    /// [csi_volumes; default handle]
+    #[arg(long, global = true, value_name = "WHO")]
+    csi_volumes: Option<String>,
     /// A directory plugin and dvdcli mount points must lie under; repeatable (default: anywhere
     /// but / and the system trees) [plugin_mount_roots]
     #[arg(long, global = true, value_name = "DIR")]
@@ -125,6 +146,10 @@ struct Global {
     /// repeatable; '' for none [legacy_checkpoint; default: the original's four locations]
     #[arg(long, global = true, value_name = "FILE")]
     legacy_checkpoint: Vec<String>,
+    /// How many of the module's calls may run at once, each on a thread of its own; dvdi itself
+    /// makes one call at a time [call_threads; default 512]
+    #[arg(long, global = true, value_name = "N")]
+    call_threads: Option<String>,
     /// Mesos' CSI plugin configuration directory (one CSIPluginInfo JSON per file); each
     /// plugin's type is a driver name [csi_plugin_config_dir; default none]
     #[arg(long, global = true, value_name = "DIR")]
@@ -133,17 +158,20 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Resolve a task's volumes as the module would, and show them (exit 2 when invalid)
+    /// Resolve a task's volumes as the module would (the built-in drivers' options judged as their
+    /// mount judges them), and show them (exit 2 when invalid)
     #[command(after_help = EXAMPLES)]
     Resolve(ResolveArgs),
     /// Run a command with the volumes a task with this environment would get, in its own mount
-    /// namespace; exits with the command's status (125 when dvdi itself fails)
+    /// and PID namespaces (whatever it starts ends with it); exits with the command's status (125
+    /// when dvdi itself fails; 128+signal when Ctrl-C or another signal ended it before the
+    /// command ran, what was done undone)
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
     /// List the plugins discovery finds, with their address and whether they answer
     #[command(after_help = EXAMPLES)]
     Plugins(JsonArg),
-    /// Show the mount table: volumes, host mount points, users, errors
+    /// Show the mount table: volumes, host mount points, users, errors, and what gc would fix
     #[command(after_help = EXAMPLES)]
     Status(JsonArg),
     /// List every volume lease in the cluster (with --coordination): volume, mode, holding
@@ -194,6 +222,9 @@ impl InputArgs {
                 .ok_or_else(|| CliError::BadEnvArg(e.clone()))?;
             input.env.push((k.to_owned(), v.to_owned()));
         }
+        for w in &input.warnings {
+            say!("dvdi: warning: {w}");
+        }
         Ok(input)
     }
 }
@@ -210,7 +241,7 @@ struct GcArgs {
     /// Report what would be done, change nothing
     #[arg(long)]
     dry_run: bool,
-    /// Print JSON
+    /// Print JSON (its dry_run says whether it lists what would be done or what was)
     #[arg(long)]
     json: bool,
 }
@@ -235,12 +266,26 @@ enum CliError {
         #[source]
         source: ConfigError,
     },
+    #[error("configuration file {}{}", path.display(), module.map(|m| format!(" (read as module {m})")).unwrap_or_default())]
+    File {
+        path: PathBuf,
+        module: Option<&'static str>,
+        #[source]
+        source: ConfigError,
+    },
     #[error(transparent)]
     EnvFile(#[from] envfile::EnvFileError),
     #[error("-e {0:?}: expected NAME=VALUE")]
     BadEnvArg(String),
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
+    #[error("{place}{volume}")]
+    Options {
+        place: String,
+        volume: spec::VolumeKey,
+        #[source]
+        source: Box<OptionsError>,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -256,12 +301,15 @@ enum CliError {
 impl Global {
     /// The configuration: defaults, then `--config`, then flags; all through one parser.
     fn config(&self) -> Result<Config, CliError> {
-        let mut params: BTreeMap<String, String> = BTreeMap::new();
-        if let Some(file) = &self.config {
-            for (k, v) in Config::params_from_json_file(file)? {
-                params.insert(k, v);
-            }
-        }
+        let file = match &self.config {
+            Some(path) => Some((path, Config::read_file(path)?)),
+            None => None,
+        };
+        let module = file.as_ref().map_or(MODULE_NAME, |(_, f)| f.module);
+        let mut params: Vec<(String, String)> = file
+            .as_ref()
+            .map(|(_, f)| f.params.clone())
+            .unwrap_or_default();
         // (module parameter, flag, value)
         let flags = [
             ("work_dir", "--work-dir", self.work_dir.clone()),
@@ -312,6 +360,7 @@ impl Global {
                 "--docker-volumes",
                 self.docker_volumes.clone(),
             ),
+            ("csi_volumes", "--csi-volumes", self.csi_volumes.clone()),
             (
                 "plugin_mount_roots",
                 "--plugin-mount-root",
@@ -327,6 +376,7 @@ impl Global {
                 "--legacy-checkpoint",
                 (!self.legacy_checkpoint.is_empty()).then(|| self.legacy_checkpoint.join(":")),
             ),
+            ("call_threads", "--call-threads", self.call_threads.clone()),
             (
                 "csi_plugin_config_dir",
                 "--csi-plugin-config-dir",
@@ -335,18 +385,38 @@ impl Global {
         ];
         let mut from_flag = Vec::new();
         for (key, flag, value) in flags {
-            if let Some(v) = value {
-                params.insert(key.to_owned(), v);
-                from_flag.push((key, flag));
-            }
+            let Some(v) = value else { continue };
+            // Under the original module's name, work_dir is the agent's directory and the
+            // module's own is state_dir: --work-dir means the latter. Under ours, both
+            // spellings are one setting, which the flag replaces whichever the file used.
+            let key = match key {
+                "work_dir" if module == LEGACY_MODULE_NAME => "state_dir",
+                other => other,
+            };
+            params.retain(|(k, _)| {
+                k != key && !(module == MODULE_NAME && key == "work_dir" && k == "state_dir")
+            });
+            params.push((key.to_owned(), v));
+            from_flag.push((key, flag));
         }
-        let params: Vec<(String, String)> = params.into_iter().collect();
-        Config::from_params(&params).map_err(|source| {
-            match from_flag.iter().find(|(key, _)| source.key() == Some(key)) {
-                Some((_, flag)) => CliError::Flag { flag, source },
-                None => CliError::Config(source),
+        let loaded = Config::from_module_params(module, &params).map_err(|source| {
+            match (
+                from_flag.iter().find(|(key, _)| source.key() == Some(key)),
+                &file,
+            ) {
+                (Some((_, flag)), _) => CliError::Flag { flag, source },
+                (None, Some((path, f))) => CliError::File {
+                    path: path.to_path_buf(),
+                    module: (f.module != MODULE_NAME).then_some(f.module),
+                    source,
+                },
+                (None, None) => CliError::Config(source),
             }
-        })
+        })?;
+        for w in &loaded.warnings {
+            log::warn!("{w}");
+        }
+        Ok(loaded.config)
     }
 }
 
@@ -355,10 +425,29 @@ fn resolve(config: &Config, args: &ResolveArgs) -> Result<(), CliError> {
     let resolved = spec::resolve(
         &input.env,
         config.docker_volumes_of(&input.docker_volumes),
+        &[],
         &config.resolve_options(),
     )?;
     for w in &resolved.warnings {
         eprintln!("dvdi: warning: {w}");
+    }
+    // The built-in drivers' options, as their mount will judge them: refused here what `run`
+    // would refuse, and said what it would ignore.
+    for v in &resolved.volumes {
+        let place = v
+            .origin
+            .0
+            .as_ref()
+            .map(|o| format!("{}: ", o.opts_place()))
+            .unwrap_or_default();
+        let warnings = check_options(&v.driver, &v.opts).map_err(|source| CliError::Options {
+            place: place.clone(),
+            volume: v.key(),
+            source: Box::new(source),
+        })?;
+        for w in warnings {
+            eprintln!("dvdi: warning: {place}{}: {w}", v.key());
+        }
     }
     if args.json {
         println!(
@@ -404,34 +493,76 @@ fn print_specs(specs: &[VolumeSpec]) {
     );
 }
 
+/// The checkpoint under the work dir, for a command that only reads it: `None`, with a warning,
+/// when there is none (a mistyped --work-dir is said, never created).
+fn existing_store(config: &Config) -> Result<Option<Store>, CliError> {
+    let store = Store::open_existing(&config.work_dir)?;
+    if store.is_none() {
+        log::warn!(
+            "{} holds no checkpoint (nothing was ever recorded there); check --work-dir or the work_dir parameter",
+            config.work_dir.display()
+        );
+    }
+    Ok(store)
+}
+
 fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
-    let store = Store::open(&config.work_dir)?;
-    let scanned = mesos_dvdi::status::rows(&store, &config.legacy_checkpoint)?;
+    let store = existing_store(config)?;
+    let scanned = match &store {
+        Some(store) => mesos_dvdi::status::rows(store, &config.legacy_checkpoint)?,
+        None => mesos_dvdi::status::legacy_rows(&config.legacy_checkpoint),
+    };
     if args.json {
         println!("{}", mesos_dvdi::status::to_json(&scanned));
         return Ok(());
     }
+    // What gc would fix, judged as gc judges (without its locks).
+    let records: Vec<&mesos_dvdi::state::VolumeRecord> = scanned
+        .iter()
+        .filter_map(|s| s.record.as_ref().ok())
+        .collect();
+    let mut would = match store {
+        Some(_) if !records.is_empty() => Isolator::new(
+            config.clone(),
+            Arc::new(Registry::new(config.clone(), Arc::new(Host))),
+        )?
+        .gc_would(&records)?,
+        _ => Vec::new(),
+    }
+    .into_iter();
     let rows: Vec<Vec<String>> = scanned
         .iter()
         .map(|s| match &s.record {
-            Ok(r) => vec![
-                r.driver.to_string(),
-                r.name.to_string(),
-                r.phase.to_string(),
-                r.host_path
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
-                format!(
-                    "{} ({})",
-                    r.users.len(),
-                    r.users
-                        .keys()
-                        .map(|k| k.as_str())
+            Ok(r) => {
+                let (state, problems) = judged(r, would.next());
+                vec![
+                    r.driver.to_string(),
+                    r.name.to_string(),
+                    state,
+                    r.host_path
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
+                    if r.users.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        format!(
+                            "{} ({})",
+                            r.users.len(),
+                            r.users
+                                .keys()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    },
+                    r.last_error
+                        .iter()
+                        .chain(&problems)
+                        .cloned()
                         .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                r.last_error.clone().unwrap_or_default(),
-            ],
+                        .join("; "),
+                ]
+            }
             Err(e) => vec![
                 "?".to_owned(),
                 s.file.display().to_string(),
@@ -454,13 +585,74 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
             )
         );
     }
+    if let Some(section) = csi::status_section(&scanned) {
+        print!("{section}");
+    }
     for line in leases::status_section(config) {
         println!("{line}");
     }
     Ok(())
 }
 
+/// A status row's STATE (the phase, and what `dvdi gc` would do, in short) and what is wrong
+/// that gc would fix or refuses to (for the last column).
+fn judged(r: &mesos_dvdi::state::VolumeRecord, would: Option<GcWould>) -> (String, Vec<String>) {
+    let Some(GcWould { gone, action }) = would else {
+        return (r.phase.to_string(), Vec::new());
+    };
+    let mut fixes = Vec::new();
+    let mut problems: Vec<String> = gone
+        .iter()
+        .map(|id| format!("user {id}: its process is gone"))
+        .collect();
+    if !gone.is_empty() {
+        fixes.push(format!("drops {} gone user(s)", gone.len()));
+    }
+    match action {
+        None => {}
+        Some(GcAction::Unmount) => fixes.push("unmounts".to_owned()),
+        Some(GcAction::ReleaseLease) => fixes.push("gives the lease back".to_owned()),
+        Some(GcAction::Remount) => {
+            if r.phase == Phase::Mounted {
+                problems.push("its mount is missing".to_owned());
+            }
+            fixes.push("mounts again".to_owned());
+        }
+        Some(GcAction::Refuse(why)) => {
+            problems.push(why);
+            fixes.push("cannot mount again".to_owned());
+        }
+    }
+    if fixes.is_empty() {
+        return (r.phase.to_string(), problems);
+    }
+    (format!("{} (gc {})", r.phase, fixes.join(", ")), problems)
+}
+
+/// `dvdi gc --json`: the report, and whether it is what would be done (`--dry-run`) or what was.
+#[derive(serde::Serialize)]
+struct GcJson<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    report: &'a RecoverReport,
+}
+
 fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
+    if existing_store(config)?.is_none() {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&GcJson {
+                    dry_run: args.dry_run,
+                    report: &Default::default()
+                })
+                .expect("report serialises")
+            );
+        } else {
+            println!("nothing to do");
+        }
+        return Ok(());
+    }
     let isolator = Isolator::open(
         config.clone(),
         Arc::new(Registry::new(config.clone(), Arc::new(Host))),
@@ -469,7 +661,11 @@ fn gc(config: &Config, args: &GcArgs) -> Result<(), CliError> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
+            serde_json::to_string_pretty(&GcJson {
+                dry_run: args.dry_run,
+                report: &report
+            })
+            .expect("report serialises")
         );
     } else {
         let verb =
@@ -586,9 +782,23 @@ fn plugins(config: &Config, args: &JsonArg) -> Result<(), CliError> {
     Ok(())
 }
 
+/// What a write to a closed pipe does: `Kill` (the default action, as for `ls | head`: the
+/// command ends quietly, 141 in the shell) or `Ignore` (the write fails; `dvdi run`, whose
+/// cleanup must run whatever becomes of its stderr).
+fn on_sigpipe(action: SigHandler) {
+    // SAFETY: signal(2) with SIG_DFL or SIG_IGN installs no handler code; nothing else in this
+    // process changes SIGPIPE's disposition.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, action) };
+}
+
 fn main() -> ExitCode {
+    // The Rust runtime ignores SIGPIPE, so a closed stdout (`dvdi status | head -1`) would make
+    // every print panic; ended by the signal instead, a command stops quietly like any filter.
+    on_sigpipe(SigHandler::SigDfl);
     let cli = Cli::parse();
+    logger::install(cli.global.verbose);
     if let Command::Run(args) = &cli.command {
+        on_sigpipe(SigHandler::SigIgn);
         let prepared = cli.global.config().and_then(|config| {
             let task = args.input.read()?;
             let sandbox = match &args.sandbox {
@@ -608,7 +818,7 @@ fn main() -> ExitCode {
                 },
             ),
             Err(e) => {
-                eprintln!("dvdi: error: {}", render_chain(&e));
+                say!("dvdi: error: {}", render_chain(&e));
                 ExitCode::from(run::EXIT_DVDI_FAILED)
             }
         };

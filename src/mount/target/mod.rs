@@ -63,7 +63,7 @@ pub enum TargetPolicy {
     /// Inside a container's rootfs or sandbox: create what is missing.
     CreateMissing,
     /// A host path (the root is `/`): it must exist, unless it lies under `tmp` (the host's
-    /// `/tmp`), where what is missing is created (DESIGN §2, the original module's rule).
+    /// `/tmp`), where what is missing is created (the original module's rule).
     HostPath {
         /// The host's `/tmp` (a parameter so tests can use their own).
         tmp: PathBuf,
