@@ -304,6 +304,9 @@ fn assert_every_cut_reads_as_before(
     // Two changes first, so that both slots hold a record.
     g.save(&record(&k, &["earlier"])).unwrap();
     g.save(&record(&k, start)).unwrap();
+    drop(g);
+    // The change under another hold, as a cleanup after a prepare.
+    let g = store.lock(&k).unwrap();
     let path = g.path().to_owned();
     let before = fs::read(&path).unwrap();
     change(&g);
@@ -384,16 +387,20 @@ fn a_file_left_without_a_record_is_removed_by_the_next_holder_that_finds_it_so()
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let k = key("local", "gone");
-    let g = store.lock(&k).unwrap();
-    g.save(&record(&k, &["c1"])).unwrap();
-    g.remove().unwrap();
-    drop(g);
+    store.lock(&k).unwrap().save(&record(&k, &["c1"])).unwrap();
+    store.lock(&k).unwrap().remove().unwrap();
     // Kept for the volume's next use...
     assert_eq!(files_in(&dir.path().join("volumes/local")), ["gone.json"]);
     assert!(store.scan().unwrap().is_empty());
     // ...until a holder finds it unused and writes nothing (recovery does that to each).
     let g = store.lock(&k).unwrap();
     assert_eq!(g.load().unwrap(), None);
+    drop(g);
+    assert!(files_in(&dir.path().join("volumes/local")).is_empty());
+    // A record made and removed under one hold (a first prepare undone) leaves no file either.
+    let g = store.lock(&k).unwrap();
+    g.save(&record(&k, &["c1"])).unwrap();
+    g.remove().unwrap();
     drop(g);
     assert!(files_in(&dir.path().join("volumes/local")).is_empty());
 }

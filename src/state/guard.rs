@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::layout::{self, Current, Decoded};
 use super::record::VolumeRecord;
-use super::store::{io_err, parse_json, record_in, write_whole, StateError};
+use super::store::{io_err, parse_json, write_whole, StateError};
 use crate::spec::VolumeKey;
 
 /// Where the record stands in its file, once read or written.
@@ -157,7 +157,7 @@ impl VolumeGuard {
             }
             Decoded::Empty => None,
             Decoded::Legacy => {
-                let record = record_in(&bytes, &self.path)?.expect("a JSON record");
+                let record = parse_json(&bytes, &self.path)?;
                 self.check_key(&record)?;
                 self.upgrade(&mut held, &record)?;
                 return Ok(Some(record));
@@ -208,17 +208,23 @@ impl VolumeGuard {
     }
 
     /// Removes the record (the volume is no longer mounted or used): a tombstone, written like a
-    /// change. The file stays for the volume's next use; recovery removes those not used again.
+    /// change. The file stays for the volume's next use (recovery removes those not used again),
+    /// unless this guard found the volume without a record (a first prepare undone): then it goes
+    /// as the guard drops.
     pub fn remove(&self) -> Result<(), StateError> {
         let live = {
             let mut held = self.held.borrow_mut();
             self.know_slots(&mut held);
             held.slots.map(|s| s.live)
         };
-        match live {
-            Some(false) => Ok(()),
-            _ => self.write(b""),
+        if live != Some(false) {
+            self.write(b"")?;
         }
+        let mut held = self.held.borrow_mut();
+        if held.found_none {
+            held.wrote = false;
+        }
+        Ok(())
     }
 
     /// Reads where the record stands when this guard does not know yet; a file that holds no

@@ -58,9 +58,11 @@
 //! # Files that hold no record
 //!
 //! A volume's file outlives its record, so that using the volume again costs no file creation.
-//! A lock holder that finds no record and writes none removes the file before letting the lock
-//! go; recovery and `dvdi gc` lock each file without a record, so they remove the files of volumes
-//! no longer used.
+//! A lock holder that finds no record and leaves none (it wrote nothing, or removed what it wrote:
+//! a first prepare undone) removes the file before letting the lock go; recovery and `dvdi gc` lock
+//! each file without a record, so they remove the files of volumes no longer used. (A volume whose
+//! name is too long for its file name is told by its record only: its file, once without one, waits
+//! for the volume's next use.)
 
 mod guard;
 mod layout;

@@ -484,7 +484,7 @@ fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
 }
 
 /// The record a whole record file holds, in either layout; `None` for none.
-pub(super) fn record_in(bytes: &[u8], path: &Path) -> Result<Option<VolumeRecord>, StateError> {
+fn record_in(bytes: &[u8], path: &Path) -> Result<Option<VolumeRecord>, StateError> {
     let corrupt = |source| StateError::Corrupt {
         path: path.to_owned(),
         source,
