@@ -2,10 +2,12 @@
 //!
 //! - `prepare+cleanup (1 volume)`: one container, one volume, with an instant backend (a test
 //!   double that returns a directory at once), so the figure is the core's overhead: resolution,
-//!   target verification, four atomic checkpoint writes, flocks.
-//! - `floor: ...`: the file system operations prepare+cleanup is made of, alone, on the same tmpfs.
+//!   target verification, four checkpoint changes, flocks. Again with a volume never used
+//!   before, whose record file is made first.
+//! - `floor: ...`: file system operations alone, on the same tmpfs: replacing a record whole (the
+//!   first layout's cost of one change) and opening a file.
 //! - `recover`: a fresh isolator recovering N checkpointed references (N volumes, one user each,
-//!   all alive, the worst case for per-volume files).
+//!   all alive, the worst case for per-volume files), and its floor: 10,000 reads of one record.
 //! - `concurrent prepares vs 100 ms plugin`: N containers, each with its own volume, prepared at
 //!   once against an in-process plugin whose Mount takes 100 ms; wall time until all are done.
 //!
@@ -47,6 +49,18 @@ fn prepare_cleanup(c: &mut Criterion) {
             iso.cleanup(&id).unwrap();
         })
     });
+    // A volume's file outlives its record for the volume's next use: a volume never used before
+    // costs the file's creation too.
+    let mut fresh = input.clone();
+    c.bench_function("prepare+cleanup (1 volume, a new one each time)", |b| {
+        b.iter(|| {
+            n += 1;
+            let id = format!("c{n}");
+            fresh.env[0].1 = format!("new{n}").into_bytes();
+            iso.prepare(&id, Owner::Mesos, &fresh).unwrap();
+            iso.cleanup(&id).unwrap();
+        })
+    });
 }
 
 /// What the file system itself costs for the steps prepare+cleanup is made of, on the same tmpfs:
@@ -74,32 +88,37 @@ fn floors(c: &mut Criterion) {
     });
 }
 
+/// A checkpoint of `refs` containers on `volumes` volumes (container `i` on volume `i % volumes`).
+fn populate(refs: usize, volumes: usize) -> (tempfile::TempDir, Vec<KnownContainer>) {
+    let dir = scratch();
+    let iso = instant_isolator(dir.path());
+    let input = input(dir.path(), "x", false);
+    let mut known = Vec::with_capacity(refs);
+    for i in 0..refs {
+        let mut inp = input.clone();
+        inp.env = vec![(
+            b"DVDI_VOLUME_NAME".to_vec(),
+            format!("vol{}", i % volumes).into_bytes(),
+        )];
+        let id = format!("c{i}");
+        iso.prepare(&id, Owner::Mesos, &inp).unwrap();
+        known.push(KnownContainer {
+            id: ContainerId::new(id).unwrap(),
+        });
+    }
+    (dir, known)
+}
+
 fn recover(c: &mut Criterion) {
     let mut group = c.benchmark_group("recover");
     group.sample_size(10);
-    // (references, volumes): each container holds one volume; volume = container % volumes.
     for (refs, volumes) in [
         (1_000usize, 1_000usize),
         (10_000, 10_000),
         (100_000, 100_000),
         (10_000, 1_000),
     ] {
-        let dir = scratch();
-        let iso = instant_isolator(dir.path());
-        let input = input(dir.path(), "x", false);
-        let mut known = Vec::with_capacity(refs);
-        for i in 0..refs {
-            let mut inp = input.clone();
-            inp.env = vec![(
-                b"DVDI_VOLUME_NAME".to_vec(),
-                format!("vol{}", i % volumes).into_bytes(),
-            )];
-            let id = format!("c{i}");
-            iso.prepare(&id, Owner::Mesos, &inp).unwrap();
-            known.push(KnownContainer {
-                id: ContainerId::new(id).unwrap(),
-            });
-        }
+        let (dir, known) = populate(refs, volumes);
         let label = format!("{refs} refs on {volumes} volumes");
         group.bench_with_input(BenchmarkId::from_parameter(label), &refs, |b, _| {
             b.iter(|| {
@@ -108,6 +127,24 @@ fn recover(c: &mut Criterion) {
                 assert_eq!(report.kept.len(), volumes);
             })
         });
+        if volumes == 10_000 {
+            // What recovering 10,000 volumes cannot do without: reading a record 10,000 times
+            // (open, read, close; here the same one), on the same tmpfs.
+            let record = dir.path().join("work/volumes/rexray/vol0.json");
+            group.bench_function(
+                "floor: 10000 reads of one record (open, read, close)",
+                |b| {
+                    use std::io::Read;
+                    let mut buf = vec![0u8; 4096];
+                    b.iter(|| {
+                        for _ in 0..10_000 {
+                            let mut f = std::fs::File::open(&record).unwrap();
+                            assert!(f.read(&mut buf).unwrap() > 0);
+                        }
+                    })
+                },
+            );
+        }
     }
     group.finish();
 }
@@ -119,7 +156,9 @@ fn concurrent_slow_plugin(c: &mut Criterion) {
     let dir = scratch();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    let fast = plugin::memory_plugin(dir.path().join("vols"));
+    // Not under /dev/shm: a plugin's mount point under /dev is refused.
+    let vols = tempfile::tempdir().unwrap();
+    let fast = plugin::memory_plugin(vols.path().join("vols"));
     let _server = plugin::TestPlugin::unix(&plugins.join("slow.sock"), move |req| {
         if req.path == "/VolumeDriver.Mount" {
             // The plugin's own work (an attach), not synchronisation.

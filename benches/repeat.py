@@ -15,9 +15,9 @@ Usage (as root, from the repository root):
     python3 benches/repeat.py --runs 5 --bench memory
 
 Extra arguments after `--` go to the bench binary (criterion's filter and options). The memory
-bench is not a criterion bench: its printed VmRSS/VmHWM lines are collected instead. Any bench may
-also print figures of its own, one a line, as `figure: NAME = VALUE UNIT`; they are summarised the
-same way (per-run values, then median, minimum and maximum).
+bench is not a criterion bench: its printed `memory: LABEL: N kB` lines are collected instead. Any
+bench may also print figures of its own, one a line, as `figure: NAME = VALUE UNIT`; they are
+summarised the same way (per-run values, then median, minimum and maximum).
 """
 
 import argparse
@@ -104,10 +104,10 @@ def main():
         for m in re.finditer(r"^figure: (.+?) = ([0-9.]+) (\S+)$", done.stdout, re.M):
             figures.setdefault((m.group(1), m.group(3)), []).append(float(m.group(2)))
         if args.bench == "memory":
-            m = re.search(r"VmRSS (\d+) kB .*VmHWM (\d+) kB", done.stdout)
-            if not m:
-                sys.exit(f"run {i + 1}: no VmRSS/VmHWM line in:\n{done.stdout}")
-            memory.append((int(m.group(1)), int(m.group(2))))
+            found = re.findall(r"^memory: (.+): (\d+) kB$", done.stdout, re.M)
+            if not found:
+                sys.exit(f"run {i + 1}: no 'memory: LABEL: N kB' line in:\n{done.stdout}")
+            memory.append({label: int(kb) for label, kb in found})
         else:
             found = estimates_since(start)
             if not found:
@@ -123,8 +123,9 @@ def main():
         print("| figure | median | min | max | runs |")
         print("| --- | --- | --- | --- | --- |")
         kb = lambda v: f"{v:,.0f} kB"
-        print(f"| VmRSS after recover | {summary([m[0] for m in memory], kb)} |")
-        print(f"| VmHWM (peak) | {summary([m[1] for m in memory], kb)} |")
+        for label in memory[0]:
+            values = [m[label] for m in memory if label in m]
+            print(f"| {label} | {summary(values, kb)} |")
         return
     names = sorted({n for r in runs for n in r})
     print("| benchmark | median | min | max | runs |")

@@ -8,7 +8,7 @@ use crate::coord::zk::{ZkTarget, ZkUrlError};
 use crate::csi::{PluginConfigError, PluginInfo};
 use crate::spec::{CsiVolumeInput, DockerVolumeInput, DriverName, NameError, ResolveOptions};
 
-/// Every key the module and `--config` files accept, in the order of the README's table.
+/// Every key the module and `--config` files accept, in the order `isolator.json` lists them.
 pub const KEYS: &[&str] = &[
     "work_dir",
     "default_driver",
@@ -27,13 +27,13 @@ pub const KEYS: &[&str] = &[
     "lease_wait_secs",
     "lease_drivers",
     "docker_volumes",
+    "csi_volumes",
     "plugin_mount_roots",
     "plugin_connect_secs",
-    "legacy_checkpoint",
-    "state_dir",
     "call_threads",
     "csi_plugin_config_dir",
-    "csi_volumes",
+    "legacy_checkpoint",
+    "state_dir",
 ];
 
 /// The module's own name (`isolator.json`, `--isolation`).
@@ -680,10 +680,11 @@ impl Config {
         }
         // Leases are told apart by agent name: the host name stands in for one only when it
         // tells hosts apart.
-        if config.coordination.is_some()
-            && !seen.contains(&"agent_name")
-            && !tells_hosts_apart(&config.agent_name)
-        {
+        // (An empty agent_name is the default spelt out, as in isolator.json: not a name given.)
+        let named = params
+            .iter()
+            .any(|(k, v)| k == "agent_name" && !v.is_empty());
+        if config.coordination.is_some() && !named && !tells_hosts_apart(&config.agent_name) {
             return Err(ConfigError::AgentNameNotUnique {
                 value: config.agent_name,
             });
@@ -723,6 +724,8 @@ impl Config {
             "loop_root" => self.loop_root = path(key, value)?,
             "mount_timeout_secs" => self.mount_timeout = seconds(key, value)?,
             "unmount_timeout_secs" => self.unmount_timeout = seconds(key, value)?,
+            // Empty: no restriction, the default (there is no other way to write "all").
+            "allowed_drivers" if value.is_empty() => self.allowed_drivers = None,
             "allowed_drivers" => {
                 self.allowed_drivers = Some(
                     list(key, value, ',')?
@@ -749,6 +752,8 @@ impl Config {
                     _ => Some(ZkTarget::parse(value).map_err(ConfigError::BadCoordination)?),
                 }
             }
+            // Empty: the host name, the default (which a modules file cannot spell otherwise).
+            "agent_name" if value.is_empty() => self.agent_name = host_name(),
             "agent_name" => {
                 if !valid_agent_name(value) {
                     return Err(ConfigError::BadAgentName {
@@ -759,6 +764,7 @@ impl Config {
             }
             "lease_session_timeout_secs" => self.lease_session_timeout = seconds(key, value)?,
             "lease_wait_secs" => self.lease_wait = seconds(key, value)?,
+            "lease_drivers" if value.is_empty() => self.lease_drivers = Vec::new(),
             "lease_drivers" => {
                 self.lease_drivers = list(key, value, ',')?
                     .into_iter()
@@ -776,6 +782,7 @@ impl Config {
                     }
                 }
             }
+            "plugin_mount_roots" if value.is_empty() => self.plugin_mount_roots = Vec::new(),
             "csi_volumes" => {
                 self.csi_volumes = match value {
                     "handle" => CsiVolumes::Handle,

@@ -1,8 +1,8 @@
 //! Files replaced whole, so a crash leaves the old contents or the new, never a mix: write a
 //! temp file beside the target, fsync it, rename it over the target, fsync the directory.
 //!
-//! Used by every checkpoint this crate writes (the mount table, the CSI backend's volume
-//! records). On tmpfs (the default work directory, on purpose: a reboot drops mounts and state
+//! Used by the CSI backend's volume records; the mount table writes its records in place (see
+//! `state`) and uses only [`is_durable`] and [`sync_dir`] from here. On tmpfs (the default work directory, on purpose: a reboot drops mounts and state
 //! together) fsync means nothing and is skipped; the rename stays atomic, which is what crash
 //! safety relies on.
 

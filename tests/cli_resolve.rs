@@ -287,3 +287,35 @@ fn built_in_drivers_options_are_judged_as_run_judges_them() {
         assert!(stderr(&out).contains(warning), "{cmd}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn marathon_external_volume_of_another_provider_is_left_out_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.json");
+    std::fs::write(
+        &app,
+        r#"{"id": "/shop/db", "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "data", "mode": "RW",
+             "external": {"name": "pg", "provider": "rexray", "options": {"dvdi/driver": "rexray"}}},
+            {"containerPath": "keep", "mode": "RW",
+             "external": {"name": "kept", "provider": "dvdi", "options": {"dvdi/driver": "local"}}},
+            {"containerPath": "other", "mode": "RW", "external": {"name": "np"}}
+        ]}}"#,
+    )
+    .unwrap();
+    let out = dvdi(&["resolve", "--env-file", app.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("dvdi: warning: container.volumes[0].external.provider: external volume \"pg\" has provider \"rexray\", not \"dvdi\": ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "container.volumes[2].external.provider: external volume \"np\" has provider none"
+        ),
+        "{err}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("kept") && !table.contains(" pg "), "{table}");
+}

@@ -227,21 +227,40 @@ fn shipped_isolator_json_lists_every_parameter_at_its_default() {
         })
         .collect();
     assert_eq!(Config::from_params(&params).unwrap(), Config::default());
-    // allowed_drivers has no "all" value, plugin_mount_roots no "anywhere" value, agent_name's
-    // default is the host's name and lease_drivers has no "none": leaving them out is the
-    // default.
+    // Every parameter, once, in the order of the configuration's own list (which the README's
+    // table follows); state_dir is work_dir's other spelling, so not both.
     let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-    let unwritten = [
-        "allowed_drivers",
-        "plugin_mount_roots",
-        "agent_name",
-        "lease_drivers",
-        // state_dir is work_dir's other spelling.
-        "state_dir",
-    ];
-    for k in KEYS.iter().filter(|k| !unwritten.contains(k)) {
-        assert!(keys.contains(k), "isolator.json lacks {k}");
-    }
+    let every: Vec<&str> = KEYS.iter().copied().filter(|k| *k != "state_dir").collect();
+    assert_eq!(
+        keys, every,
+        "isolator.json and the configuration's parameters differ"
+    );
+}
+
+#[test]
+fn empty_means_the_default_for_parameters_whose_default_is_none_or_all() {
+    let c = Config::from_params(&params(&[
+        ("allowed_drivers", ""),
+        ("lease_drivers", ""),
+        ("plugin_mount_roots", ""),
+        ("agent_name", ""),
+        ("legacy_checkpoint", ""),
+    ]))
+    .unwrap();
+    assert_eq!(c.allowed_drivers, None, "empty: every driver allowed");
+    assert!(c.lease_drivers.is_empty());
+    assert!(c.plugin_mount_roots.is_empty());
+    assert_eq!(c.agent_name, mesos_dvdi::config::host_name());
+    assert!(c.legacy_checkpoint.is_empty());
+    // With coordination on, an empty agent_name is judged as no agent_name at all.
+    let coord = ("coordination", "zk://127.0.0.1:2181/dvdi");
+    assert_eq!(
+        Config::from_params(&params(&[coord, ("agent_name", "")])).is_ok(),
+        Config::from_params(&params(&[coord])).is_ok()
+    );
+    // A list whose default is not empty still refuses an empty value.
+    let (_, text) = refused(&[("plugin_dirs", "")]);
+    assert!(text.contains("plugin_dirs"), "{text}");
 }
 
 #[test]
@@ -291,7 +310,7 @@ fn bad_coordination_settings_are_refused_naming_the_parameter() {
     let (e, text) = refused(&[("agent_name", "a/b")]);
     assert_eq!(e.key(), Some("agent_name"));
     assert!(text.contains("\"a/b\""), "{text}");
-    for name in ["", ".", "..", "a b"] {
+    for name in [".", "..", "a b"] {
         let (e, _) = refused(&[("agent_name", name)]);
         assert_eq!(e.key(), Some("agent_name"), "{name:?}");
     }

@@ -152,7 +152,6 @@ fn cpp_harness_plays_the_agent_through_the_bridge() {
 /// Starts the CSI test plugin under `dir`, writes its configuration and makes one volume for the
 /// harness's static CSI_VOLUME entry. Returns the plugin, its configuration directory and the id.
 fn csi_plugin(dir: &Path) -> (support::csi::CsiPlugin, PathBuf, String) {
-    use mesos_dvdi::csi::proto::{volume_capability, CreateVolumeRequest, VolumeCapability};
     let plugin = support::csi::CsiPlugin::start(
         &dir.join("csi.sock"),
         &dir.join("csi-plugin"),
@@ -160,21 +159,8 @@ fn csi_plugin(dir: &Path) -> (support::csi::CsiPlugin, PathBuf, String) {
     );
     let config = dir.join("csi-plugins");
     plugin.write_config(&config, "hostpath.csi.k8s.io");
-    let made = mesos_dvdi::csi::Client::new("hostpath.csi.k8s.io", plugin.socket())
-        .create_volume(
-            CreateVolumeRequest {
-                name: "for-the-harness".into(),
-                volume_capabilities: vec![VolumeCapability {
-                    access_type: Some(volume_capability::AccessType::Mount(Default::default())),
-                    access_mode: Some(volume_capability::AccessMode { mode: 1 }),
-                }],
-                ..Default::default()
-            },
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-    plugin.clear_calls();
-    (plugin, config, made.volume_id)
+    let id = plugin.provision("hostpath.csi.k8s.io", "for-the-harness");
+    (plugin, config, id)
 }
 
 /// The original module's checkpoint, as its stout `protobuf::write` left it (size, then an

@@ -7,7 +7,7 @@ mod support;
 use std::fs;
 
 use mesos_dvdi::csi::proto::*;
-use mesos_dvdi::csi::{Client, Code, Rpc};
+use mesos_dvdi::csi::{Code, Rpc};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::{ContainerInput, LaunchPlan};
 use mesos_dvdi::mount::{self, Host};
@@ -297,23 +297,9 @@ fn single_node_multi_writer_is_asked_for_when_offered() {
 fn a_pre_provisioned_volume_id_is_used_without_create_volume() {
     in_private_mount_ns(|| {
         let (fx, plugin) = csi_fixture(Options::default());
-        let client = Client::new(TYPE, plugin.socket());
-        let made = client
-            .create_volume(
-                CreateVolumeRequest {
-                    name: "made-elsewhere".into(),
-                    volume_capabilities: vec![VolumeCapability {
-                        access_type: Some(volume_capability::AccessType::Mount(Default::default())),
-                        access_mode: Some(volume_capability::AccessMode { mode: 1 }),
-                    }],
-                    ..Default::default()
-                },
-                std::time::Duration::from_secs(10),
-            )
-            .unwrap();
-        plugin.clear_calls();
+        let volume_id = plugin.provision(TYPE, "made-elsewhere");
         let iso = fx.isolator();
-        let opts = format!("volume_id={}", made.volume_id);
+        let opts = format!("volume_id={volume_id}");
         let mut input = input(&fx, "c1", &opts);
         input
             .env
@@ -326,7 +312,7 @@ fn a_pre_provisioned_volume_id_is_used_without_create_volume() {
         assert!(plugin
             .calls()
             .iter()
-            .all(|c| c.volume_id.is_empty() || c.volume_id == made.volume_id));
+            .all(|c| c.volume_id.is_empty() || c.volume_id == volume_id));
         iso.cleanup("c1").unwrap();
         assert_clean(&fx, &plugin);
 

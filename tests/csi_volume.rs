@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use mesos_dvdi::config::CsiVolumes;
 use mesos_dvdi::csi::proto::*;
-use mesos_dvdi::csi::{Client, Code, Rpc};
+use mesos_dvdi::csi::{Code, Rpc};
 use mesos_dvdi::error::render_chain;
 use mesos_dvdi::isolator::ContainerInput;
 use mesos_dvdi::spec::{CsiVolumeInput, SecretInput};
@@ -65,21 +65,7 @@ fn csi_fixture() -> (Fixture, CsiPlugin) {
 
 /// A volume made as an operator would, before any task names it; its id.
 fn provision(plugin: &CsiPlugin) -> String {
-    let made = Client::new(TYPE, plugin.socket())
-        .create_volume(
-            CreateVolumeRequest {
-                name: "made-by-the-operator".into(),
-                volume_capabilities: vec![VolumeCapability {
-                    access_type: Some(volume_capability::AccessType::Mount(Default::default())),
-                    access_mode: Some(volume_capability::AccessMode { mode: 1 }),
-                }],
-                ..Default::default()
-            },
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-    plugin.clear_calls();
-    made.volume_id
+    plugin.provision(TYPE, "made-by-the-operator")
 }
 
 fn entry(volume_id: &str) -> CsiVolumeInput {

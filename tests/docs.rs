@@ -57,3 +57,21 @@ fn no_document_or_source_cites_a_design_file_outside_the_repository() {
         cited.join("\n")
     );
 }
+
+#[test]
+fn the_readme_says_how_to_install_the_binary_cargo_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    // The binary README's commands call is the one the manifest declares.
+    assert!(
+        manifest.contains("[[bin]]\nname = \"dvdi\""),
+        "Cargo.toml declares no dvdi binary"
+    );
+    for install in [
+        "cargo install --path . --bin dvdi",
+        "install -m 0755 target/release/dvdi /usr/local/bin/dvdi",
+    ] {
+        assert!(readme.contains(install), "README lacks {install:?}");
+    }
+}

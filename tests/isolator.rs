@@ -387,7 +387,7 @@ fn recover_reads_settled_volumes_without_waiting_for_their_locks() {
         name: mesos_dvdi::spec::VolumeName::new("busy").unwrap(),
     };
     let held = iso.store().lock(&key).unwrap();
-    let lock_file = fx.config.work_dir.join("volumes/local/busy.lock");
+    let lock_file = held.path().to_owned();
     let ino = fs::metadata(&lock_file).unwrap().ino();
 
     let (done, finished) = mpsc::channel();

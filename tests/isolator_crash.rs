@@ -11,6 +11,11 @@
 //! - the last user leaving: `cleanup:user-removed`, `cleanup:unmount-intent-saved`,
 //!   `cleanup:backend-unmounted`.
 //!
+//! - the checkpoint's own steps (`state::CRASH_POINTS`), in each operation that meets them: a
+//!   new volume's file made, each write of a record cut halfway (a torn write) or written but not
+//!   synced, a record that outgrows its file made anew, a record of the first layout converted
+//!   at recover, and a file left without a record removed at recover.
+//!
 //! Each crash is recovered twice over: with the crashed container still known to the agent, and
 //! with it gone.
 //!
@@ -197,9 +202,12 @@ fn child(
         "--quiet",
     ])
     .env("DVDI_CRASH_JOB", job.to_string())
-    .env_remove("DVDI_CRASH_AT");
+    .env_remove("DVDI_CRASH_AT")
+    .env_remove("DVDI_CRASH_SKIP");
     if let Some(p) = crash_at {
-        cmd.env("DVDI_CRASH_AT", p);
+        // `point#n`: the point's n+1-th passage in the process (a record's n+1-th write, say).
+        let (name, skip) = p.split_once('#').unwrap_or((p, "0"));
+        cmd.env("DVDI_CRASH_AT", name).env("DVDI_CRASH_SKIP", skip);
     }
     let out = cmd.output().unwrap();
     if out.status.signal() == Some(libc::SIGKILL) {
@@ -388,17 +396,146 @@ const CSI_CASES: &[Case] = &[
     },
 ];
 
+/// What the checkpoint holds before a store case's crashing step, beyond its users.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// As the users' prepares left it.
+    AsLeft,
+    /// Its record rewritten as mesos-dvdi wrote records before the slotted layout (a whole JSON
+    /// file, with a lock file beside it): the crashing step converts it.
+    FirstLayout,
+    /// Its users cleaned up again: the file holds no record, and the crashing recover removes it.
+    Released,
+}
+
+/// A long container id (it names a sandbox directory too, so it stays under NAME_MAX): a record
+/// with three such users outgrows the slots a new volume's file starts with.
+fn long_id(tag: &str) -> &'static str {
+    Box::leak(format!("{tag}-{}", "x".repeat(240)).into_boxed_str())
+}
+
+/// The checkpoint's own persistence points (`state::CRASH_POINTS`) in each step that meets them;
+/// `#n` picks the n+1-th passage (the steps write a record more than once).
+fn store_cases() -> Vec<(Case, Setup)> {
+    let mut cases = vec![
+        (
+            Case {
+                before: &[],
+                op: "prepare",
+                container: "a",
+                points: &[
+                    "state:created",
+                    "state:slot-torn#0",
+                    "state:slot-written#0",
+                    "state:slot-torn#1",
+                    "state:slot-written#1",
+                ],
+                others_alive: &[],
+            },
+            Setup::AsLeft,
+        ),
+        (
+            Case {
+                before: &["b"],
+                op: "prepare",
+                container: "a",
+                points: &["state:slot-torn#0", "state:slot-written#0"],
+                others_alive: &["b"],
+            },
+            Setup::AsLeft,
+        ),
+        (
+            Case {
+                before: &["a", "b"],
+                op: "cleanup",
+                container: "a",
+                points: &["state:slot-torn#0"],
+                others_alive: &["b"],
+            },
+            Setup::AsLeft,
+        ),
+        (
+            Case {
+                before: &["a"],
+                op: "cleanup",
+                container: "a",
+                points: &[
+                    "state:slot-torn#0",
+                    "state:slot-written#0",
+                    "state:slot-torn#1",
+                    "state:slot-written#1",
+                ],
+                others_alive: &[],
+            },
+            Setup::AsLeft,
+        ),
+        (
+            Case {
+                before: &["b"],
+                op: "recover",
+                container: "b",
+                points: &[
+                    "state:old-lock-removed",
+                    "state:replace-ready",
+                    "state:replaced",
+                ],
+                others_alive: &[],
+            },
+            Setup::FirstLayout,
+        ),
+        (
+            Case {
+                before: &["a"],
+                op: "recover",
+                container: "a",
+                points: &["state:reclaimed"],
+                others_alive: &[],
+            },
+            Setup::Released,
+        ),
+    ];
+    // A third user whose id makes the record outgrow its slots: the file is made anew.
+    let first: &'static [&'static str] =
+        Box::leak(vec![long_id("b"), long_id("c")].into_boxed_slice());
+    cases.push((
+        Case {
+            before: first,
+            op: "prepare",
+            container: long_id("a"),
+            points: &["state:replace-ready", "state:replaced"],
+            others_alive: first,
+        },
+        Setup::AsLeft,
+    ));
+    cases
+}
+
 #[test]
 fn every_crash_point_is_covered() {
+    let store = store_cases();
     let covered: Vec<&str> = CASES
         .iter()
         .chain(CSI_CASES)
         .chain(LEASE_CASES.iter().map(|l| &l.case))
-        .flat_map(|c| c.points.iter().copied())
+        .chain(store.iter().map(|(c, _)| c))
+        .flat_map(|c| c.points.iter().map(|p| p.split('#').next().unwrap()))
         .collect();
-    for p in CRASH_POINTS {
+    for p in CRASH_POINTS.iter().chain(mesos_dvdi::state::CRASH_POINTS) {
         assert!(covered.contains(p), "crash point {p} has no case");
     }
+}
+
+/// Rewrites the volume's record as the first layout kept it: its JSON as the whole file, and a
+/// lock file beside it.
+fn to_first_layout(fx: &Fixture) {
+    let store = Store::open(&fx.config.work_dir).unwrap();
+    let scanned = store.scan().unwrap();
+    let [volume] = &scanned[..] else {
+        panic!("one record expected: {scanned:?}")
+    };
+    let json = serde_json::to_vec(volume.record.as_ref().unwrap()).unwrap();
+    std::fs::write(&volume.path, json).unwrap();
+    std::fs::write(volume.path.with_extension("lock"), b"").unwrap();
 }
 
 /// Plays one crash: the users before it prepare, the step crashes at `point`, a fresh agent
@@ -412,6 +549,18 @@ fn play(
     storage: Storage<'_>,
     before_ro: bool,
 ) -> Fixture {
+    play_after(case, point, still_known, storage, before_ro, Setup::AsLeft)
+}
+
+/// [`play`], with the checkpoint set up as `setup` says before the crashing step.
+fn play_after(
+    case: &Case,
+    point: &str,
+    still_known: bool,
+    storage: Storage<'_>,
+    before_ro: bool,
+    setup: Setup,
+) -> Fixture {
     play_with(
         case,
         point,
@@ -420,10 +569,12 @@ fn play(
         before_ro,
         Fixture::new(),
         |_, _| {},
+        setup,
     )
 }
 
-/// [`play`] on `fx`, calling `after_recover(fx, users)` once the fresh agent has recovered.
+/// [`play_after`] on `fx`, calling `after_recover(fx, users)` once the fresh agent has recovered.
+#[allow(clippy::too_many_arguments)]
 fn play_with(
     case: &Case,
     point: &str,
@@ -432,6 +583,7 @@ fn play_with(
     before_ro: bool,
     fx: Fixture,
     after_recover: impl Fn(&str, &[String]),
+    setup: Setup,
 ) -> Fixture {
     let what = format!(
         "{} {} at {point}, known={still_known}",
@@ -443,6 +595,18 @@ fn play_with(
             !child(&fx, storage, "prepare", c, before_ro, known, None),
             "{what}: setup crashed"
         );
+    }
+    match setup {
+        Setup::AsLeft => {}
+        Setup::FirstLayout => to_first_layout(&fx),
+        Setup::Released => {
+            for c in case.before {
+                assert!(
+                    !child(&fx, storage, "cleanup", c, false, case.before, None),
+                    "{what}: setup crashed"
+                );
+            }
+        }
     }
     let mut known: Vec<&str> = case.before.to_vec();
     if !known.contains(&case.container) {
@@ -521,6 +685,35 @@ fn crash_at_any_point_then_recover_leaks_nothing_and_loses_no_live_user() {
                         case.op, case.container
                     );
                     assert_clean(&fx, &what);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn crash_at_any_persistence_point_of_the_checkpoint_then_recover_leaks_nothing_and_loses_no_live_user(
+) {
+    in_private_mount_ns(|| {
+        for (case, setup) in store_cases() {
+            for point in case.points {
+                for still_known in [true, false] {
+                    let fx = play_after(&case, point, still_known, Storage::Loop, false, setup);
+                    let what = format!(
+                        "{} {:.20} at {point}, known={still_known}",
+                        case.op, case.container
+                    );
+                    assert_clean(&fx, &what);
+                    let left: Vec<String> =
+                        std::fs::read_dir(fx.config.work_dir.join("volumes/loop"))
+                            .unwrap()
+                            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                            .filter(|n| n.ends_with(".lock"))
+                            .collect();
+                    assert!(
+                        left.is_empty(),
+                        "{what}: first layout's lock file left: {left:?}"
+                    );
                 }
             }
         }
@@ -611,6 +804,7 @@ fn crash_around_every_csi_rpc_then_recover_leaves_nothing_unused_and_undoes_noth
                                 );
                             }
                         },
+                        Setup::AsLeft,
                     );
                     let what = format!(
                         "{} {} at {point}, known={still_known}",

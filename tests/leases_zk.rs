@@ -19,7 +19,7 @@ use mesos_dvdi::config::Config;
 use mesos_dvdi::isolator::{Isolator, KnownContainer};
 use mesos_dvdi::mount::Host;
 use mesos_dvdi::state::{ContainerId, Owner, Store};
-use support::isolator::text;
+use support::isolator::{recorded_in, text};
 use support::plugin::{memory_plugin, TestPlugin};
 use support::zookeeper::ZkServer;
 
@@ -254,7 +254,13 @@ fn read_write_on_a_second_agent_is_refused_naming_the_holder() {
         status.contains("ledger") && status.contains("rw"),
         "{status}"
     );
-    assert_eq!(a.release(), (0, String::new()));
+    let (code, err) = a.release();
+    assert_eq!(code, 0, "{err}");
+    // Nothing but the note that this first run made the agent's work dir.
+    assert!(
+        err.lines().all(|l| l.starts_with("dvdi: note: created ")),
+        "{err}"
+    );
     assert!(c.leases().is_empty(), "released after the run");
 }
 
@@ -309,6 +315,68 @@ fn a_waiting_agent_gets_the_volume_once_the_holder_releases_it() {
     assert!(line.contains("attaching ledger via local"), "{line}");
     assert_eq!(a.release().0, 0);
     assert!(waiting.wait().unwrap().success());
+}
+
+#[test]
+fn a_lease_wait_names_the_holder_and_ctrl_c_ends_it_leaving_nothing() {
+    let c = Cluster::new();
+    let a = c.start("agent-a", 1, RW);
+    let mut child = c
+        .dvdi_run("agent-b", 600, RW)
+        .args(["--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait().unwrap().code()));
+    // Killed if an assertion fails first, so no agent is left waiting.
+    struct Kill(nix::unistd::Pid);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::SIGKILL);
+        }
+    }
+    let guard = Kill(pid);
+    // The progress line (each second) says whose lease it waits for (a line about ZooKeeper
+    // may come first while the session comes up).
+    let mut seen = String::new();
+    let wanted = "waiting for the read-write lease of volume \"ledger\" (driver \"local\"): held read-write by agent \"agent-a\"";
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+        if line.starts_with("dvdi: attaching ledger via local…") && line.contains("lease") {
+            assert!(line.contains(wanted), "{line}");
+            break;
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
+    let code = rx
+        .recv_timeout(BOUND)
+        .expect("the interrupted agent did not end");
+    std::mem::forget(guard);
+    std::io::Read::read_to_string(&mut err, &mut seen).unwrap();
+    assert_eq!(code, Some(128 + 2), "{seen}");
+    assert!(
+        seen.lines().last().unwrap_or_default().contains(
+            "dvdi: interrupted by SIGINT while preparing the volumes; nothing was left attached"
+        ) && seen.contains("interrupted while waiting for its read-write lease (held read-write by agent \"agent-a\""),
+        "{seen}"
+    );
+    // Agent b holds nothing and recorded nothing; a keeps its lease.
+    assert_eq!(
+        c.leases(),
+        [(
+            "local".to_owned(),
+            "ledger".to_owned(),
+            "read_write".to_owned(),
+            "agent-a".to_owned()
+        )]
+    );
+    assert!(!recorded_in(&c.path("agent-b/work"), "local", "ledger"));
+    assert_eq!(a.release().0, 0);
 }
 
 /// A plugin of the test's own (`Scope: global`, so leased without `lease_drivers`) whose Unmount
@@ -366,7 +434,7 @@ fn zookeeper_down_refuses_leased_volumes_at_prepare_and_not_others() {
         err.contains("volume \"ledger\" (driver \"local\"): cannot take a lease: not connected to ZooKeeper at zk://127.0.0.1:"),
         "{err}"
     );
-    assert!(!c.path("agent-a/work/volumes/local/ledger.json").exists());
+    assert!(!recorded_in(&c.path("agent-a/work"), "local", "ledger"));
     let out = c.dvdi("agent-a", 1).arg("status").output().unwrap();
     assert!(
         text(&out).contains(

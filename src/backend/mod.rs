@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::config::Timeouts;
 use crate::spec::{CsiStatic, DriverName, VolumeName, VolumeOpts};
-pub use waits::{WaitGuard, Waits};
+pub use waits::{Interrupted, WaitGuard, Waits};
 
 /// The caller-chosen id of one host mount; the matching unmount carries the same id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

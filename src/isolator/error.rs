@@ -72,6 +72,14 @@ pub enum IsolatorError {
     /// The volume's cluster-wide lease could not be taken or given back.
     #[error(transparent)]
     Lease(#[from] CoordError),
+    /// A wait for the volume was interrupted (`dvdi run` on Ctrl-C); what was done is undone.
+    #[error("{volume}: interrupted while {what}")]
+    Interrupted {
+        /// The volume.
+        volume: VolumeKey,
+        /// What it was waiting for.
+        what: String,
+    },
     /// A volume whose host mount vanished was not mounted again: its file system is still
     /// mounted somewhere (in a container's mount namespace, say), and a second mount beside it
     /// could corrupt it.

@@ -1,16 +1,19 @@
 //! The lease steps the phases call: which drivers' volumes are leased, taking and giving back a
 //! volume's lease, and fencing a container whose lease was lost while it was prepared.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::registry::{LOCAL_DRIVER, LOOP_DRIVER};
 use crate::backend::Scope;
-use crate::coord::{Coordinator, LeaseMode};
+use crate::coord::{CoordError, Coordinator, LeaseMode};
 use crate::error::render_chain;
 use crate::spec::VolumeKey;
 use crate::state::{ContainerId, Owner, Use, VolumeRecord};
 
 use super::{fence_container, lock, Isolator, IsolatorError};
+
+/// The longest a lease or ZooKeeper wait goes without looking whether it was interrupted.
+const WAIT_SLICE: Duration = Duration::from_millis(250);
 
 impl Isolator {
     /// Whether `record`'s volume needs a cluster-wide lease: never without coordination or for
@@ -71,29 +74,101 @@ impl Isolator {
     }
 
     /// Takes `mode` on `key`'s lease, waiting up to `wait` for another agent to let go.
+    ///
+    /// The wait is taken in slices of [`WAIT_SLICE`], so that it is named for a progress display
+    /// with what it waits for (who holds the lease) and ends soon after [`Waits::interrupt`]
+    /// (a lease freed meanwhile is still taken at once: each slice watches the holder's node).
+    ///
+    /// [`Waits::interrupt`]: crate::backend::Waits::interrupt
     pub(super) fn take_lease(
         &self,
         key: &VolumeKey,
         mode: LeaseMode,
         wait: Duration,
     ) -> Result<(), IsolatorError> {
-        match &self.coord {
-            Some(c) => {
-                self.await_first_session(c.as_ref());
-                Ok(c.acquire(key, mode, wait)?)
+        let Some(c) = &self.coord else {
+            return Ok(());
+        };
+        self.await_first_session(c.as_ref(), key)?;
+        let start = Instant::now();
+        let named = self
+            .waits
+            .begin(format!("taking the {mode} lease of {key} in ZooKeeper"));
+        let mut held_by = String::new();
+        loop {
+            if self.waits.is_interrupted() {
+                return Err(self.interrupted(key, format!("waiting for its {mode} lease{held_by}")));
             }
-            None => Ok(()),
+            let left = wait.saturating_sub(start.elapsed());
+            match c.acquire(key, mode, left.min(WAIT_SLICE)) {
+                Err(CoordError::Held {
+                    volume,
+                    wanted,
+                    held_mode,
+                    holder,
+                    waited: _,
+                }) => {
+                    let waited = start.elapsed();
+                    if waited >= wait {
+                        return Err(CoordError::Held {
+                            volume,
+                            wanted,
+                            held_mode,
+                            holder,
+                            waited,
+                        }
+                        .into());
+                    }
+                    held_by = format!(" (held {held_mode} by {holder})");
+                    named.rename(format!(
+                        "waiting for the {wanted} lease of {volume}: held {held_mode} by {holder}; up to {} s",
+                        wait.as_secs()
+                    ));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// `key`'s wait for `what` was interrupted.
+    pub(super) fn interrupted(&self, key: &VolumeKey, what: String) -> IsolatorError {
+        IsolatorError::Interrupted {
+            volume: key.clone(),
+            what,
         }
     }
 
     /// Right after start (a `dvdi run`, a module just loaded) the first session may still be
-    /// coming up: give it up to one session timeout from the start. Later, a coordinator without
-    /// a session fails at once (fail closed).
-    fn await_first_session(&self, c: &dyn Coordinator) {
-        let grace = (self.coord_since + self.config.lease_session_timeout)
-            .saturating_duration_since(std::time::Instant::now());
-        if !grace.is_zero() && !c.status().connected {
-            c.wait_connected(grace);
+    /// coming up: give it up to one session timeout from the start, unless a connection attempt
+    /// fails first (ZooKeeper down: then at once). Later, a coordinator without a session fails
+    /// at once (fail closed). Returns without a session too: the lease call says why it failed.
+    fn await_first_session(
+        &self,
+        c: &dyn Coordinator,
+        key: &VolumeKey,
+    ) -> Result<(), IsolatorError> {
+        let deadline = self.coord_since + self.config.lease_session_timeout;
+        let status = c.status();
+        if status.connected || Instant::now() >= deadline {
+            return Ok(());
+        }
+        let what = format!("waiting for ZooKeeper at {} to answer", status.target);
+        let _named = self.waits.begin(format!(
+            "{what} (a process just started gives it up to {} s)",
+            self.config.lease_session_timeout.as_secs()
+        ));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if c.wait_connected(left.min(WAIT_SLICE)) {
+                return Ok(());
+            }
+            // A failed attempt: ZooKeeper is down or refuses us, and the lease fails closed now.
+            if c.status().last_error.is_some() || left.is_zero() {
+                return Ok(());
+            }
+            if self.waits.is_interrupted() {
+                return Err(self.interrupted(key, what));
+            }
         }
     }
 
@@ -133,7 +208,7 @@ impl Isolator {
     pub(super) fn release_lease(&self, key: &VolumeKey) -> Result<(), IsolatorError> {
         match &self.coord {
             Some(c) => {
-                self.await_first_session(c.as_ref());
+                self.await_first_session(c.as_ref(), key)?;
                 Ok(c.release(key)?)
             }
             None => Ok(()),

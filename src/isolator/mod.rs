@@ -34,6 +34,7 @@ mod recover;
 mod targets;
 
 pub use error::{CleanupError, IsolatorError, PrepareError};
+pub use recover::{GcAction, GcWould};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -41,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::backend::{BackendError, BackendProvider, MountRequest};
+use crate::backend::{BackendError, BackendProvider, MountRequest, Waits};
 use crate::config::Config;
 use crate::coord::zk::ZkCoordinator;
 use crate::coord::{Coordinator, LeaseLoss};
@@ -126,7 +127,7 @@ pub struct RecoverReport {
     pub errors: Vec<String>,
 }
 
-use crate::crash::crash_point;
+use crate::crash::point as crash_point;
 
 /// The crash points compiled in with the `crash-points` feature, in the order an operation meets
 /// them.
@@ -185,6 +186,9 @@ pub struct Isolator {
     /// Volumes whose unmount failed and that no one uses: retried at every cleanup.
     pending: Mutex<HashSet<VolumeKey>>,
     next_mount: AtomicU64,
+    /// What prepare waits for (a lease, ZooKeeper), named for a progress display, and the handle
+    /// that interrupts those waits.
+    waits: Waits,
     /// `/proc`, read to find where a volume's file system is still mounted.
     proc_root: PathBuf,
 }
@@ -216,6 +220,7 @@ impl Isolator {
             prepared: Condvar::new(),
             pending: Mutex::new(HashSet::new()),
             next_mount: AtomicU64::new(0),
+            waits: Waits::default(),
             proc_root: PathBuf::from("/proc"),
         })
     }
@@ -241,6 +246,14 @@ impl Isolator {
     /// Reads the mount table from `path` instead of `/proc/self/mountinfo` (for tests).
     pub fn with_mountinfo(mut self, path: PathBuf) -> Self {
         self.mountinfo = path;
+        self
+    }
+
+    /// Names its waits (for a lease, for ZooKeeper) in `waits`, and gives them up when `waits` is
+    /// interrupted: `dvdi run` passes its backends' waits, so one progress display shows them all
+    /// and one Ctrl-C ends them all. A prepare interrupted undoes what it did.
+    pub fn with_waits(mut self, waits: Waits) -> Self {
+        self.waits = waits;
         self
     }
 

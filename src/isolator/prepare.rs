@@ -143,11 +143,16 @@ impl Isolator {
         usage: Use,
     ) -> Result<(PathBuf, bool), IsolatorError> {
         let key = spec.key();
+        // Interrupted while another volume waited: nothing more is started.
+        if self.waits.is_interrupted() {
+            return Err(self.interrupted(&key, "waiting to be attached".to_owned()));
+        }
         let guard = self.store.lock(&key).map_err(Self::state_err(&key))?;
         let existing = guard.load().map_err(Self::state_err(&key))?;
         let existed = existing.is_some();
         let mut record = match existing {
             Some(record) if record.phase == Phase::Mounted && record.host_path.is_some() => {
+                warn_other_options(&record, spec);
                 return self.join_mounted(&guard, record, id, usage);
             }
             // Half mounted or half unmounted by a process that died (or a failed unmount):
@@ -180,7 +185,11 @@ impl Isolator {
                 }),
             None => Ok(()),
         }
-        .and_then(|()| self.mount_record(&record));
+        .and_then(|()| match self.waits.is_interrupted() {
+            // Interrupted while its lease was taken: not attached, and the lease given back.
+            true => Err(self.interrupted(&key, "about to be attached".to_owned())),
+            false => self.mount_record(&record),
+        });
         let host = match mounted {
             Ok(host) => host,
             Err(e) => {
@@ -313,6 +322,29 @@ impl Isolator {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         MountId(format!("mesos-dvdi-{}-{nanos:x}-{n}", std::process::id()))
+    }
+}
+
+/// A container joining a volume mounted with other options gets the volume as it is: options
+/// apply when a volume is made or mounted, and the mount it joins stands. Said, not refused: the
+/// volume, found by its name, is what the container asked for.
+fn warn_other_options(record: &VolumeRecord, spec: &VolumeSpec) {
+    let set = |o: &spec::VolumeOpts| -> std::collections::BTreeMap<String, String> {
+        o.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    if set(&record.opts) != set(&spec.opts) {
+        let shown = |o: &spec::VolumeOpts| match o.is_empty() {
+            true => "none".to_owned(),
+            false => o.to_string(),
+        };
+        log::warn!(
+            "{} is mounted here already with options {}; this container's options {} are ignored (options apply when a volume is mounted anew)",
+            spec.key(),
+            shown(&record.opts),
+            shown(&spec.opts)
+        );
     }
 }
 

@@ -84,6 +84,46 @@ impl Isolator {
         )
     }
 
+    /// What [`Isolator::gc`] would do to the volume of each of `records` (snapshots read without
+    /// their locks, as `dvdi status` reads them). The same judgement as gc's, without its locks,
+    /// so a status never waits on a mount.
+    pub fn gc_would(&self, records: &[&VolumeRecord]) -> Result<Vec<GcWould>, IsolatorError> {
+        let table = mount::read_mountinfo(&self.mountinfo).map_err(IsolatorError::MountTable)?;
+        let mounted: HashSet<&Path> = table.iter().map(|e| e.mount_point.as_path()).collect();
+        let alive = |_: &ContainerId, owner: Owner| match owner {
+            Owner::Mesos => true,
+            Owner::Process { pid, start_time } => process_alive(pid, start_time),
+        };
+        let step = Reconcile {
+            alive: &alive,
+            leases: false,
+            mounted: &mounted,
+            dry_run: true,
+        };
+        Ok(records
+            .iter()
+            .map(|record| {
+                let gone = step.gone(record);
+                let action = if gone.len() == record.users.len() {
+                    Some(match record.phase {
+                        Phase::Unmounted => GcAction::ReleaseLease,
+                        _ => GcAction::Unmount,
+                    })
+                } else if step.vanished(record) {
+                    Some(match self.refuse_second_mount(record) {
+                        Ok(()) => GcAction::Remount,
+                        Err(e) => GcAction::Refuse(render_chain(&e)),
+                    })
+                } else if Reconcile::half_done(record) {
+                    Some(GcAction::Remount)
+                } else {
+                    None
+                };
+                GcWould { gone, action }
+            })
+            .collect())
+    }
+
     /// One reconciliation pass over every recorded volume, judged by `alive`; fills `index` with
     /// who holds what when given one.
     fn reconcile(
@@ -111,7 +151,7 @@ impl Isolator {
             .map_or(1, |n| n.get())
             .clamp(1, 8);
         let chunk = surveyed.len().div_ceil(workers).max(1);
-        let parts: Vec<(RecoverReport, Index)> = std::thread::scope(|s| {
+        let parts: Vec<(RecoverReport, Uses)> = std::thread::scope(|s| {
             let handles: Vec<_> = surveyed
                 .chunks(chunk)
                 .map(|part| {
@@ -125,7 +165,7 @@ impl Isolator {
                 .collect()
         });
         let mut report = RecoverReport::default();
-        for (part, part_index) in parts {
+        for (part, part_uses) in parts {
             report.dropped.extend(part.dropped);
             report.unmounted.extend(part.unmounted);
             report.remounted.extend(part.remounted);
@@ -133,7 +173,7 @@ impl Isolator {
             report.fenced.extend(part.fenced);
             report.errors.extend(part.errors);
             if let Some(index) = index.as_deref_mut() {
-                merge_index(index, part_index);
+                merge_uses(index, part_uses);
             }
         }
         Ok(report)
@@ -145,9 +185,9 @@ impl Isolator {
         part: &[Result<Surveyed, StateError>],
         step: &Reconcile<'_>,
         track: bool,
-    ) -> (RecoverReport, Index) {
+    ) -> (RecoverReport, Uses) {
         let mut report = RecoverReport::default();
-        let mut part_index = Index::new();
+        let mut part_uses = Uses::new();
         for volume in part {
             let volume = match volume {
                 Ok(volume) => volume,
@@ -157,12 +197,12 @@ impl Isolator {
                     continue;
                 }
             };
-            let idx = track.then_some(&mut part_index);
-            if let Err(e) = self.reconcile_volume(volume, step, &mut report, idx) {
+            let uses = track.then_some(&mut part_uses);
+            if let Err(e) = self.reconcile_volume(volume, step, &mut report, uses) {
                 report.errors.push(render_chain(&e));
             }
         }
-        (report, part_index)
+        (report, part_uses)
     }
 }
 
@@ -175,18 +215,18 @@ impl Isolator {
         volume: &Surveyed,
         step: &Reconcile<'_>,
         report: &mut RecoverReport,
-        index: Option<&mut Index>,
+        uses: Option<&mut Uses>,
     ) -> Result<(), IsolatorError> {
         // Most volumes need nothing at recovery: every user alive, mounted, the mount in place.
         // Judge that on a snapshot read without the lock and take the lock only to change
-        // something. The snapshot cannot mislead: records are replaced whole, and nothing but
+        // something. The snapshot cannot mislead: a reader sees a record whole, old or new, and nothing but
         // this isolator drops a Mesos container's reference, while a `dvdi` process unmounts a
         // volume only once it has no users left.
         let key = &volume.key;
         if let Some(snapshot) = &volume.snapshot() {
             if self.needs_nothing(snapshot, step) {
-                if let Some(index) = index {
-                    add_users(index, snapshot, key);
+                if let Some(uses) = uses {
+                    add_users(uses, snapshot, key);
                 }
                 report.kept.push(key.clone());
                 return Ok(());
@@ -197,13 +237,7 @@ impl Isolator {
             return Ok(());
         };
         let before = record.users.len();
-        let gone: Vec<ContainerId> = record
-            .users
-            .iter()
-            .filter(|(id, u)| !(step.alive)(id, u.owner))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
+        for id in step.gone(&record) {
             record.users.remove(&id);
             report.dropped.push((key.clone(), id));
         }
@@ -228,6 +262,7 @@ impl Isolator {
             true => self.refuse_second_mount(&record).err(),
             false => None,
         };
+        let remount = Reconcile::half_done(&record) || step.vanished(&record);
         if let Some(e) = refused {
             // Kept as it is, users and all, with the reason for `dvdi status`; the users still
             // have the file system in their own namespaces.
@@ -235,7 +270,7 @@ impl Isolator {
             record.last_error = Some(text.clone());
             changed = true;
             report.errors.push(text);
-        } else if lease_held && (record.phase != Phase::Mounted || step.vanished(&record)) {
+        } else if lease_held && remount {
             if !step.dry_run {
                 let host = self.mount_record(&record)?;
                 self.note_mount(&mut record, host);
@@ -248,8 +283,8 @@ impl Isolator {
         if changed && !step.dry_run {
             guard.save(&record).map_err(Self::state_err(key))?;
         }
-        if let Some(index) = index {
-            add_users(index, &record, key);
+        if let Some(uses) = uses {
+            add_users(uses, &record, key);
         }
         report.kept.push(key.clone());
         Ok(())
@@ -313,28 +348,48 @@ impl Isolator {
     }
 }
 
-/// Adds a worker's index to the whole one.
-fn merge_index(index: &mut Index, part: Index) {
-    for (id, keys) in part {
+/// What `dvdi gc` would do to one volume ([`Isolator::gc_would`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcWould {
+    /// Users whose container is gone: their references are dropped.
+    pub gone: Vec<ContainerId>,
+    /// What then happens to the volume; `None`: it is kept as it is.
+    pub action: Option<GcAction>,
+}
+
+/// What `dvdi gc` does to a volume besides dropping gone users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GcAction {
+    /// No live user is left: unmounted (a failed or half-done unmount retried).
+    Unmount,
+    /// Unmounted already; its lease is given back.
+    ReleaseLease,
+    /// In use, and its mount vanished or was half done: mounted again.
+    Remount,
+    /// In use and its mount vanished, but its file system is still mounted somewhere: not
+    /// mounted again (why, rendered).
+    Refuse(String),
+}
+
+/// Who uses what, as one worker found it: (container, volume) pairs, indexed only once merged.
+type Uses = Vec<(ContainerId, VolumeKey)>;
+
+/// Adds a worker's uses to the index.
+fn merge_uses(index: &mut Index, part: Uses) {
+    for (id, key) in part {
         match index.get_mut(&id) {
-            Some(Some(existing)) => existing.extend(keys.into_iter().flatten()),
+            Some(Some(keys)) => keys.push(key),
+            // A live `dvdi run` process the agent does not know.
             _ => {
-                index.insert(id, keys);
+                index.insert(id, Some(vec![key]));
             }
         }
     }
 }
 
-/// Records in `index` that the users of `record` hold `key`.
-fn add_users(index: &mut Index, record: &VolumeRecord, key: &VolumeKey) {
-    for id in record.users.keys() {
-        if let Some(Some(keys)) = index.get_mut(id) {
-            keys.push(key.clone());
-        } else {
-            // A live `dvdi run` process the agent does not know.
-            index.insert(id.clone(), Some(vec![key.clone()]));
-        }
-    }
+/// Records in `uses` that the users of `record` hold `key`.
+fn add_users(uses: &mut Uses, record: &VolumeRecord, key: &VolumeKey) {
+    uses.extend(record.users.keys().map(|id| (id.clone(), key.clone())));
 }
 
 /// What one reconciliation pass judges by.
@@ -349,6 +404,22 @@ struct Reconcile<'a> {
 }
 
 impl Reconcile<'_> {
+    /// The users of `record` whose container is gone.
+    fn gone(&self, record: &VolumeRecord) -> Vec<ContainerId> {
+        record
+            .users
+            .iter()
+            .filter(|(id, u)| !(self.alive)(id, u.owner))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether `record`'s mount was half done (or half undone) by a process that died: a
+    /// volume in use in such a phase is mounted again.
+    fn half_done(record: &VolumeRecord) -> bool {
+        record.phase != Phase::Mounted
+    }
+
     /// Whether a volume recorded as mounted on a mount point of its own lost that mount (someone
     /// unmounted it by hand, or the host rebooted under a persistent work_dir).
     fn vanished(&self, record: &VolumeRecord) -> bool {

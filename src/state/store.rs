@@ -1,27 +1,32 @@
-//! The checkpoint on disk: one JSON file per volume, each guarded by its own flock.
-//!
-//! Layout under the work directory:
+//! The checkpoint directory: one record file per volume, which is also the volume's lock.
 //!
 //! ```text
-//! volumes/<driver>/<stem>.json   the VolumeRecord
-//! volumes/<driver>/<stem>.lock   flock(2)ed while the record is read, changed or acted on
+//! volumes/<driver>/<stem>.json         the volume's record file (see `layout.rs`), flock(2)ed
+//!                                      while the record is read, changed or acted on
+//! volumes/<driver>/.<stem>.json.tmp    a record file being made anew (it outgrew its slots, or
+//!                                      is converted from the first layout), renamed into place
+//! volumes/<driver>/<stem>.json.corrupt.<secs>   a damaged record set aside by an operator's tool
 //! ```
 //!
-//! One file per volume keeps every change small (a prepare touches only its own volumes) and lets
-//! the lock be per volume: threads of the module and a `dvdi` process on the same agent exclude each
-//! other through the same flock, and never wait on a volume they do not use. Lock files are never
-//! deleted, since deleting a lock file another process is about to lock would split the lock.
+//! The lock is the flock of whichever file is linked at the record's name. A file is removed or
+//! replaced only by the holder of its lock, so a process that waited for a lock checks, once it
+//! holds it, that its file is still linked (`st_nlink > 0`), and starts again on the new file if
+//! not. A file appears at its name only whole and already locked by its maker (it is written
+//! unnamed, with `O_TMPFILE`, then linked), so every file a locker opens holds a valid header and a
+//! valid slot.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::errno::Errno;
 
+use super::guard::{Held, VolumeGuard};
+use super::layout::{self, Damage, Decoded};
 use super::record::{VolumeRecord, CHECKPOINT_VERSION};
 use crate::spec::{DriverName, VolumeKey};
 
@@ -48,14 +53,14 @@ pub enum StateError {
         #[source]
         errno: nix::Error,
     },
-    /// A record that is not valid JSON for this format.
+    /// A record file that cannot be read: damaged, or not valid JSON for this format.
     #[error("checkpoint {path} is corrupt and was left as it is; inspect it, unmount the volume by hand if it is mounted, then move the file away so the volume can be used again")]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// The parse error.
+        /// What is wrong with it.
         #[source]
-        source: serde_json::Error,
+        source: Damage,
     },
     /// A record written by another version of mesos-dvdi.
     #[error("checkpoint {path} has format version {found}; this build reads version {CHECKPOINT_VERSION} only: run the mesos-dvdi that wrote it, or set the file aside")]
@@ -75,7 +80,20 @@ pub enum StateError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+impl From<crate::durable::DurableError> for StateError {
+    fn from(e: crate::durable::DurableError) -> Self {
+        StateError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+pub(super) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StateError + 'a {
     move |source| StateError::Io {
         op,
         path: path.to_owned(),
@@ -109,8 +127,8 @@ fn stem(name: &str) -> String {
 pub struct Store {
     volumes: PathBuf,
     /// Whether fsync means anything here: not on tmpfs (the default work_dir, on purpose), whose
-    /// contents end with the boot anyway. Renames stay atomic either way, which is what crash
-    /// safety relies on.
+    /// contents end with the boot anyway. Crash safety does not rely on it: a change is written to
+    /// the slot that is not current, whatever the file system.
     durable: bool,
 }
 
@@ -157,7 +175,7 @@ impl Store {
         self.volumes.parent().unwrap_or(&self.volumes)
     }
 
-    /// Whether records are fsynced (false on tmpfs, where that would change nothing).
+    /// Whether changes are fdatasynced (false on tmpfs, where that would change nothing).
     pub fn durable(&self) -> bool {
         self.durable
     }
@@ -168,96 +186,123 @@ impl Store {
 
     /// Takes the volume's lock, waiting for any other holder (thread or process).
     pub fn lock(&self, key: &VolumeKey) -> Result<VolumeGuard, StateError> {
-        self.lock_with(key, FlockArg::LockExclusive)
+        self.lock_with(key, true)
             .map(|g| g.expect("a blocking flock returns only when held"))
     }
 
     /// Takes the volume's lock if no one holds it; `None` when someone does.
     pub fn try_lock(&self, key: &VolumeKey) -> Result<Option<VolumeGuard>, StateError> {
-        self.lock_with(key, FlockArg::LockExclusiveNonblock)
+        self.lock_with(key, false)
     }
 
-    fn lock_with(&self, key: &VolumeKey, arg: FlockArg) -> Result<Option<VolumeGuard>, StateError> {
+    fn lock_with(&self, key: &VolumeKey, wait: bool) -> Result<Option<VolumeGuard>, StateError> {
         let dir = self.driver_dir(&key.driver);
-        let stem = stem(key.name.as_str());
-        let lock_path = dir.join(format!("{stem}.lock"));
-        let open = || {
+        let path = dir.join(format!("{}.json", stem(key.name.as_str())));
+        let guard =
+            |held| VolumeGuard::new(key.clone(), dir.clone(), path.clone(), held, self.durable);
+        loop {
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match self.create(&dir, &path)? {
+                        Some(held) => return Ok(Some(guard(held))),
+                        // Another process linked one first: lock that one.
+                        None => continue,
+                    }
+                }
+                Err(e) => return Err(io_err("opening", &path)(e)),
+            };
+            if !flock(&file, wait).map_err(|errno| StateError::Lock {
+                path: path.clone(),
+                errno,
+            })? {
+                return Ok(None);
+            }
+            let stat = nix::sys::stat::fstat(&file).map_err(|e| StateError::Io {
+                op: "inspecting",
+                path: path.clone(),
+                source: e.into(),
+            })?;
+            // Replaced or removed by the holder we waited for: its name leads elsewhere now.
+            if stat.st_nlink == 0 {
+                continue;
+            }
+            let size = u64::try_from(stat.st_size).unwrap_or(0);
+            return Ok(Some(guard(Held::opened(file, size))));
+        }
+    }
+
+    /// Makes the volume's record file, holding no record, locked by this process from the start,
+    /// and links it at `path`; `None` when another process linked one there first.
+    fn create(&self, dir: &Path, path: &Path) -> Result<Option<Held>, StateError> {
+        let unnamed = || {
             OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create(true)
-                .truncate(false)
                 .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&lock_path)
+                .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+                .open(dir)
         };
         // The driver's directory exists after its first volume: create it only when missing.
-        let file = match open() {
+        let file = match unnamed() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
-                    .create(&dir)
-                    .map_err(io_err("creating", &dir))?;
-                open()
+                    .create(dir)
+                    .map_err(io_err("creating", dir))?;
+                unnamed()
             }
             other => other,
         }
-        .map_err(io_err("opening", &lock_path))?;
-        let mut file = file;
-        let lock = loop {
-            match Flock::lock(file, arg) {
-                Ok(lock) => break lock,
-                // A signal delivered while waiting is no reason to give up the wait.
-                Err((f, nix::errno::Errno::EINTR)) => file = f,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
-                Err((_, errno)) => {
-                    return Err(StateError::Lock {
-                        path: lock_path,
-                        errno,
-                    })
-                }
-            }
-        };
-        Ok(Some(VolumeGuard {
-            key: key.clone(),
-            record: dir.join(format!("{stem}.json")),
-            tmp: dir.join(format!(".{stem}.json.tmp")),
-            dir,
-            dir_handle: std::cell::OnceCell::new(),
-            durable: self.durable,
-            _lock: lock,
-        }))
+        .map_err(io_err("creating a record file in", dir))?;
+        let bytes = layout::file(layout::MIN_CAP, 0, b"");
+        // Nobody else can hold the lock of a file that has no name yet.
+        write_whole(&file, &bytes, self.durable)
+            .map_err(io_err("writing a new record file for", path))?;
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            proc_path.as_str(),
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Ok(None),
+            Err(e) => return Err(io_err("linking", path)(e.into())),
+        }
+        crate::durable::sync_dir(dir, self.durable)?;
+        crate::crash::point("state:created");
+        Ok(Some(Held::created(file, bytes.len() as u64)))
     }
 
-    /// Every checkpoint file, with the volume it stands for, without reading records where the
-    /// file name tells (see [`Surveyed::snapshot`]). Files whose volume cannot be told come back
-    /// as errors naming them. Ordered by driver, then file name.
+    /// Every record file, with the volume it stands for, without reading records where the file
+    /// name tells (see [`Surveyed::snapshot`]). Files whose volume cannot be told come back as
+    /// errors naming them. Ordered by driver, then file name.
     pub fn survey(&self) -> Result<Vec<Result<Surveyed, StateError>>, StateError> {
         let mut out = Vec::new();
-        for driver_dir in read_dir_sorted(&self.volumes, Listing::All)? {
-            let Some(driver) = driver_dir
-                .file_name()
-                .and_then(|d| d.to_str())
-                .and_then(|d| DriverName::new(d).ok())
-            else {
+        for driver_name in names_sorted(&self.volumes, Listing::All)? {
+            let Some(driver) = driver_name.to_str().and_then(|d| DriverName::new(d).ok()) else {
                 continue;
             };
-            if !driver_dir.is_dir() {
-                continue;
-            }
+            let driver_dir = self.volumes.join(&driver_name);
             // Records are opened relative to their directory: one path walk for them all.
-            let dir = Arc::new(
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-                    .open(&driver_dir)
-                    .map_err(io_err("opening", &driver_dir))?,
-            );
-            for file in read_dir_sorted(&driver_dir, Listing::Records)? {
-                let Some(file_name) = file.file_name().map(OsStr::to_owned) else {
-                    continue;
-                };
+            let dir = match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(&driver_dir)
+            {
+                Ok(dir) => Arc::new(dir),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) => return Err(io_err("opening", &driver_dir)(e)),
+            };
+            for file_name in names_sorted(&driver_dir, Listing::Records)? {
                 let plain = file_name
                     .to_str()
                     .and_then(|s| s.strip_suffix(".json"))
@@ -268,14 +313,13 @@ impl Store {
                         driver: driver.clone(),
                         name,
                     }),
-                    // A shortened long name: the record says which volume it is.
-                    None => read_record(&file).and_then(|r| {
-                        r.map(|r| r.key()).ok_or_else(|| StateError::Io {
-                            op: "reading",
-                            path: file.clone(),
-                            source: io::ErrorKind::NotFound.into(),
-                        })
-                    }),
+                    // A shortened long name: the record says which volume it is. One that holds
+                    // no record cannot be told (it is used again with its volume).
+                    None => match read_record(&driver_dir.join(&file_name)) {
+                        Ok(Some(r)) => Ok(r.key()),
+                        Ok(None) => continue,
+                        Err(e) => Err(e),
+                    },
                 };
                 out.push(key.map(|key| Surveyed {
                     key,
@@ -287,30 +331,35 @@ impl Store {
         Ok(out)
     }
 
-    /// Every volume that has a checkpoint file, read without locks (a snapshot for listing and
-    /// recovery; act on a volume only after [`Store::lock`]).
+    /// Every volume that has a record, read without locks (a snapshot for listing; act on a
+    /// volume only after [`Store::lock`]). Files that hold no record are left out.
     pub fn scan(&self) -> Result<Vec<ScannedVolume>, StateError> {
         let mut out = Vec::new();
-        for driver_dir in read_dir_sorted(&self.volumes, Listing::All)? {
+        for driver_name in names_sorted(&self.volumes, Listing::All)? {
+            let driver_dir = self.volumes.join(driver_name);
             if !driver_dir.is_dir() {
                 continue;
             }
-            for file in read_dir_sorted(&driver_dir, Listing::Records)? {
-                let record = read_record(&file).and_then(|r| {
-                    r.ok_or_else(|| StateError::Io {
-                        op: "reading",
-                        path: file.clone(),
-                        source: io::ErrorKind::NotFound.into(),
-                    })
-                });
-                out.push(ScannedVolume { path: file, record });
+            for name in names_sorted(&driver_dir, Listing::Records)? {
+                let file = driver_dir.join(name);
+                match read_record(&file) {
+                    Ok(None) => {}
+                    Ok(Some(record)) => out.push(ScannedVolume {
+                        path: file,
+                        record: Ok(record),
+                    }),
+                    Err(e) => out.push(ScannedVolume {
+                        path: file,
+                        record: Err(e),
+                    }),
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// One checkpoint file found by [`Store::survey`].
+/// One record file found by [`Store::survey`].
 #[derive(Debug)]
 pub struct Surveyed {
     /// The volume it stands for.
@@ -320,24 +369,59 @@ pub struct Surveyed {
 }
 
 impl Surveyed {
-    /// The record as it is now, read without the lock: a consistent snapshot, since records are
-    /// only ever replaced whole (by rename) or removed. Good for deciding that a volume needs
-    /// nothing; anything that changes it must [`Store::lock`] and load again. `None` when the
-    /// record is gone, cannot be read or is not the volume's (loading it under the lock tells
-    /// why).
+    /// The record as it is now, read without the lock: a consistent snapshot, since a change is
+    /// written beside the current record and a reader takes whichever whole copy is newest. Good
+    /// for deciding that a volume needs nothing; anything that changes it must [`Store::lock`] and
+    /// load again. `None` when the file holds no record, cannot be read, is not the volume's, or
+    /// is of the first layout (loading under the lock tells why, removes a file with no record and
+    /// converts one of the first layout).
     pub fn snapshot(&self) -> Option<VolumeRecord> {
-        // Errors are dropped: loading under the lock reports them, with the whole path.
-        read_record_at(&self.dir, &self.file_name)
-            .ok()
-            .flatten()
-            .filter(|r| {
-                r.key() == self.key
-                    && self.file_name.to_str() == Some(&format!("{}.json", stem(r.name.as_str())))
-            })
+        let file = nix::fcntl::openat(
+            &*self.dir,
+            self.file_name.as_os_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        thread_local! {
+            // Recovery reads thousands of files on each worker thread: one buffer for them all.
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUFFER.with_borrow_mut(|buffer| {
+            let len = read_into(File::from(file), buffer).ok()?;
+            let bytes = &buffer[..len];
+            let Ok(Decoded::Slots {
+                payload: Some(payload),
+                ..
+            }) = layout::decode(bytes)
+            else {
+                return None;
+            };
+            parse_json(&bytes[payload], Path::new(&self.file_name))
+                .ok()
+                .filter(|r| {
+                    r.driver == self.key.driver && r.name == self.key.name && self.is_file_of(r)
+                })
+        })
+    }
+
+    /// Whether this file is the one `record`'s volume is kept in (a long name's shortened stem
+    /// could be copied under another).
+    fn is_file_of(&self, record: &VolumeRecord) -> bool {
+        let name = record.name.as_str();
+        let expected = if name.len() <= MAX_STEM {
+            std::borrow::Cow::Borrowed(name)
+        } else {
+            std::borrow::Cow::Owned(stem(name))
+        };
+        self.file_name
+            .to_str()
+            .and_then(|f| f.strip_suffix(".json"))
+            == Some(&*expected)
     }
 }
 
-/// One checkpoint file found by [`Store::scan`].
+/// One record found by [`Store::scan`].
 #[derive(Debug)]
 pub struct ScannedVolume {
     /// The file.
@@ -351,13 +435,14 @@ pub struct ScannedVolume {
 enum Listing {
     /// Everything (the volumes directory: driver directories).
     All,
-    /// Record files, `*.json`: not lock files, temp files or set-aside records.
+    /// Record files, `*.json`: not temp files, set-aside records or the first layout's lock
+    /// files.
     Records,
 }
 
-/// The entries of `dir`, sorted by name. Names are compared as bytes, which is far cheaper than
-/// comparing paths component by component.
-fn read_dir_sorted(dir: &Path, listing: Listing) -> Result<Vec<PathBuf>, StateError> {
+/// The names in `dir`, sorted. Names are compared as bytes, which is far cheaper than comparing
+/// paths component by component.
+fn names_sorted(dir: &Path, listing: Listing) -> Result<Vec<OsString>, StateError> {
     use std::os::unix::ffi::OsStrExt;
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
@@ -369,46 +454,59 @@ fn read_dir_sorted(dir: &Path, listing: Listing) -> Result<Vec<PathBuf>, StateEr
         names.push(name);
     }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+    Ok(names)
 }
 
+/// The record in the file at `path`, read without its lock; `None` when it holds none or is gone.
 fn read_record(path: &Path) -> Result<Option<VolumeRecord>, StateError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path);
-    parse_record(file.and_then(read_all), path)
+    // A change written while the file is read can leave the copy read with that slot cut short;
+    // when it also overlapped the other slot's previous change, read again.
+    let mut attempts = 3;
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path);
+        let bytes = match file.and_then(read_all) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading", path)(e)),
+        };
+        attempts -= 1;
+        match record_in(&bytes, path) {
+            Err(StateError::Corrupt {
+                source: Damage::NoValidSlot,
+                ..
+            }) if attempts > 0 => continue,
+            other => return other,
+        }
+    }
 }
 
-/// [`read_record`] of `name` in the directory `dir` (errors name the file by `name` alone).
-fn read_record_at(dir: &File, name: &OsStr) -> Result<Option<VolumeRecord>, StateError> {
-    let file = nix::fcntl::openat(
-        dir,
-        name,
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map(File::from)
-    .map_err(io::Error::from);
-    parse_record(file.and_then(read_all), Path::new(name))
-}
-
-/// A record from the bytes read from `path`; `None` when the file does not exist.
-fn parse_record(
-    read: io::Result<Vec<u8>>,
-    path: &Path,
-) -> Result<Option<VolumeRecord>, StateError> {
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("reading", path)(e)),
+/// The record a whole record file holds, in either layout; `None` for none.
+pub(super) fn record_in(bytes: &[u8], path: &Path) -> Result<Option<VolumeRecord>, StateError> {
+    let corrupt = |source| StateError::Corrupt {
+        path: path.to_owned(),
+        source,
     };
+    match layout::decode(bytes).map_err(corrupt)? {
+        Decoded::Empty => Ok(None),
+        Decoded::Legacy => parse_json(bytes, path).map(Some),
+        Decoded::Slots { payload, .. } => match payload {
+            None => Ok(None),
+            Some(p) => parse_json(&bytes[p], path).map(Some),
+        },
+    }
+}
+
+/// A record from its JSON, as kept in a slot (or as the whole file in the first layout).
+pub(super) fn parse_json(bytes: &[u8], path: &Path) -> Result<VolumeRecord, StateError> {
     let unknown = |found| StateError::UnknownVersion {
         path: path.to_owned(),
         found,
     };
-    match serde_json::from_slice::<VolumeRecord>(&bytes) {
-        Ok(r) if r.version == CHECKPOINT_VERSION => Ok(Some(r)),
+    match serde_json::from_slice::<VolumeRecord>(bytes) {
+        Ok(r) if r.version == CHECKPOINT_VERSION => Ok(r),
         Ok(r) => Err(unknown(u64::from(r.version))),
         Err(source) => {
             // A newer format is reported as such, not as corrupt. (Peek with a struct, not
@@ -417,13 +515,13 @@ fn parse_record(
             struct Version {
                 version: Option<u64>,
             }
-            match serde_json::from_slice::<Version>(&bytes) {
+            match serde_json::from_slice::<Version>(bytes) {
                 Ok(Version {
                     version: Some(found),
                 }) if found != u64::from(CHECKPOINT_VERSION) => Err(unknown(found)),
                 _ => Err(StateError::Corrupt {
                     path: path.to_owned(),
-                    source,
+                    source: Damage::Json(source),
                 }),
             }
         }
@@ -431,116 +529,73 @@ fn parse_record(
 }
 
 /// Reads a whole (small) file. Not `File::read_to_end`, which stats the file first for a size
-/// hint that a record a few hundred bytes long does not need (recovery reads thousands).
-fn read_all(mut f: File) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = vec![0; 4096];
-    let mut len = 0;
-    loop {
-        if len == bytes.len() {
-            bytes.resize(len * 2, 0);
-        }
-        match f.read(&mut bytes[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+/// hint, and stops at the first short read: a record file is a regular file, whose reads come
+/// back short only at its end (recovery reads thousands; the system call saved is a third of
+/// each).
+fn read_all(f: File) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let len = read_into(f, &mut bytes)?;
     bytes.truncate(len);
     Ok(bytes)
 }
 
-/// Exclusive access to one volume's checkpoint; the lock is released on drop.
-#[derive(Debug)]
-pub struct VolumeGuard {
-    key: VolumeKey,
-    dir: PathBuf,
-    /// Opened on the first write that must fsync the directory (reads need none).
-    dir_handle: std::cell::OnceCell<File>,
-    /// Fsync files and the directory (see [`Store::durable`]).
-    durable: bool,
-    record: PathBuf,
-    tmp: PathBuf,
-    _lock: Flock<File>,
+/// [`read_all`] into `buffer` (grown as needed, never shrunk); returns the length read.
+fn read_into(mut f: File, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    use std::io::Read;
+    if buffer.len() < 4096 {
+        buffer.resize(4096, 0);
+    }
+    let mut len = 0;
+    loop {
+        match f.read(&mut buffer[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buffer.len() {
+                    break;
+                }
+                buffer.resize(len * 2, 0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
 }
 
-impl VolumeGuard {
-    /// The volume this guard holds.
-    pub fn key(&self) -> &VolumeKey {
-        &self.key
-    }
-
-    /// The record file's path.
-    pub fn path(&self) -> &Path {
-        &self.record
-    }
-
-    /// Reads the record; `None` when the volume has none.
-    pub fn load(&self) -> Result<Option<VolumeRecord>, StateError> {
-        let record = read_record(&self.record)?;
-        if let Some(r) = &record {
-            if r.driver != self.key.driver || r.name != self.key.name {
-                return Err(StateError::Misplaced {
-                    path: self.record.clone(),
-                    found: r.key(),
-                });
-            }
+/// Takes an exclusive flock(2) on `file`; false when `wait` is off and another holds it.
+pub(super) fn flock(file: &File, wait: bool) -> Result<bool, nix::Error> {
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock(2) on a descriptor `file` keeps open for the call; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
         }
-        Ok(record)
-    }
-
-    /// Replaces the record atomically: temp file, fsync, rename, fsync of the directory. A crash
-    /// at any point leaves either the old record or the new one, never a mix.
-    pub fn save(&self, record: &VolumeRecord) -> Result<(), StateError> {
-        debug_assert_eq!(record.key(), self.key);
-        let bytes = serde_json::to_vec(record).expect("a VolumeRecord always serialises");
-        crate::durable::write_and_rename(&self.record, &self.tmp, &bytes, self.durable).map_err(
-            |e| StateError::Io {
-                op: e.op,
-                path: e.path,
-                source: e.source,
-            },
-        )?;
-        self.sync_dir()
-    }
-
-    /// Deletes the record (the volume is no longer mounted or used).
-    pub fn remove(&self) -> Result<(), StateError> {
-        match fs::remove_file(&self.record) {
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &self.record)(e)),
+        match Errno::last() {
+            // A signal delivered while waiting is no reason to give up the wait.
+            Errno::EINTR => {}
+            Errno::EWOULDBLOCK => return Ok(false),
+            errno => return Err(errno),
         }
     }
+}
 
-    /// Renames a record that cannot be read out of the way, keeping it for inspection, and
-    /// returns where it went.
-    pub fn set_aside(&self) -> Result<PathBuf, StateError> {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut aside = self.record.clone().into_os_string();
-        aside.push(format!(".corrupt.{secs}"));
-        let aside = PathBuf::from(aside);
-        fs::rename(&self.record, &aside).map_err(io_err("setting aside", &self.record))?;
-        self.sync_dir()?;
-        Ok(aside)
+/// Writes a whole new record file's bytes (fdatasynced when `durable`) and locks it, before it is
+/// linked at a record's name. Only the holder of the volume's lock makes its files, so the new
+/// file's lock is free: taken without waiting, and an error if it is not.
+pub(super) fn write_whole(file: &File, bytes: &[u8], durable: bool) -> io::Result<()> {
+    file.write_all_at(bytes, 0)?;
+    if durable {
+        file.sync_data()?;
     }
-
-    fn sync_dir(&self) -> Result<(), StateError> {
-        if !self.durable {
-            return Ok(());
-        }
-        let dir = match self.dir_handle.get() {
-            Some(d) => d,
-            None => {
-                let d = File::open(&self.dir).map_err(io_err("opening", &self.dir))?;
-                self.dir_handle.get_or_init(|| d)
-            }
-        };
-        dir.sync_all()
-            .map_err(io_err("syncing directory", &self.dir))
+    match flock(file, false) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Errno::EWOULDBLOCK.into()),
+        Err(e) => Err(e.into()),
     }
 }
 

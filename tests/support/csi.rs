@@ -254,6 +254,27 @@ impl CsiPlugin {
             .collect()
     }
 
+    /// Creates the volume `name` as an operator would, before any task names it (a mount-access
+    /// single-node-writer volume, through the real client as plugin type `plugin_type`), forgets
+    /// that call, and returns the volume's id.
+    pub fn provision(&self, plugin_type: &str, name: &str) -> String {
+        let made = mesos_dvdi::csi::Client::new(plugin_type, self.socket())
+            .create_volume(
+                CreateVolumeRequest {
+                    name: name.into(),
+                    volume_capabilities: vec![VolumeCapability {
+                        access_type: Some(volume_capability::AccessType::Mount(Default::default())),
+                        access_mode: Some(volume_capability::AccessMode { mode: 1 }),
+                    }],
+                    ..Default::default()
+                },
+                std::time::Duration::from_secs(10),
+            )
+            .unwrap();
+        self.clear_calls();
+        made.volume_id
+    }
+
     /// Forgets the calls so far.
     pub fn clear_calls(&self) {
         lock(&self.shared.state).calls.clear();

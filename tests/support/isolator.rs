@@ -103,12 +103,9 @@ impl Fixture {
         }
     }
 
-    /// Whether the record file of `driver`/`name` exists.
+    /// Whether the checkpoint holds a record of `driver`/`name`.
     pub fn recorded(&self, driver: &str, name: &str) -> bool {
-        self.config
-            .work_dir
-            .join(format!("volumes/{driver}/{name}.json"))
-            .exists()
+        recorded_in(&self.config.work_dir, driver, name)
     }
 
     /// The `dvdi` binary on this fixture's work dir, local and loop roots, with no plugin dir.
@@ -239,4 +236,19 @@ impl Backend for CountingBackend {
     fn capabilities(&self) -> Result<Capabilities, BackendError> {
         self.inner.capabilities()
     }
+}
+
+/// Whether the checkpoint under `work_dir` holds a record of `driver`/`name`. A volume's file
+/// outlives its record (a tombstone): ask the store, not the directory.
+pub fn recorded_in(work_dir: &Path, driver: &str, name: &str) -> bool {
+    mesos_dvdi::state::Store::open(work_dir)
+        .unwrap()
+        .scan()
+        .unwrap()
+        .iter()
+        .any(|s| {
+            s.record
+                .as_ref()
+                .is_ok_and(|r| r.driver.as_str() == driver && r.name.as_str() == name)
+        })
 }

@@ -62,7 +62,7 @@ pub(super) fn plan(opts: &VolumeOpts) -> Result<Plan, CsiBackendError> {
 fn crash_at(step: Step, moment: &str) {
     if cfg!(feature = "crash-points") {
         let step = serde_json::to_value(step).unwrap_or_default();
-        crate::crash::crash_point(&format!("csi:{}:{moment}", step.as_str().unwrap_or("?")));
+        crate::crash::point(&format!("csi:{}:{moment}", step.as_str().unwrap_or("?")));
     }
 }
 

@@ -124,6 +124,19 @@ pub enum PluginError {
         #[source]
         source: HttpError,
     },
+    /// Connecting was being retried when the caller was interrupted (`dvdi run` on Ctrl-C).
+    #[error(
+        "{endpoint}: interrupted while the plugin at {addr} was not accepting connections (tried for {:.1} s)",
+        tried.as_secs_f64()
+    )]
+    Interrupted {
+        /// The plugin.
+        addr: PluginAddr,
+        /// The endpoint.
+        endpoint: &'static str,
+        /// How long connecting was tried.
+        tried: Duration,
+    },
     /// A mount point that is not an absolute path.
     #[error("{endpoint} at {addr}: mount point {mountpoint:?} is not an absolute path")]
     BadMountpoint {
@@ -347,7 +360,13 @@ impl PluginBackend {
                 crate::error::render_chain(&source),
                 pause,
             );
-            std::thread::sleep(pause);
+            if self.waits.pause(pause).is_err() {
+                return Err(PluginError::Interrupted {
+                    addr: self.client.addr().clone(),
+                    endpoint,
+                    tried: started.elapsed(),
+                });
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }

@@ -6,7 +6,8 @@
 //! name `external.name`, every other `dvdi/*` option as a driver option without its prefix and
 //! with its value trimmed, `external.size` as the option `size` (it wins over `dvdi/size`, as in
 //! Marathon), `containerPath` and `mode`. A JSON object has no order, so the options come out in key
-//! order (Marathon's own map keeps none either).
+//! order (Marathon's own map keeps none either). An external volume of another provider is not
+//! this module's to mount: it is left out with a warning naming the provider.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,8 @@ pub struct TaskInput {
     pub env: Vec<(String, String)>,
     /// External volumes.
     pub docker_volumes: Vec<DockerVolumeInput>,
+    /// What was read but is not acted on (an external volume of another provider), said.
+    pub warnings: Vec<String>,
 }
 
 /// An env file that cannot be used.
@@ -142,10 +145,21 @@ fn marathon(path: &Path, text: &str) -> Result<TaskInput, EnvFileError> {
         let Some(external) = vol.get("external") else {
             continue;
         };
-        if external.get("provider").and_then(Value::as_str) != Some("dvdi") {
-            continue;
-        }
         let place = |f: &str| format!("container.volumes[{i}].{f}");
+        match external.get("provider").and_then(Value::as_str) {
+            Some("dvdi") => {}
+            // Another provider's volume (Marathon has others) is not ours to mount; a task
+            // author who meant dvdi's must hear that it will not be mounted.
+            provider => {
+                let name = external.get("name").and_then(Value::as_str).unwrap_or("?");
+                let provider = provider.map_or_else(|| "none".to_owned(), |p| format!("{p:?}"));
+                input.warnings.push(format!(
+                    "{}: external volume {name:?} has provider {provider}, not \"dvdi\": ignored (only provider dvdi volumes are mounted by this module)",
+                    place("external.provider")
+                ));
+                continue;
+            }
+        }
         let str_field = |v: &Value, f: &str| -> Result<String, EnvFileError> {
             v.get(f)
                 .and_then(Value::as_str)

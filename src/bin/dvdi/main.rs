@@ -32,8 +32,9 @@ use mesos_dvdi::state::{StateError, Store};
 use nix::sys::signal::{SigHandler, Signal};
 
 use mesos_dvdi::backend::registry::{check_options, OptionsError, Registry};
-use mesos_dvdi::isolator::{Isolator, IsolatorError, RecoverReport};
+use mesos_dvdi::isolator::{GcAction, GcWould, Isolator, IsolatorError, RecoverReport};
 use mesos_dvdi::mount::Host;
+use mesos_dvdi::state::Phase;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -157,18 +158,20 @@ struct Global {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Resolve a task's volumes as the module would, and show them (exit 2 when invalid)
+    /// Resolve a task's volumes as the module would (the built-in drivers' options judged as their
+    /// mount judges them), and show them (exit 2 when invalid)
     #[command(after_help = EXAMPLES)]
     Resolve(ResolveArgs),
     /// Run a command with the volumes a task with this environment would get, in its own mount
     /// and PID namespaces (whatever it starts ends with it); exits with the command's status (125
-    /// when dvdi itself fails)
+    /// when dvdi itself fails; 128+signal when Ctrl-C or another signal ended it before the
+    /// command ran, what was done undone)
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
     /// List the plugins discovery finds, with their address and whether they answer
     #[command(after_help = EXAMPLES)]
     Plugins(JsonArg),
-    /// Show the mount table: volumes, host mount points, users, errors
+    /// Show the mount table: volumes, host mount points, users, errors, and what gc would fix
     #[command(after_help = EXAMPLES)]
     Status(JsonArg),
     /// List every volume lease in the cluster (with --coordination): volume, mode, holding
@@ -219,6 +222,9 @@ impl InputArgs {
                 .ok_or_else(|| CliError::BadEnvArg(e.clone()))?;
             input.env.push((k.to_owned(), v.to_owned()));
         }
+        for w in &input.warnings {
+            say!("dvdi: warning: {w}");
+        }
         Ok(input)
     }
 }
@@ -235,7 +241,7 @@ struct GcArgs {
     /// Report what would be done, change nothing
     #[arg(long)]
     dry_run: bool,
-    /// Print JSON
+    /// Print JSON (its dry_run says whether it lists what would be done or what was)
     #[arg(long)]
     json: bool,
 }
@@ -501,35 +507,62 @@ fn existing_store(config: &Config) -> Result<Option<Store>, CliError> {
 }
 
 fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
-    let scanned = match existing_store(config)? {
-        Some(store) => mesos_dvdi::status::rows(&store, &config.legacy_checkpoint)?,
+    let store = existing_store(config)?;
+    let scanned = match &store {
+        Some(store) => mesos_dvdi::status::rows(store, &config.legacy_checkpoint)?,
         None => mesos_dvdi::status::legacy_rows(&config.legacy_checkpoint),
     };
     if args.json {
         println!("{}", mesos_dvdi::status::to_json(&scanned));
         return Ok(());
     }
+    // What gc would fix, judged as gc judges (without its locks).
+    let records: Vec<&mesos_dvdi::state::VolumeRecord> = scanned
+        .iter()
+        .filter_map(|s| s.record.as_ref().ok())
+        .collect();
+    let mut would = match store {
+        Some(_) if !records.is_empty() => Isolator::new(
+            config.clone(),
+            Arc::new(Registry::new(config.clone(), Arc::new(Host))),
+        )?
+        .gc_would(&records)?,
+        _ => Vec::new(),
+    }
+    .into_iter();
     let rows: Vec<Vec<String>> = scanned
         .iter()
         .map(|s| match &s.record {
-            Ok(r) => vec![
-                r.driver.to_string(),
-                r.name.to_string(),
-                r.phase.to_string(),
-                r.host_path
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
-                format!(
-                    "{} ({})",
-                    r.users.len(),
-                    r.users
-                        .keys()
-                        .map(|k| k.as_str())
+            Ok(r) => {
+                let (state, problems) = judged(r, would.next());
+                vec![
+                    r.driver.to_string(),
+                    r.name.to_string(),
+                    state,
+                    r.host_path
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
+                    if r.users.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        format!(
+                            "{} ({})",
+                            r.users.len(),
+                            r.users
+                                .keys()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    },
+                    r.last_error
+                        .iter()
+                        .chain(&problems)
+                        .cloned()
                         .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                r.last_error.clone().unwrap_or_default(),
-            ],
+                        .join("; "),
+                ]
+            }
             Err(e) => vec![
                 "?".to_owned(),
                 s.file.display().to_string(),
@@ -559,6 +592,41 @@ fn status(config: &Config, args: &JsonArg) -> Result<(), CliError> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// A status row's STATE (the phase, and what `dvdi gc` would do, in short) and what is wrong
+/// that gc would fix or refuses to (for the last column).
+fn judged(r: &mesos_dvdi::state::VolumeRecord, would: Option<GcWould>) -> (String, Vec<String>) {
+    let Some(GcWould { gone, action }) = would else {
+        return (r.phase.to_string(), Vec::new());
+    };
+    let mut fixes = Vec::new();
+    let mut problems: Vec<String> = gone
+        .iter()
+        .map(|id| format!("user {id}: its process is gone"))
+        .collect();
+    if !gone.is_empty() {
+        fixes.push(format!("drops {} gone user(s)", gone.len()));
+    }
+    match action {
+        None => {}
+        Some(GcAction::Unmount) => fixes.push("unmounts".to_owned()),
+        Some(GcAction::ReleaseLease) => fixes.push("gives the lease back".to_owned()),
+        Some(GcAction::Remount) => {
+            if r.phase == Phase::Mounted {
+                problems.push("its mount is missing".to_owned());
+            }
+            fixes.push("mounts again".to_owned());
+        }
+        Some(GcAction::Refuse(why)) => {
+            problems.push(why);
+            fixes.push("cannot mount again".to_owned());
+        }
+    }
+    if fixes.is_empty() {
+        return (r.phase.to_string(), problems);
+    }
+    (format!("{} (gc {})", r.phase, fixes.join(", ")), problems)
 }
 
 /// `dvdi gc --json`: the report, and whether it is what would be done (`--dry-run`) or what was.

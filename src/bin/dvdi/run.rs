@@ -55,9 +55,11 @@ pub struct RunRequest {
 struct SignalState {
     child: Option<Pid>,
     early: Option<Signal>,
+    /// Volumes are being prepared: a signal interrupts what the preparation waits for.
+    preparing: bool,
 }
 
-fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>) {
+fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>, waits: Waits) {
     std::thread::spawn(move || loop {
         let Ok(sig) = set.wait() else { continue };
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,9 +69,28 @@ fn forward_signals(set: SigSet, state: Arc<Mutex<SignalState>>) {
             }
             None => {
                 st.early.get_or_insert(sig);
+                // A lease or a plugin waited for gives up now, and the prepare undoes what it
+                // did. (During cleanup nothing is interrupted: releasing the volumes comes first.)
+                if st.preparing {
+                    waits.interrupt();
+                }
             }
         }
     });
+}
+
+/// Why `dvdi run` stops before the command's own status could stand.
+enum Stop {
+    /// dvdi itself failed (exit 125), with the message.
+    Failed(String),
+    /// A signal came before the command started (exit 128 + the signal).
+    Interrupted(Signal),
+}
+
+impl From<String> for Stop {
+    fn from(msg: String) -> Self {
+        Stop::Failed(msg)
+    }
 }
 
 /// Prints "attaching … N s" every second while `work` runs, so a slow attach is visible, with
@@ -125,7 +146,9 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         return ExitCode::from(EXIT_DVDI_FAILED);
     }
     let signals = Arc::new(Mutex::new(SignalState::default()));
-    forward_signals(forwarded, Arc::clone(&signals));
+    let registry = Arc::new(Registry::new(config.clone(), Arc::new(Host)));
+    let waits = registry.waits().clone();
+    forward_signals(forwarded, Arc::clone(&signals), waits.clone());
 
     let fail = |msg: String| {
         say!("dvdi: error: {msg}");
@@ -149,10 +172,8 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
             }
         }
     };
-    let registry = Arc::new(Registry::new(config.clone(), Arc::new(Host)));
-    let waits = registry.waits().clone();
     let isolator = match Isolator::open(config.clone(), registry) {
-        Ok(i) => i,
+        Ok(i) => i.with_waits(waits.clone()),
         Err(e) => {
             say_created();
             return fail(render_chain(&e));
@@ -181,13 +202,35 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         rootfs: req.rootfs.clone(),
         user: None,
     };
+    let preparing = |on: bool| {
+        let mut st = signals.lock().unwrap_or_else(|p| p.into_inner());
+        st.preparing = on;
+        if on && st.early.is_some() {
+            waits.interrupt();
+        }
+    };
+    preparing(true);
     let prepared = with_progress(&describe(&req.task, config), &waits, || {
         isolator.prepare(&id, owner, &input)
     });
+    preparing(false);
     say_created();
     let plan = match prepared {
         Ok(plan) => plan,
-        Err(e) => return fail(render_chain(&e)),
+        Err(e) => {
+            let early = signals.lock().unwrap_or_else(|p| p.into_inner()).early;
+            return match early {
+                // Interrupted (or failed meanwhile): what prepare did is undone either way.
+                Some(sig) if sig != Signal::SIGKILL => {
+                    say!(
+                        "dvdi: interrupted by {sig} while preparing the volumes; nothing was left attached ({})",
+                        render_chain(&e)
+                    );
+                    exit_for(sig)
+                }
+                _ => fail(render_chain(&e)),
+            };
+        }
     };
     for w in &plan.warnings {
         say!("dvdi: warning: {w}");
@@ -202,11 +245,22 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
     }
     let code = match status {
         Ok(code) => code,
-        Err(msg) => {
-            if let Err(e) = cleaned {
-                say!("dvdi: error: {}", render_chain(&e));
+        Err(stop) => {
+            if let Err(e) = &cleaned {
+                say!("dvdi: error: {}", render_chain(e));
             }
-            return fail(msg);
+            return match stop {
+                Stop::Failed(msg) => fail(msg),
+                Stop::Interrupted(sig) => {
+                    let released = if cleaned.is_ok() {
+                        "its volumes were released"
+                    } else {
+                        "see above for the volumes left to dvdi gc"
+                    };
+                    say!("dvdi: interrupted by {sig} before the command started; {released}");
+                    exit_for(sig)
+                }
+            };
         }
     };
     if let Err(e) = cleaned {
@@ -214,6 +268,12 @@ pub fn run(config: &Config, req: RunRequest) -> ExitCode {
         say!("dvdi: error: {}", render_chain(&e));
     }
     ExitCode::from(code)
+}
+
+/// The exit status of a `dvdi run` ended by `sig` before its command ran: 128 + the signal, as
+/// the shell reports a command the signal killed.
+fn exit_for(sig: Signal) -> ExitCode {
+    ExitCode::from(u8::try_from(128 + sig as i32).unwrap_or(u8::MAX))
 }
 
 /// Fencing for `dvdi run`: when a lease the command's volumes depend on is lost, the command is
@@ -307,7 +367,7 @@ fn spawn_and_wait(
     req: &RunRequest,
     plan: &LaunchPlan,
     signals: &Arc<Mutex<SignalState>>,
-) -> Result<u8, String> {
+) -> Result<u8, Stop> {
     let binds: Vec<Bind> = plan
         .mounts
         .iter()
@@ -351,7 +411,7 @@ fn spawn_and_wait(
     // instead of being taken for one that came before the command existed.
     let mut state = signals.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(sig) = state.early {
-        return Err(format!("interrupted by {sig} before the command started"));
+        return Err(Stop::Interrupted(sig));
     }
     let spawned = in_new_pid_namespace(|| cmd.spawn())?;
     // Drops the pre_exec closure and with it this process's copy of the pipe's write end, so
@@ -363,7 +423,7 @@ fn spawn_and_wait(
         Err(e) => {
             let mut step = String::new();
             let _ = File::from(report).read_to_string(&mut step);
-            return Err(if step.is_empty() {
+            return Err(Stop::Failed(if step.is_empty() {
                 // Every setup step passed: exec itself failed.
                 let inside = req.rootfs.as_ref().map_or_else(String::new, |r| {
                     format!(" in the root file system {}", r.display())
@@ -371,7 +431,7 @@ fn spawn_and_wait(
                 format!("executing {program:?}{inside} failed: {e}")
             } else {
                 format!("setting up {program:?}: {step}")
-            });
+            }));
         }
     };
     state.child = Some(Pid::from_raw(
